@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "rte-agent",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "rte-agent", targets: ["rte-agent"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries, each wrapped once in Swift (GPIO/Libgpiod.swift, HTTPServer/MHD*.swift).
+        .systemLibrary(name: "CGPIOD", pkgConfig: "libgpiod", providers: [.apt(["libgpiod-dev"])]),
+        .systemLibrary(name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
+
+        .target(name: "AgentClock"),
+        .target(name: "CPOSIXShims"),
+        .target(name: "POSIXIO", dependencies: ["CPOSIXShims"]),
+        .target(name: "Configuration", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "GPIO", dependencies: ["CGPIOD", "Configuration", "AgentClock"]),
+        .target(name: "Serial", dependencies: ["POSIXIO", "Configuration", "AgentClock"]),
+        .target(name: "Power", dependencies: ["GPIO", "Configuration", "AgentClock"]),
+        .target(name: "SimulatedDUT", dependencies: ["GPIO", "POSIXIO", "Configuration"]),
+
+        .target(name: "AgentRuntime", dependencies: ["Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
+
+        .executableTarget(name: "rte-agent", dependencies: [
+            "AgentRuntime", "Configuration", "AgentClock", "POSIXIO",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "HardwareTests", dependencies: [
+            "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime",
+        ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

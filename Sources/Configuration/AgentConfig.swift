@@ -1,0 +1,424 @@
+import Yams
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The whole agent configuration, loaded from one YAML file.
+public struct AgentConfig: Sendable {
+    public var sourceFile: String
+    public var dut: DUTConfig
+    public var serial: SerialConfig
+    public var gpio: GPIOConfig
+    public var power: PowerProfile
+    public var http: HTTPConfig
+    public var stateDirectory: String
+    public var auth: AuthConfig
+    public var leases: LeaseConfig
+    public var simulator: SimulatorConfig
+    public var compat: CompatConfig
+}
+
+public enum DUTBackend: String, CaseIterable, Sendable { case gpio, simulated, qemu }
+
+public struct DUTConfig: Sendable {
+    public var name: String
+    public var board: String
+    public var backend: DUTBackend
+}
+
+public enum Parity: String, CaseIterable, Sendable { case none, even, odd }
+public enum FlowControl: String, CaseIterable, Sendable { case none, rtscts, xonxoff }
+
+public struct SerialConfig: Sendable {
+    /// Device path; for the simulated backend the agent creates a pty and links it here.
+    public var device: String
+    public var baud: Int
+    public var dataBits: Int
+    public var parity: Parity
+    public var stopBits: Int
+    public var flowControl: FlowControl
+    public var exclusive: Bool
+    public var ringBytes: Int
+    public var logMaxFileBytes: Int
+    public var logMaxFiles: Int
+    public var reopenInitialMilliseconds: Int
+    public var reopenMaxMilliseconds: Int
+
+    public static let standardBauds: [Int] = [
+        50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600,
+        115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000,
+        2500000, 3000000, 3500000, 4000000,
+    ]
+}
+
+public enum LineDirection: String, CaseIterable, Sendable, Codable { case input, output }
+public enum LineDrive: String, CaseIterable, Sendable, Codable { case pushPull = "push-pull", openDrain = "open-drain" }
+public enum LineBias: String, CaseIterable, Sendable, Codable { case asIs = "as-is", disable, pullUp = "pull-up", pullDown = "pull-down" }
+
+/// Where one GPIO line is (chip + offset or name) and how it is used (direction, polarity, safe value).
+public struct GPIOLineConfig: Sendable, Equatable {
+    /// The role name, e.g. `relay`, `power_button`.
+    public var role: String
+    /// Chip as name (`gpiochip0`), label, number or `/dev/gpiochipN` path.
+    public var chip: String
+    public var offset: Int?
+    /// Line name on the chip, used when no offset is given.
+    public var lineName: String?
+    public var direction: LineDirection
+    public var activeLow: Bool
+    public var drive: LineDrive
+    public var bias: LineBias
+    /// Logical value (true = active) the line is put to at start and on every exit.
+    public var safeValue: Bool
+    public var initialValue: Bool
+    public var consumer: String
+    /// Number of the line in the RTE's legacy REST API (`/api/v1/gpio/{n}`).
+    public var compatNumber: Int?
+    /// In the legacy API, open-collector outputs report 1 when driven low.
+    public var compatOpenCollector: Bool
+
+    public var locationDescription: String {
+        if let offset { return "\(chip) line \(offset)" }
+        return "\(chip) line \"\(lineName ?? "?")\""
+    }
+}
+
+public struct GPIOConfig: Sendable {
+    public var lines: [GPIOLineConfig]
+    public func line(_ role: String) -> GPIOLineConfig? { lines.first { $0.role == role } }
+}
+
+/// How the DUT is powered through the lines (per board).
+public struct PowerProfile: Sendable {
+    /// Press the power button after the relay turns on (boards that do not boot on power applied).
+    public var pressPowerButtonOnPowerOn: Bool
+    public var pressMilliseconds: Int
+    public var softOffPressMilliseconds: Int
+    public var resetPressMilliseconds: Int
+    public var cycleOffMilliseconds: Int
+    /// After the relay turns on, wait this long before a power-button press.
+    public var settleMilliseconds: Int
+}
+
+public struct HTTPConfig: Sendable {
+    public var host: String
+    public var port: Int
+    public var maxBodyBytes: Int
+    public var connectionTimeoutSeconds: Int
+    public var maxConnections: Int
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    /// Raw TCP console port (ser2net style); nil = off.
+    public var consolePort: Int?
+    public var consoleHost: String
+}
+
+public struct TokenConfig: Sendable, Equatable {
+    public var user: String
+    /// Lower-case hex SHA-256 of the token; the token itself never sits in the config.
+    public var sha256: String
+    public var admin: Bool
+}
+
+public struct AuthConfig: Sendable {
+    public var enabled: Bool
+    public var tokens: [TokenConfig]
+}
+
+public enum ExpiryAction: String, CaseIterable, Sendable { case powerOff = "power_off", hardOff = "hard_off", none }
+
+public struct LeaseConfig: Sendable {
+    public var defaultTTLSeconds: Int
+    public var maxTTLSeconds: Int
+    public var maxWaitSeconds: Int
+    public var expiryAction: ExpiryAction
+}
+
+public enum SimulatorTiming: String, CaseIterable, Sendable { case fast, realistic }
+
+public struct SimulatorConfig: Sendable {
+    public var timing: SimulatorTiming
+    public var menuEntries: [String]
+    public var defaultEntry: Int
+    public var password: String
+    /// How many `dhcp` attempts fail before one succeeds (to exercise retries).
+    public var dhcpFailures: Int
+}
+
+public struct CompatConfig: Sendable {
+    public var enabled: Bool
+    /// CIDR networks whose anonymous legacy writes are accepted when nobody holds a lease.
+    public var trustedNetworks: [String]
+    public var allowAnonymousWrites: Bool
+}
+
+extension AgentConfig {
+    /// Loads and validates a config file. Every failure names the file and the key.
+    public static func load(path: String) throws(ConfigError) -> AgentConfig {
+        guard let text = readTextFile(path) else {
+            throw ConfigError(file: path, keyPath: "", message: "cannot read the file (\(String(cString: strerror(errno))))")
+        }
+        return try parse(yaml: text, file: path)
+    }
+
+    public static func parse(yaml: String, file: String = "<config>") throws(ConfigError) -> AgentConfig {
+        let node: Node
+        do {
+            guard let n = try Yams.compose(yaml: yaml) else {
+                throw ConfigError(file: file, keyPath: "", message: "the file is empty")
+            }
+            node = n
+        } catch let e as ConfigError {
+            throw e
+        } catch let e as YamlError {
+            throw ConfigError(file: file, keyPath: "", message: "not valid YAML: \(yamlErrorSummary(e))")
+        } catch {
+            throw ConfigError(file: file, keyPath: "", message: "not valid YAML: \(error)")
+        }
+        var root = try YAMLReader(file: file, path: "", node: node)
+        let config = try parseRoot(&root, file: file)
+        try root.rejectUnknownKeys()
+        return config
+    }
+
+    private static func yamlErrorSummary(_ e: YamlError) -> String {
+        switch e {
+        case .scanner(let context, let problem, let mark, _):
+            return "line \(mark.line), column \(mark.column): \(problem)\(context.map { " \($0.text)" } ?? "")"
+        case .parser(let context, let problem, let mark, _):
+            return "line \(mark.line), column \(mark.column): \(problem)\(context.map { " \($0.text)" } ?? "")"
+        case .composer(let context, let problem, let mark, _):
+            return "line \(mark.line), column \(mark.column): \(problem)\(context.map { " \($0.text)" } ?? "")"
+        default:
+            return "\(e)"
+        }
+    }
+
+    private static func parseRoot(_ root: inout YAMLReader, file: String) throws(ConfigError) -> AgentConfig {
+        // dut
+        var dutR: YAMLReader
+        if let r = try root.section("dut") { dutR = r } else { dutR = try YAMLReader(file: file, path: "dut", node: Node.mapping(Node.Mapping([]))) }
+        let dut = DUTConfig(
+            name: try dutR.string("name", default: "apu2"),
+            board: try dutR.string("board", default: "apu2"),
+            backend: try dutR.choice("backend", default: DUTBackend.gpio))
+        try dutR.rejectUnknownKeys()
+
+        // serial
+        guard var sR = try root.section("serial") else { throw root.error("serial", "is required") }
+        let baud = try sR.int("baud", default: 115200)
+        guard SerialConfig.standardBauds.contains(baud) else {
+            throw sR.error("baud", "\(baud) is not a standard rate (allowed: \(SerialConfig.standardBauds.map(String.init).joined(separator: ", ")))")
+        }
+        var logR = try sR.section("log")
+        var reopenR = try sR.section("reopen_backoff_ms")
+        let serial = SerialConfig(
+            device: try sR.requiredString("device"),
+            baud: baud,
+            dataBits: try sR.int("data_bits", default: 8, range: 5...8),
+            parity: try sR.choice("parity", default: Parity.none),
+            stopBits: try sR.int("stop_bits", default: 1, range: 1...2),
+            flowControl: try sR.choice("flow_control", default: FlowControl.none),
+            exclusive: try sR.bool("exclusive", default: true),
+            ringBytes: try sR.int("ring_bytes", default: 16 << 20, range: 4096...(1 << 31)),
+            logMaxFileBytes: try logR?.int("max_file_bytes", default: 8 << 20, range: 4096...(1 << 40)) ?? (8 << 20),
+            logMaxFiles: try logR?.int("max_files", default: 16, range: 1...100_000) ?? 16,
+            reopenInitialMilliseconds: try reopenR?.int("initial", default: 100, range: 1...600_000) ?? 100,
+            reopenMaxMilliseconds: try reopenR?.int("max", default: 5000, range: 1...600_000) ?? 5000)
+        try logR?.rejectUnknownKeys()
+        try reopenR?.rejectUnknownKeys()
+        try sR.rejectUnknownKeys()
+
+        // gpio
+        var lines: [GPIOLineConfig] = []
+        if var gR = try root.section("gpio") {
+            let defaultChip = try gR.string("chip")
+            let defaultConsumer = try gR.string("consumer", default: "rte-agent")
+            if var linesR = try gR.section("lines") {
+                for role in linesR.keys {
+                    guard var lR = try linesR.section(role) else { throw linesR.error(role, "expected a mapping, got null") }
+                    lines.append(try parseLine(&lR, role: role, defaultChip: defaultChip, consumer: defaultConsumer))
+                    try lR.rejectUnknownKeys()
+                }
+            }
+            try gR.rejectUnknownKeys()
+        }
+        var seenCompat: [Int: String] = [:]
+        for l in lines {
+            if let n = l.compatNumber {
+                if let other = seenCompat[n] {
+                    throw ConfigError(file: file, keyPath: "gpio.lines.\(l.role).compat_number", message: "\(n) is already used by \(other)")
+                }
+                seenCompat[n] = l.role
+            }
+        }
+
+        // power
+        var pR = try root.section("power")
+        let power = PowerProfile(
+            pressPowerButtonOnPowerOn: try pR?.bool("press_power_button_on_power_on", default: false) ?? false,
+            pressMilliseconds: try pR?.int("press_ms", default: 200, range: 1...60_000) ?? 200,
+            softOffPressMilliseconds: try pR?.int("soft_off_press_ms", default: 4000, range: 1...60_000) ?? 4000,
+            resetPressMilliseconds: try pR?.int("reset_press_ms", default: 200, range: 1...60_000) ?? 200,
+            cycleOffMilliseconds: try pR?.int("cycle_off_ms", default: 3000, range: 0...600_000) ?? 3000,
+            settleMilliseconds: try pR?.int("settle_ms", default: 500, range: 0...60_000) ?? 500)
+        try pR?.rejectUnknownKeys()
+        if dut.backend == .gpio {
+            guard lines.contains(where: { $0.role == "relay" }) || lines.contains(where: { $0.role == "power_button" }) else {
+                throw ConfigError(file: file, keyPath: "gpio.lines", message: "the gpio backend needs a relay or power_button line to power the DUT")
+            }
+        }
+
+        // http
+        var hR = try root.section("http")
+        let listen = try hR?.string("listen", default: "127.0.0.1:8000") ?? "127.0.0.1:8000"
+        guard let (host, port) = parseHostPort(listen) else {
+            throw ConfigError(file: file, keyPath: "http.listen", message: "expected HOST:PORT, got \"\(listen)\"")
+        }
+        var tlsR = try hR?.section("tls")
+        let cert = try tlsR?.string("certificate")
+        let key = try tlsR?.string("key")
+        if (cert == nil) != (key == nil) {
+            throw ConfigError(file: file, keyPath: "http.tls", message: "needs both certificate and key")
+        }
+        try tlsR?.rejectUnknownKeys()
+        let consolePort = try hR?.int("console_port")
+        if let consolePort, !(0...65535).contains(consolePort) {
+            throw ConfigError(file: file, keyPath: "http.console_port", message: "must be between 0 and 65535, got \(consolePort)")
+        }
+        let http = HTTPConfig(
+            host: host, port: port,
+            maxBodyBytes: try hR?.int("max_body_bytes", default: 1 << 20, range: 1024...(1 << 30)) ?? (1 << 20),
+            connectionTimeoutSeconds: try hR?.int("connection_timeout_s", default: 30, range: 1...3600) ?? 30,
+            maxConnections: try hR?.int("max_connections", default: 256, range: 1...65536) ?? 256,
+            tlsCertificate: cert, tlsKey: key,
+            consolePort: consolePort,
+            consoleHost: try hR?.string("console_host", default: host) ?? host)
+        try hR?.rejectUnknownKeys()
+
+        let stateDirectory = try root.string("state_dir", default: "/var/lib/rte-agent")
+
+        // auth
+        var aR = try root.section("auth")
+        let authEnabled = try aR?.bool("enabled", default: true) ?? true
+        var tokens: [TokenConfig] = []
+        if var a = aR {
+            for (p, n) in try a.list("tokens") {
+                var tR = try YAMLReader(file: file, path: p, node: n)
+                let hash = try tR.requiredString("sha256").lowercased()
+                guard hash.count == 64, hash.allSatisfy({ $0.isHexDigit }) else {
+                    throw tR.error("sha256", "expected 64 hex digits (sha256sum of the token), got \"\(hash)\"")
+                }
+                tokens.append(TokenConfig(user: try tR.requiredString("user"), sha256: hash, admin: try tR.bool("admin", default: false)))
+                try tR.rejectUnknownKeys()
+            }
+            aR = a
+        }
+        try aR?.rejectUnknownKeys()
+        if authEnabled && tokens.isEmpty {
+            throw ConfigError(file: file, keyPath: "auth.tokens", message: "auth is enabled but no token is configured (add tokens or set auth.enabled: false on a loopback-only agent)")
+        }
+        if !authEnabled && !isLoopback(host) {
+            throw ConfigError(file: file, keyPath: "auth.enabled", message: "auth may only be off when http.listen is a loopback address, got \"\(host)\"")
+        }
+        let auth = AuthConfig(enabled: authEnabled, tokens: tokens)
+
+        // leases
+        var lR = try root.section("leases")
+        let maxTTL = try lR?.int("max_ttl_s", default: 8 * 3600, range: 1...(30 * 86400)) ?? 8 * 3600
+        let leases = LeaseConfig(
+            defaultTTLSeconds: try lR?.int("default_ttl_s", default: min(3600, maxTTL), range: 1...maxTTL) ?? min(3600, maxTTL),
+            maxTTLSeconds: maxTTL,
+            maxWaitSeconds: try lR?.int("max_wait_s", default: 3600, range: 0...(7 * 86400)) ?? 3600,
+            expiryAction: try lR?.choice("expiry_action", default: ExpiryAction.powerOff) ?? .powerOff)
+        try lR?.rejectUnknownKeys()
+
+        // simulator
+        var simR = try root.section("simulator")
+        let defaultEntries = ["Debian stable netboot", "Debian stable netinst", "Xen Linux dev", "Linux dev", "iPXE shell"]
+        let entries = try simR?.stringList("menu_entries") ?? []
+        let simulator = SimulatorConfig(
+            timing: try simR?.choice("timing", default: SimulatorTiming.realistic) ?? .realistic,
+            menuEntries: entries.isEmpty ? defaultEntries : entries,
+            defaultEntry: try simR?.int("default_entry", default: 0, range: 0...((entries.isEmpty ? defaultEntries : entries).count - 1)) ?? 0,
+            password: try simR?.string("password", default: "debian") ?? "debian",
+            dhcpFailures: try simR?.int("dhcp_failures", default: 0, range: 0...100) ?? 0)
+        try simR?.rejectUnknownKeys()
+
+        // compat
+        var cR = try root.section("compat")
+        let compat = CompatConfig(
+            enabled: try cR?.bool("enabled", default: false) ?? false,
+            trustedNetworks: try cR?.stringList("trusted_networks") ?? ["127.0.0.0/8", "::1/128"],
+            allowAnonymousWrites: try cR?.bool("allow_anonymous_writes", default: true) ?? true)
+        try cR?.rejectUnknownKeys()
+
+        return AgentConfig(
+            sourceFile: file, dut: dut, serial: serial, gpio: GPIOConfig(lines: lines), power: power, http: http,
+            stateDirectory: stateDirectory, auth: auth, leases: leases, simulator: simulator, compat: compat)
+    }
+
+    private static func parseLine(_ r: inout YAMLReader, role: String, defaultChip: String?, consumer: String) throws(ConfigError) -> GPIOLineConfig {
+        guard let chip = try r.string("chip") ?? defaultChip else { throw r.error("chip", "is required (or set gpio.chip)") }
+        let offset = try r.int("offset")
+        if let offset, offset < 0 || offset > 4095 { throw r.error("offset", "must be between 0 and 4095, got \(offset)") }
+        let name = try r.string("name")
+        if offset == nil && name == nil { throw r.error("offset", "is required (or give the line's name)") }
+        let direction = try r.choice("direction", default: role == "power_led" ? LineDirection.input : .output)
+        let safe = try r.int("safe", default: 0, range: 0...1) == 1
+        let initial = try r.int("initial", default: safe ? 1 : 0, range: 0...1) == 1
+        let drive = try r.choice("drive", default: LineDrive.pushPull)
+        let compatNumber = try r.int("compat_number")
+        if let compatNumber, !(0...255).contains(compatNumber) {
+            throw r.error("compat_number", "must be between 0 and 255, got \(compatNumber)")
+        }
+        return GPIOLineConfig(
+            role: role, chip: chip, offset: offset, lineName: name, direction: direction,
+            activeLow: try r.bool("active_low", default: false),
+            drive: drive,
+            bias: try r.choice("bias", default: LineBias.asIs),
+            safeValue: safe, initialValue: initial,
+            consumer: try r.string("consumer", default: consumer),
+            compatNumber: compatNumber,
+            compatOpenCollector: try r.bool("compat_open_collector", default: drive == .openDrain))
+    }
+
+    static func parseHostPort(_ s: String) -> (String, Int)? {
+        guard let colon = s.lastIndex(of: ":") else { return nil }
+        var host = String(s[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port), !host.isEmpty else { return nil }
+        return (host, port)
+    }
+
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// Returns a copy with the listen address replaced (`--listen HOST:PORT`).
+    public func overridingListen(_ hostPort: String) throws(ConfigError) -> AgentConfig {
+        guard let (host, port) = AgentConfig.parseHostPort(hostPort) else {
+            throw ConfigError(file: "--listen", keyPath: "", message: "expected HOST:PORT, got \"\(hostPort)\"")
+        }
+        if !auth.enabled && !AgentConfig.isLoopback(host) {
+            throw ConfigError(file: "--listen", keyPath: "", message: "auth is off in \(sourceFile); refusing to listen on non-loopback \(host)")
+        }
+        var c = self
+        c.http.host = host; c.http.port = port
+        if c.http.consoleHost == http.host { c.http.consoleHost = host }
+        return c
+    }
+}
+
+func readTextFile(_ path: String) -> String? {
+    guard let f = fopen(path, "r") else { return nil }
+    defer { fclose(f) }
+    var bytes: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = fread(&buf, 1, buf.count, f)
+        if n > 0 { bytes.append(contentsOf: buf[0..<n]) }
+        if n < buf.count { break }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -1,0 +1,58 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// mkdir -p.
+public func makeDirectories(_ path: String) throws(Errno) {
+    var current = path.hasPrefix("/") ? "" : "."
+    for part in path.split(separator: "/") {
+        current += "/" + part
+        if mkdir(current, 0o755) != 0 && errno != EEXIST { throw Errno.current }
+    }
+}
+
+public func listDirectory(_ path: String) throws(Errno) -> [String] {
+    guard let dir = opendir(path) else { throw Errno.current }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafePointer(to: entry.pointee.d_name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
+public func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+/// Whole file contents, or nil when it cannot be read.
+public func readFile(_ path: String) -> [UInt8]? {
+    guard let fd = try? FileDescriptor.open(path, [.readOnly]) else { return nil }
+    defer { fd.close() }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n: Int
+        do { n = try buf.withUnsafeMutableBytes { (b) throws(Errno) -> Int in try fd.read(into: b) } } catch { return nil }
+        if n == 0 { return out }
+        out.append(contentsOf: buf[0..<n])
+    }
+}
+
+/// Replaces `path` atomically and durably: write a temporary file, fsync it, rename it over
+/// the old one, fsync the directory. A crash leaves either the old or the new file, never half.
+public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws(Errno) {
+    let tmp = "\(path).tmp-\(getpid())"
+    let fd = try FileDescriptor.open(tmp, [.writeOnly, .create, .truncate], permissions: 0o600)
+    do {
+        try fd.writeAll(bytes)
+        try fd.fsync()
+        fd.close()
+    } catch {
+        fd.close(); unlink(tmp); throw error
+    }
+    if rename(tmp, path) != 0 { let e = Errno.current; unlink(tmp); throw e }
+    let dir = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+    if let d = try? FileDescriptor.open(dir.isEmpty ? "." : dir, [.readOnly]) { try? d.fsync(); d.close() }
+}

@@ -1,0 +1,642 @@
+import Configuration
+import GPIO
+import POSIXIO
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How long the simulated board takes for each phase.
+public struct SimulatorTimings: Sendable {
+    public var step: Duration            // between banner lines
+    public var firmware: Duration        // coreboot + memory init
+    public var bootMenuWindow: Duration  // "Press F10 key now for boot menu"
+    public var ctrlBWindow: Duration     // "Press Ctrl-B for the iPXE command line..."
+    public var dhcp: Duration
+    public var download: Duration
+    public var kernelLine: Duration      // between kernel log lines
+    public var kernelLines: Int
+    public var menuTimeout: Duration?    // iPXE menu countdown (nil = wait forever)
+
+    public static let fast = SimulatorTimings(
+        step: .milliseconds(1), firmware: .milliseconds(20), bootMenuWindow: .milliseconds(300),
+        ctrlBWindow: .milliseconds(400), dhcp: .milliseconds(30), download: .milliseconds(10),
+        kernelLine: .microseconds(300), kernelLines: 60, menuTimeout: .seconds(1))
+    public static let realistic = SimulatorTimings(
+        step: .milliseconds(30), firmware: .milliseconds(1500), bootMenuWindow: .milliseconds(2500),
+        ctrlBWindow: .milliseconds(2000), dhcp: .milliseconds(1500), download: .milliseconds(400),
+        kernelLine: .milliseconds(25), kernelLines: 180, menuTimeout: .seconds(10))
+
+    public init(step: Duration, firmware: Duration, bootMenuWindow: Duration, ctrlBWindow: Duration, dhcp: Duration,
+                download: Duration, kernelLine: Duration, kernelLines: Int, menuTimeout: Duration?) {
+        self.step = step; self.firmware = firmware; self.bootMenuWindow = bootMenuWindow; self.ctrlBWindow = ctrlBWindow
+        self.dhcp = dhcp; self.download = download; self.kernelLine = kernelLine; self.kernelLines = kernelLines
+        self.menuTimeout = menuTimeout
+    }
+}
+
+/// A PC Engines apu2 as seen from an RTE: it reacts to the relay, power and reset lines of an
+/// in-memory GPIO bank and talks over a pseudo-terminal (the agent opens its slave side with the
+/// real termios code, exactly like /dev/ttyS1). coreboot + SeaBIOS, the F10 boot menu, iPXE with
+/// its Ctrl-B window, an `iPXE>` shell, an iPXE menu drawn with iPXE's own escape sequences,
+/// a Linux kernel log, a login and a small shell.
+public final class SimulatedAPU2: Sendable {
+    public let slavePath: String
+    private let pty: PseudoTerminal
+    private let brain: SimBrain
+    private let bank: InMemoryGPIOBank
+    private let observerToken: Mutex<UInt64?> = Mutex(nil)
+    private let events: AsyncStream<SimInput>.Continuation
+    private let pump: Task<Void, Never>
+    private let stopped = Mutex(false)
+    private let wake: WakePipe
+
+    public init(bank: InMemoryGPIOBank, config: SimulatorConfig, timings: SimulatorTimings? = nil) throws(Errno) {
+        pty = try PseudoTerminal.open()
+        try pty.master.setNonBlocking(true)
+        slavePath = pty.slavePath
+        self.bank = bank
+        let t = timings ?? (config.timing == .fast ? .fast : .realistic)
+        let brain = SimBrain(master: pty.master, config: config, timings: t, bank: bank)
+        self.brain = brain
+        let (stream, continuation) = AsyncStream<SimInput>.makeStream()
+        events = continuation
+        // One consumer keeps GPIO edges and keystrokes in the order they happened.
+        pump = Task { for await e in stream { await brain.handle(e) } }
+        let token = bank.observe { change in continuation.yield(.line(change)) }
+        observerToken.withLock { $0 = token }
+        // The board's state at attach time: a relay already on means powered.
+        if bank.isActive("relay") { continuation.yield(.line(.init(role: "relay", active: true, at: .init(nanosecondsSinceEpoch: 0)))) }
+        wake = try WakePipe()
+        startThread(name: "sim-apu2-input") { [self] in inputLoop() }
+    }
+
+    /// Keystrokes from the agent (the pty's slave side) go to the board in arrival order.
+    private func inputLoop() {
+        let master = pty.master
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while !stopped.withLock({ $0 }) {
+            guard let ev = try? FileDescriptor.poll([(master, Int16(POLLIN)), (wake.readEnd, Int16(POLLIN))], timeoutMilliseconds: 200) else { break }
+            if ev[1] != 0 { break }
+            if ev[0] & Int16(POLLIN) != 0 {
+                let n = buf.withUnsafeMutableBytes { Glibc.read(master.rawValue, $0.baseAddress, $0.count) }
+                if n > 0 { events.yield(.keys(Array(buf[0..<n]))) }
+            } else if ev[0] & Int16(POLLHUP) != 0 {
+                // No slave open right now: nothing to read. Do not spin.
+                _ = try? FileDescriptor.poll([(wake.readEnd, Int16(POLLIN))], timeoutMilliseconds: 20)
+            }
+        }
+    }
+
+    /// What the board is doing now (for tests and the demo).
+    public var phase: String { get async { await brain.phase } }
+    public var powered: Bool { get async { await brain.powered } }
+    /// The kernel command line of the last boot (tells which menu entry really booted).
+    public var lastCommandLine: String? { get async { await brain.lastCommandLine } }
+
+    /// Returns once every GPIO edge and keystroke sent so far has been handled by the board.
+    public func sync() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            if stopped.withLock({ $0 }) { c.resume() } else { events.yield(.sync(c)) }
+        }
+    }
+
+    public func stop() async {
+        if stopped.withLock({ s in let was = s; s = true; return was }) { return }
+        if let t = observerToken.withLock({ $0 }) { bank.removeObserver(t) }
+        events.finish()
+        wake.wake()
+        await brain.powerLoss()
+        pump.cancel()
+        pty.close()
+    }
+}
+
+enum SimInput: Sendable {
+    case line(InMemoryGPIOBank.Change)
+    case keys([UInt8])
+    case sync(CheckedContinuation<Void, Never>)
+}
+
+struct SimCancelled: Error {}
+
+/// The board's behaviour. An actor so GPIO edges, keystrokes and the boot task never race.
+actor SimBrain {
+    let master: FileDescriptor
+    let config: SimulatorConfig
+    let t: SimulatorTimings
+    let bank: InMemoryGPIOBank
+
+    private(set) var powered = false
+    private(set) var phase = "off"
+    private(set) var lastCommandLine: String?
+    private var bootTask: Task<Void, Never>?
+    private var generation = 0
+    private var inbox: [UInt8] = []
+    private var inputWaiter: (id: Int, continuation: CheckedContinuation<Void, Never>)?
+    private var nextWaiterID = 0
+    private var powerButtonPressedAt: Int64?
+    private var dhcpAttempts = 0
+    private var networkUp = false
+
+    init(master: FileDescriptor, config: SimulatorConfig, timings: SimulatorTimings, bank: InMemoryGPIOBank) {
+        self.master = master; self.config = config; self.t = timings; self.bank = bank
+    }
+
+    func handle(_ input: SimInput) {
+        switch input {
+        case .sync(let c):
+            c.resume()
+        case .keys(let bytes):
+            guard powered else { return }  // an unpowered UART hears nothing
+            inbox.append(contentsOf: bytes)
+            wakeInput()
+        case .line(let change):
+            switch (change.role, change.active) {
+            case ("relay", true): if !powered { powerOn() }
+            case ("relay", false): powerLoss()
+            case ("reset_button", false): if powered { startBoot() }  // boots when the button is released
+            case ("reset_button", true): if powered { stopBoot(); phase = "reset" }
+            case ("power_button", true): powerButtonPressedAt = change.at.nanosecondsSinceEpoch
+            case ("power_button", false):
+                let held = powerButtonPressedAt.map { change.at.nanosecondsSinceEpoch - $0 } ?? 0
+                powerButtonPressedAt = nil
+                guard bank.isActive("relay") || !bank.isHeld("relay") else { return }
+                if held >= 4_000_000_000 {
+                    if powered { powerLoss() }  // forced off, like the real board after a 4 s hold
+                } else if !powered {
+                    powerOn()
+                } else if phase == "shell" || phase == "login" {
+                    stopBoot()
+                    bootTask = Task { await self.acpiShutdown() }
+                }
+            default: break
+            }
+        }
+    }
+
+    private func powerOn() {
+        powered = true
+        if bank.isHeld("power_led") { bank.drive("power_led", active: true) }
+        startBoot()
+    }
+
+    func powerLoss() {
+        stopBoot()
+        powered = false
+        phase = "off"
+        inbox.removeAll()
+        networkUp = false
+        if bank.isHeld("power_led") { bank.drive("power_led", active: false) }
+    }
+
+    private func stopBoot() {
+        generation += 1
+        bootTask?.cancel()
+        bootTask = nil
+        wakeInput()
+    }
+
+    private func startBoot() {
+        stopBoot()
+        inbox.removeAll()
+        networkUp = false
+        dhcpAttempts = 0
+        let g = generation
+        bootTask = Task { await self.boot(generation: g) }
+    }
+
+    // MARK: output and input primitives
+
+    private func alive(_ g: Int) throws(SimCancelled) {
+        if g != generation || Task.isCancelled { throw SimCancelled() }
+    }
+
+    private func emit(_ text: String) {
+        let bytes = Array(text.utf8)
+        bytes.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = Glibc.write(master.rawValue, raw.baseAddress! + done, raw.count - done)
+                if n > 0 { done += n; continue }
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 && errno == EAGAIN {
+                    // A UART with nobody reading drops bytes; a pty buffer that is merely full drains soon.
+                    if (try? master.poll(events: Int16(POLLOUT), timeoutMilliseconds: 100)) ?? 0 != 0 { continue }
+                }
+                return
+            }
+        }
+    }
+
+    private func pause(_ d: Duration, _ g: Int) async throws(SimCancelled) {
+        do { try await Task.sleep(for: d) } catch { throw SimCancelled() }
+        try alive(g)
+    }
+
+    private func wakeInput() {
+        if let w = inputWaiter { inputWaiter = nil; w.continuation.resume() }
+    }
+
+    /// Waits until input is there, the deadline passes or the boot is cancelled.
+    private func waitForInput(timeout: Duration?, _ g: Int) async throws(SimCancelled) {
+        try alive(g)
+        if !inbox.isEmpty { return }
+        nextWaiterID += 1
+        let id = nextWaiterID
+        var timer: Task<Void, Never>?
+        if let timeout {
+            timer = Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                await self?.timeoutWaiter(id)
+            }
+        }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            inputWaiter = (id, c)
+        }
+        timer?.cancel()
+        try alive(g)
+    }
+
+    private func timeoutWaiter(_ id: Int) {
+        if let w = inputWaiter, w.id == id { inputWaiter = nil; w.continuation.resume() }
+    }
+
+    enum Key: Equatable { case char(UInt8), up, down, f10, enter, escape, other }
+
+    /// Next key within `timeout` (nil = none came).
+    private func readKey(timeout: Duration?, _ g: Int) async throws(SimCancelled) -> Key? {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while inbox.isEmpty {
+            let left = deadline.map { $0 - ContinuousClock.now }
+            if let left, left <= .zero { return nil }
+            try await waitForInput(timeout: left, g)
+        }
+        let b = inbox.removeFirst()
+        if b == 0x1b {
+            // Escape sequences arrive together from a terminal; give the rest a moment.
+            if inbox.isEmpty { try await waitForInput(timeout: .milliseconds(50), g) }
+            if inbox.first == UInt8(ascii: "[") {
+                inbox.removeFirst()
+                var params: [UInt8] = []
+                while true {
+                    if inbox.isEmpty { try await waitForInput(timeout: .milliseconds(50), g) }
+                    guard !inbox.isEmpty else { return .other }
+                    let c = inbox.removeFirst()
+                    if (0x40...0x7e).contains(c) {
+                        switch (c, params) {
+                        case (UInt8(ascii: "A"), _): return .up
+                        case (UInt8(ascii: "B"), _): return .down
+                        case (UInt8(ascii: "~"), Array("21".utf8)): return .f10
+                        default: return .other
+                        }
+                    }
+                    params.append(c)
+                }
+            }
+            return .escape
+        }
+        if b == 0x0d || b == 0x0a {
+            if b == 0x0d, inbox.first == 0x0a { inbox.removeFirst() }
+            return .enter
+        }
+        return .char(b)
+    }
+
+    /// Reads a line the way a terminal line editor does: echo, backspace, Enter.
+    private func readLine(echo: Bool, _ g: Int) async throws(SimCancelled) -> String {
+        var line: [UInt8] = []
+        while true {
+            guard let key = try await readKey(timeout: nil, g) else { continue }
+            switch key {
+            case .enter:
+                emit("\r\n")
+                return String(decoding: line, as: UTF8.self)
+            case .char(let c) where c == 0x7f || c == 0x08:
+                if !line.isEmpty { line.removeLast(); if echo { emit("\u{8} \u{8}") } }
+            case .char(let c) where c == 0x03:
+                emit("^C\r\n"); return ""
+            case .char(let c) where c >= 0x20:
+                line.append(c)
+                if echo { emit(String(decoding: [c], as: UTF8.self)) }
+            default: break
+            }
+        }
+    }
+
+    // MARK: the boot
+
+    private func boot(generation g: Int) async {
+        do {
+            try await firmware(g)
+        } catch {}
+    }
+
+    private func firmware(_ g: Int) async throws(SimCancelled) {
+        phase = "firmware"
+        emit("\r\nPC Engines apu2\r\ncoreboot build 20231212\r\nBIOS version v4.19.0.1\r\n")
+        try await pause(t.step, g)
+        emit("4080 MB ECC DRAM\r\n")
+        try await pause(t.firmware, g)
+        emit("SeaBIOS (version rel-1.16.0.1)\r\n\r\n")
+        try await pause(t.step, g)
+        phase = "boot_menu_window"
+        emit("Press F10 key now for boot menu\r\n\r\n")
+        let deadline = ContinuousClock.now + t.bootMenuWindow
+        var choice = "3"
+        while let left = Optional(deadline - ContinuousClock.now), left > .zero {
+            guard let key = try await readKey(timeout: left, g) else { break }
+            if key == .f10 {
+                phase = "boot_menu"
+                emit("Select boot device:\r\n\r\n1. USB MSC Drive Generic Flash Disk 8.07\r\n2. AHCI/0: SATA SSD ATA-11 Hard-Disk (111 GiBytes)\r\n"
+                     + "3. iPXE (PCI 00:00.0)\r\n4. Payload [memtest]\r\n5. Payload [setup]\r\n\r\n")
+                while true {
+                    guard case .char(let c)? = try await readKey(timeout: nil, g) else { continue }
+                    if (UInt8(ascii: "1")...UInt8(ascii: "5")).contains(c) { choice = String(UnicodeScalar(c)); break }
+                }
+                break
+            }
+        }
+        switch choice {
+        case "1", "2":
+            emit("Booting from Hard Disk...\r\nBoot failed: not a bootable disk\r\n\r\n")
+            try await pause(t.step, g)
+        case "4", "5":
+            emit("Booting from CBFS...\r\nPayload not found.\r\n\r\n")
+            try await pause(t.step, g)
+        default: break
+        }
+        try await ipxe(g)
+    }
+
+    private func ipxe(_ g: Int) async throws(SimCancelled) {
+        phase = "ipxe_banner"
+        emit("Booting from ROM...\r\n")
+        emit("iPXE (http://ipxe.org) 00:00.0 C000 PCI2.10 PnP PMM+CFF9B3A0+CFEFB3A0 C000\r\n")
+        try await pause(t.step, g)
+        emit("Press Ctrl-B for the iPXE command line...")
+        phase = "ctrl_b_window"
+        let deadline = ContinuousClock.now + t.ctrlBWindow
+        var interrupted = false
+        while let left = Optional(deadline - ContinuousClock.now), left > .zero {
+            guard let key = try await readKey(timeout: left, g) else { break }
+            if key == .char(0x02) { interrupted = true; break }
+        }
+        if interrupted {
+            emit("\r\n\r\niPXE 1.21.1+ (g3c040) -- Open Source Network Boot Firmware -- https://ipxe.org\r\n"
+                 + "Features: DNS HTTP HTTPS iSCSI NFS TFTP VLAN AoE ELF MBOOT PXE bzImage Menu PXEXT\r\n")
+            try await shell(g)
+        } else {
+            emit("\r\nnet0: 00:0d:b9:4b:49:60 using i210 on 0000:01:00.0 (Ethernet) [open]\r\n")
+            if try await dhcp(g) {
+                emit("Next server: 192.168.4.2\r\nFilename: http://192.168.4.2:8000/menu.ipxe\r\n")
+                emit("http://192.168.4.2:8000/menu.ipxe... ok\r\n")
+                try await menu(g)
+            } else {
+                emit("No more network devices\r\n\r\nNo bootable device.\r\n")
+                phase = "halted"
+            }
+        }
+    }
+
+    private func dhcp(_ g: Int) async throws(SimCancelled) -> Bool {
+        emit("Configuring (net0 00:0d:b9:4b:49:60)...")
+        dhcpAttempts += 1
+        for _ in 0..<4 { try await pause(t.dhcp / 4, g); emit(".") }
+        if dhcpAttempts <= config.dhcpFailures {
+            emit(" No configuration methods succeeded (https://ipxe.org/040ee186)\r\n")
+            return false
+        }
+        emit(" ok\r\n")
+        networkUp = true
+        return true
+    }
+
+    private func shell(_ g: Int) async throws(SimCancelled) {
+        var kernel: (url: String, args: String)?
+        var initrd: String?
+        while true {
+            phase = "ipxe_shell"
+            emit("iPXE> ")
+            let line = try await readLine(echo: true, g)
+            let words = line.split(separator: " ").map(String.init)
+            guard let command = words.first else { continue }
+            let args = Array(words.dropFirst())
+            switch command {
+            case "dhcp", "ifconf":
+                if args.first.map({ $0 != "net0" }) ?? false {
+                    emit("Could not configure \(args[0]): No such device (https://ipxe.org/2c0d203b)\r\n"); continue
+                }
+                _ = try await dhcp(g)
+            case "ifstat":
+                emit("net0: 00:0d:b9:4b:49:60 using i210 on 0000:01:00.0 (Ethernet) [\(networkUp ? "open" : "closed")]\r\n"
+                     + "  [Link:up, TX:12 TXE:0 RX:34 RXE:0]\r\n")
+            case "chain", "imgexec":
+                let urls = args.filter { !$0.hasPrefix("--") }
+                guard let url = urls.first else { emit("Usage:\r\n  chain [--name <name>] [--autofree] [--replace] <uri|image> [<arguments>...]\r\n"); continue }
+                guard networkUp else { emit("Could not start download: Network unreachable (https://ipxe.org/280a6090)\r\n"); continue }
+                try await pause(t.download, g)
+                if url.hasSuffix(".ipxe") {
+                    emit("\(url)... ok\r\n")
+                    try await menu(g)
+                    return
+                }
+                emit("\(url)... No such file or directory (https://ipxe.org/2d0c618e)\r\n")
+            case "menu":
+                try await menu(g); return
+            case "kernel":
+                guard let url = args.first else { emit("Usage:\r\n  kernel <uri> [<arguments>...]\r\n"); continue }
+                guard networkUp else { emit("Could not start download: Network unreachable (https://ipxe.org/280a6090)\r\n"); continue }
+                try await pause(t.download, g)
+                emit("\(url)... ok\r\n")
+                kernel = (url, args.dropFirst().joined(separator: " "))
+            case "initrd":
+                guard let url = args.first, networkUp else { emit("Could not start download: Network unreachable (https://ipxe.org/280a6090)\r\n"); continue }
+                try await pause(t.download, g)
+                emit("\(url)... ok\r\n")
+                initrd = url
+            case "boot":
+                guard let k = kernel else { emit("No executable image available (https://ipxe.org/2e008081)\r\n"); continue }
+                _ = initrd
+                try await linux(entry: "custom", commandLine: k.args, g)
+                return
+            case "exit":
+                emit("\r\nNo bootable device.\r\n"); phase = "halted"; return
+            case "echo":
+                emit(args.joined(separator: " ") + "\r\n")
+            default:
+                emit("\(command): command not found\r\n")
+            }
+        }
+    }
+
+    static func slug(_ s: String) -> String {
+        String(s.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" })
+    }
+
+    /// Draws and drives the iPXE menu with the escape sequences real iPXE sends on a serial console.
+    private func menu(_ g: Int) async throws(SimCancelled) {
+        phase = "ipxe_menu"
+        let entries = config.menuEntries
+        // Row 3 is a gap line (`item --gap`), items start below it, like the lab's menu.ipxe.
+        let title = "\(config.menuEntries.isEmpty ? "" : "3mdeb lab boot menu")"
+        let firstRow = 4
+        var selected = config.defaultEntry
+        func row(_ i: Int) -> String { let r = String(firstRow + i); return r.count == 1 ? "0" + r : r }
+        func padded(_ s: String) -> String { s.count >= 78 ? String(s.prefix(78)) : s + String(repeating: " ", count: 78 - s.count) }
+        func drawItem(_ i: Int, firstDraw: Bool, countdown: Int? = nil) {
+            let attr = i == selected ? "\u{1b}[0;41;1m" : (firstDraw ? "\u{1b}[0m" : "\u{1b}[0;44m")
+            let suffix = countdown.map { " (\($0))" } ?? ""
+            emit("\u{1b}[\(row(i));02H\(attr)\(padded(" " + entries[i] + suffix))")
+        }
+        emit("\u{1b}[2J\u{1b}[?25l\u{1b}[01;\(String(max(1, 40 - title.count / 2)))H\u{1b}[0;1m\(title)")
+        emit("\u{1b}[03;02H\u{1b}[0m\(padded(" --- Boot options ---"))")
+        for i in entries.indices { drawItem(i, firstDraw: true, countdown: i == selected ? t.menuTimeout.map { Int($0.components.seconds) } : nil) }
+        emit("\u{1b}[0m")
+        var remaining = t.menuTimeout.map { Int($0.components.seconds) }
+        while true {
+            let key = try await readKey(timeout: remaining != nil ? .seconds(1) : nil, g)
+            guard let key else {
+                // Countdown tick: the selected row is redrawn without re-sending its attributes.
+                if var r = remaining {
+                    r -= 1; remaining = r
+                    if r <= 0 { break }
+                    emit("\u{1b}[\(row(selected));02H\(padded(" " + entries[selected] + " (\(r))"))")
+                }
+                continue
+            }
+            if remaining != nil { remaining = nil; drawItem(selected, firstDraw: false) }
+            switch key {
+            case .up where selected > 0:
+                let old = selected; selected -= 1
+                drawItem(old, firstDraw: false); drawItem(selected, firstDraw: false)
+            case .down where selected < entries.count - 1:
+                let old = selected; selected += 1
+                drawItem(old, firstDraw: false); drawItem(selected, firstDraw: false)
+            case .enter:
+                emit("\u{1b}[0m\u{1b}[2J\u{1b}[?25h\u{1b}[01;01H")
+                return try await choose(selected, g)
+            case .escape:
+                emit("\u{1b}[0m\u{1b}[2J\u{1b}[?25h\u{1b}[01;01H")
+                return try await shell(g)
+            default: break
+            }
+        }
+        emit("\u{1b}[0m\u{1b}[2J\u{1b}[?25h\u{1b}[01;01H")
+        try await choose(selected, g)
+    }
+
+    private func choose(_ index: Int, _ g: Int) async throws(SimCancelled) {
+        let entry = config.menuEntries[index]
+        if entry.lowercased().contains("shell") {
+            try await shell(g); return
+        }
+        let slug = SimBrain.slug(entry)
+        emit("http://192.168.4.2:8000/\(slug)/vmlinuz... ok\r\nhttp://192.168.4.2:8000/\(slug)/initrd.img... ok\r\n")
+        try await pause(t.download, g)
+        try await linux(entry: entry, commandLine: "console=ttyS0,115200 earlyprintk=serial,ttyS0,115200 rte.entry=\(slug)", g)
+    }
+
+    private var kernelRelease: String { "6.1.0-27-amd64" }
+
+    private func linux(entry: String, commandLine: String, _ g: Int) async throws(SimCancelled) {
+        phase = "kernel"
+        lastCommandLine = commandLine
+        func stamp(_ i: Int) -> String {
+            let us = i * 12_345
+            let s = String(us / 1_000_000), frac = String(us % 1_000_000)
+            return "[" + String(repeating: " ", count: max(0, 5 - s.count)) + s + "." + String(repeating: "0", count: 6 - frac.count) + frac + "]"
+        }
+        emit("\(stamp(0)) Linux version \(kernelRelease) (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) 12.2.0) #1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)\r\n")
+        emit("\(stamp(0)) Command line: \(commandLine)\r\n")
+        emit("\(stamp(0)) Booting entry: \(entry)\r\n")
+        let messages = [
+            "x86/fpu: Supporting XSAVE feature 0x001: 'x87 floating point registers'",
+            "BIOS-provided physical RAM map:", "DMI: PC Engines apu2/apu2, BIOS v4.19.0.1 12/12/2023",
+            "tsc: Detected 998.138 MHz processor", "ACPI: Early table checksum verification disabled",
+            "pci 0000:00:02.2: PCI bridge to [bus 01]", "igb 0000:01:00.0: added PHC on eth0",
+            "ahci 0000:00:11.0: AHCI 0001.0300 32 slots 2 ports 6 Gbps 0x3 impl SATA mode",
+            "serial8250: ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16550A",
+            "EXT4-fs (sda1): mounted filesystem with ordered data mode. Quota mode: none.",
+        ]
+        for i in 1...max(1, t.kernelLines) {
+            emit("\(stamp(i)) \(messages[i % messages.count])\r\n")
+            if i % 10 == 0 { try await pause(t.kernelLine * 10, g) }
+        }
+        emit("\r\nDebian GNU/Linux 12 apu2 ttyS0\r\n\r\n")
+        try await login(g)
+    }
+
+    private func login(_ g: Int) async throws(SimCancelled) {
+        var first = true
+        while true {
+            phase = "login"
+            emit("apu2 login: ")
+            if first {
+                // Late kernel messages interleave with the prompt on a real console.
+                first = false
+                try await pause(t.step, g)
+                emit("[   14.201337] random: crng init done\r\n")
+            }
+            let user = try await readLine(echo: true, g)
+            if user.isEmpty { continue }
+            emit("Password: ")
+            let password = try await readLine(echo: false, g)
+            try await pause(t.step, g)
+            if user == "root" && password == config.password {
+                emit("Linux apu2 \(kernelRelease) #1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 x86_64\r\n\r\n")
+                if try await rootShell(g) { return }
+            } else {
+                try await pause(t.step * 10, g)
+                emit("\r\nLogin incorrect\r\n")
+            }
+        }
+    }
+
+    /// Returns true when the shell ended the boot (poweroff/reboot), false on logout.
+    private func rootShell(_ g: Int) async throws(SimCancelled) -> Bool {
+        while true {
+            phase = "shell"
+            emit("root@apu2:~# ")
+            let line = try await readLine(echo: true, g)
+            let words = line.split(separator: " ").map(String.init)
+            guard let cmd = words.first else { continue }
+            switch cmd {
+            case "uname":
+                emit(words.contains("-r") ? "\(kernelRelease)\r\n" : words.contains("-a")
+                     ? "Linux apu2 \(kernelRelease) #1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 x86_64 GNU/Linux\r\n" : "Linux\r\n")
+            case "cat" where words.count > 1 && words[1] == "/proc/cmdline":
+                emit("\(lastCommandLine ?? "")\r\n")
+            case "cat":
+                emit("cat: \(words.dropFirst().first ?? ""): No such file or directory\r\n")
+            case "hostname": emit("apu2\r\n")
+            case "echo": emit(words.dropFirst().joined(separator: " ") + "\r\n")
+            case "true", ":": break
+            case "false": break
+            case "exit", "logout": return false
+            case "poweroff":
+                await acpiShutdown(); return true
+            case "reboot":
+                emit("[   99.000000] reboot: Restarting system\r\n")
+                let g2 = generation
+                Task { await self.restartIfCurrent(g2) }
+                return true
+            default:
+                emit("-sh: \(cmd): not found\r\n")
+            }
+        }
+    }
+
+    private func restartIfCurrent(_ g: Int) {
+        if g == generation && powered { startBoot() }
+    }
+
+    /// An ACPI power-off: the OS shuts down, the board leaves S0 (relay stays as it is).
+    private func acpiShutdown() async {
+        phase = "shutting_down"
+        emit("[  100.000000] systemd-shutdown[1]: Powering off.\r\n[  100.100000] reboot: Power down\r\n")
+        powered = false
+        phase = "off"
+        if bank.isHeld("power_led") { bank.drive("power_led", active: false) }
+    }
+}

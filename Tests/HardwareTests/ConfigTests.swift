@@ -1,0 +1,94 @@
+@testable import Configuration
+import Foundation
+import Testing
+
+@Suite struct ConfigTests {
+    let minimal = """
+    dut: {name: t, backend: simulated}
+    serial: {device: /dev/null}
+    auth: {enabled: false}
+    gpio:
+      chip: gpiochip0
+      lines:
+        relay: {offset: 0}
+        reset_button: {offset: 8, active_low: true}
+    """
+
+    func error(_ yaml: String) -> String {
+        do { _ = try AgentConfig.parse(yaml: yaml, file: "lab.yaml"); return "no error" } catch { return error.description }
+    }
+
+    @Test func minimalConfigLoadsWithDefaults() throws {
+        let c = try AgentConfig.parse(yaml: minimal, file: "lab.yaml")
+        #expect(c.serial.baud == 115200)
+        #expect(c.gpio.line("reset_button")?.activeLow == true)
+        #expect(c.gpio.line("relay")?.chip == "gpiochip0")
+        #expect(c.power.softOffPressMilliseconds == 4000)
+        #expect(c.power.resetPressMilliseconds == 200)
+        #expect(c.power.cycleOffMilliseconds == 3000)
+        #expect(c.http.host == "127.0.0.1")
+    }
+
+    @Test func offsetThatIsNotAnIntegerNamesFileKeyAndValue() {
+        let yaml = minimal.replacingOccurrences(of: "reset_button: {offset: 8", with: "reset_button: {offset: x")
+        #expect(error(yaml) == "lab.yaml:8: gpio.lines.reset_button.offset: expected an integer, got \"x\"")
+    }
+
+    @Test func quotedNumberIsNotAnInteger() {
+        let yaml = minimal.replacingOccurrences(of: "relay: {offset: 0}", with: "relay: {offset: \"0\"}")
+        #expect(error(yaml).hasSuffix("gpio.lines.relay.offset: expected an integer, got \"0\""))
+    }
+
+    @Test func unknownKeyIsRejected() {
+        let yaml = minimal.replacingOccurrences(of: "active_low: true", with: "activelow: true")
+        #expect(error(yaml).contains("gpio.lines.reset_button.activelow: unknown key"))
+    }
+
+    @Test func nonStandardBaudIsRejected() {
+        let yaml = minimal.replacingOccurrences(of: "device: /dev/null", with: "device: /dev/null, baud: 115201")
+        #expect(error(yaml).contains("serial.baud: 115201 is not a standard rate"))
+    }
+
+    @Test func badEnumListsChoices() {
+        let yaml = minimal.replacingOccurrences(of: "backend: simulated", with: "backend: kvm")
+        #expect(error(yaml).contains("dut.backend: expected one of gpio, simulated, qemu, got \"kvm\""))
+    }
+
+    @Test func brokenYAMLGivesLineAndColumn() {
+        #expect(error("serial: {device: [\n").contains("not valid YAML: line"))
+    }
+
+    @Test func authOffOnlyOnLoopback() {
+        let yaml = minimal + "\nhttp: {listen: 0.0.0.0:8000}\n"
+        #expect(error(yaml).contains("auth.enabled: auth may only be off when http.listen is a loopback address"))
+    }
+
+    @Test func missingSerialSection() {
+        #expect(error("dut: {name: x}\n") == "lab.yaml:1: serial: is required")
+    }
+
+    @Test func duplicateCompatNumbers() {
+        let yaml = minimal.replacingOccurrences(of: "relay: {offset: 0}", with: "relay: {offset: 0, compat_number: 8}")
+            .replacingOccurrences(of: "active_low: true}", with: "active_low: true, compat_number: 8}")
+        #expect(error(yaml).contains("compat_number: 8 is already used by relay"))
+    }
+
+    @Test func tokenHashMustBeSHA256() {
+        let yaml = minimal.replacingOccurrences(of: "auth: {enabled: false}", with: "auth: {tokens: [{user: a, sha256: abc}]}")
+        #expect(error(yaml).contains("auth.tokens[0].sha256: expected 64 hex digits"))
+    }
+
+    @Test func missingFileSaysSo() {
+        do { _ = try AgentConfig.load(path: "/nonexistent/rte.yaml"); Issue.record("loaded") } catch {
+            #expect(error.description == "/nonexistent/rte.yaml: cannot read the file (No such file or directory)")
+        }
+    }
+
+    @Test(arguments: ["deploy/simulated.yaml", "deploy/rte-agent.yaml"])
+    func shippedConfigsLoad(path: String) throws {
+        let c = try AgentConfig.load(path: packageRoot + "/" + path)
+        #expect(c.gpio.line("reset_button")?.compatNumber == 8)
+        #expect(c.gpio.line("power_button")?.compatNumber == 9)
+        #expect(c.gpio.line("relay")?.compatNumber == 0)
+    }
+}
