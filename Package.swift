@@ -26,7 +26,11 @@ let package = Package(
         .target(name: "Power", dependencies: ["GPIO", "Configuration", "AgentClock"]),
         .target(name: "SimulatedDUT", dependencies: ["GPIO", "POSIXIO", "Configuration"]),
 
-        .target(name: "AgentRuntime", dependencies: ["Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
+        .target(name: "HTTPServer", dependencies: ["CMicroHTTPD"]),
+        .target(name: "Auth", dependencies: ["Configuration"]),
+        .target(name: "Leases", dependencies: ["Auth", "AgentClock", "POSIXIO"]),
+        .target(name: "AgentAPI", dependencies: ["HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
+        .target(name: "AgentRuntime", dependencies: ["AgentAPI", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
 
         .executableTarget(name: "rte-agent", dependencies: [
             "AgentRuntime", "Configuration", "AgentClock", "POSIXIO",
@@ -36,6 +40,9 @@ let package = Package(
 
         .testTarget(name: "HardwareTests", dependencies: [
             "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime",
+        ]),
+        .testTarget(name: "APITests", dependencies: [
+            "AgentRuntime", "AgentAPI", "AgentClock", "Auth", "Configuration", "GPIO",
         ]),
     ],
     swiftLanguageModes: [.v6]

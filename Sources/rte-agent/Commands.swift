@@ -47,16 +47,16 @@ struct Serve: AsyncParsableCommand {
         var config = try options.load()
         if let listen { do { config = try config.overridingListen(listen) } catch { throw ValidationError(error.description) } }
         if let stateDir { config.stateDirectory = stateDir }
-        let hardware: Hardware
+        let agent: Agent
         do {
-            hardware = try await Hardware.start(config: config)
+            agent = try await Agent.start(config: config)
         } catch {
             printToStandardError("rte-agent: cannot start: \(error)")
             throw ExitCode(1)
         }
-        printToStandardError("rte-agent: \(config.dut.name) on \(hardware.serial.config.device) ready")
         await waitForTerminationSignal()
-        let problems = await hardware.shutdown()
+        printToStandardError("rte-agent: stopping; outputs back to their safe values")
+        let problems = await agent.shutdown()
         problems.forEach { printToStandardError("rte-agent: shutdown: \($0)") }
     }
 }

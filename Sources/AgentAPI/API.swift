@@ -1,0 +1,181 @@
+import AgentClock
+import Auth
+import Configuration
+import FoundationEssentials
+import GPIO
+import HTTPServer
+import Leases
+import Power
+import Serial
+
+public let agentVersion = "0.1.0"
+
+/// Everything the API reaches. Built by AgentRuntime from the config.
+public struct APIContext: Sendable {
+    public var config: AgentConfig
+    public var clock: any AgentClock
+    public var startedAt: Timestamp
+    public var authenticator: Authenticator
+    public var leases: LeaseBook
+    public var power: any DUTPower
+    public var gpio: GPIOController?
+    public var serial: SerialPort
+    public var capture: SerialCapture
+    public var metrics: Metrics
+
+    public init(config: AgentConfig, clock: any AgentClock, startedAt: Timestamp, authenticator: Authenticator, leases: LeaseBook,
+                power: any DUTPower, gpio: GPIOController?, serial: SerialPort, capture: SerialCapture, metrics: Metrics) {
+        self.config = config; self.clock = clock; self.startedAt = startedAt; self.authenticator = authenticator
+        self.leases = leases; self.power = power; self.gpio = gpio; self.serial = serial; self.capture = capture
+        self.metrics = metrics
+    }
+}
+
+func json<T: Encodable>(_ status: Int, _ value: T, headers: [(String, String)] = []) -> HTTPResponse {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    e.keyEncodingStrategy = .convertToSnakeCase
+    let body = (try? e.encode(value)).map(Array.init) ?? Array("{}".utf8)
+    return HTTPResponse(status: status, headers: [("Content-Type", "application/json")] + headers, body: .bytes(body))
+}
+
+/// A lease as the API shows it. The token only goes to whoever just got the lease.
+struct LeaseView: Encodable {
+    var id: String
+    var holder: String
+    var purpose: String
+    var grantedAt: String
+    var expiresAt: String
+    var expiresInS: Int
+    var boundAddress: String?
+    var run: String?
+    var token: String?
+
+    init(_ l: Lease, now: Timestamp, withToken: Bool) {
+        id = l.id; holder = l.holder; purpose = l.purpose; grantedAt = l.grantedAt.iso8601; expiresAt = l.expiresAt.iso8601
+        expiresInS = max(0, Int((l.expiresAt - now).seconds.rounded(.up))); boundAddress = l.boundAddress; run = l.run
+        token = withToken ? l.token : nil
+    }
+}
+
+struct QueueView: Encodable {
+    var id: String
+    var user: String
+    var purpose: String
+    var ttlS: Int
+    var enqueuedAt: String
+    var waitUntil: String
+}
+
+/// Wraps handlers with authentication and lease checks; every failure becomes a problem document.
+struct Guard: Sendable {
+    let ctx: APIContext
+
+    func identify(_ r: HTTPRequest) throws(Problem) -> Identity {
+        do { return try ctx.authenticator.identify(authorization: r.header("authorization")) } catch {
+            switch error {
+            case .missingToken: throw Problem(401, "unauthenticated", "Authentication required", "send Authorization: Bearer <token>")
+            case .invalidToken: throw Problem(401, "invalid-token", "Invalid token", "the bearer token is not known to this agent")
+            }
+        }
+    }
+
+    func user(_ body: @escaping @Sendable (HTTPRequest, Identity) async throws -> HTTPResponse) -> HTTPHandler {
+        { r in
+            do { return try await body(r, try identify(r)) } catch { return problem(for: error).response }
+        }
+    }
+
+    /// For calls that change the DUT: the user token and the current lease's token.
+    func holder(_ body: @escaping @Sendable (HTTPRequest, Identity, Lease) async throws -> HTTPResponse) -> HTTPHandler {
+        { r in
+            do {
+                let id = try identify(r)
+                let lease: Lease
+                do { lease = try await ctx.leases.authorize(token: r.header("x-lease-token")) } catch { throw problem(for: error) }
+                return try await body(r, id, lease)
+            } catch { return problem(for: error).response }
+        }
+    }
+
+    func open(_ body: @escaping @Sendable (HTTPRequest) async throws -> HTTPResponse) -> HTTPHandler {
+        { r in
+            do { return try await body(r) } catch { return problem(for: error).response }
+        }
+    }
+}
+
+/// Maps any error a handler throws to its problem document.
+func problem(for error: any Error) -> Problem {
+    switch error {
+    case let p as Problem: return p
+    case let e as LeaseError: return Problem.from(e)
+    case let e as PowerError: return powerProblem(e)
+    case let e as GPIOError: return gpioProblem(e)
+    default: return Problem(500, "internal", "Internal error", "\(error)")
+    }
+}
+
+func powerProblem(_ e: PowerError) -> Problem {
+    switch e.kind {
+    case .refused: Problem(409, "power-refused", "Power action refused", e.detail)
+    case .notWired: Problem(422, "not-wired", "Not wired", e.detail)
+    case .hardware: Problem(503, "hardware-unavailable", "Hardware unavailable", e.detail)
+    }
+}
+
+func gpioProblem(_ e: GPIOError) -> Problem {
+    switch e.kind {
+    case .unknownRole, .lineNotFound: Problem(404, "unknown-line", "Unknown line", e.description)
+    case .notAnOutput: Problem(422, "not-an-output", "Line is an input", e.description)
+    case .pressInProgress: Problem(409, "press-in-progress", "Press in progress", e.description)
+    case .busy, .chipNotFound, .system: Problem(503, "hardware-unavailable", "Hardware unavailable", e.description)
+    }
+}
+
+public enum AgentRoutes {
+    /// Builds the router for the native API (and, when enabled, the RTE compatibility API).
+    public static func router(_ ctx: APIContext) -> Router {
+        var router = Router()
+        let g = Guard(ctx: ctx)
+        router.notFound = { r in Problem.notFound("no route for \(r.path)").response }
+        router.methodNotAllowed = { r, allowed in
+            var resp = Problem(405, "method-not-allowed", "Method not allowed", "\(r.method) is not allowed on \(r.path); allowed: \(allowed.joined(separator: ", "))").response
+            resp.headers.append(("Allow", allowed.joined(separator: ", ")))
+            return resp
+        }
+
+        router.add(.GET, "/api/v1/health", g.open { _ in json(200, ["status": "ok", "version": agentVersion]) })
+        router.add(.GET, "/api/v1/openapi.json", g.open { _ in
+            HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(Array(openAPIDocument.utf8)))
+        })
+        router.add(.GET, "/api/v1/status", g.user { _, _ in await status(ctx) })
+        StatusRoutes.metrics(&router, ctx, g)
+        LeaseRoutes.add(&router, ctx, g)
+        HardwareRoutes.add(&router, ctx, g)
+        SerialRoutes.add(&router, ctx, g)
+        return router
+    }
+
+    static func status(_ ctx: APIContext) async -> HTTPResponse {
+        struct Status: Encodable {
+            var version: String
+            var uptimeS: Double
+            var dut: String
+            var board: String
+            var backend: String
+            var power: String
+            var powerStateSource: String
+            var lease: LeaseView?
+            var queueLength: Int
+            var serial: SerialPortStatus
+        }
+        let now = ctx.clock.now()
+        let snap = await ctx.leases.snapshot
+        return json(200, Status(
+            version: agentVersion, uptimeS: ((now - ctx.startedAt).seconds * 1000).rounded() / 1000, dut: ctx.config.dut.name,
+            board: ctx.config.dut.board, backend: ctx.config.dut.backend.rawValue, power: await ctx.power.state().rawValue,
+            powerStateSource: await ctx.power.stateSource, lease: snap.current.map { LeaseView($0, now: now, withToken: false) },
+            queueLength: snap.queue.count, serial: ctx.serial.status))
+    }
+}

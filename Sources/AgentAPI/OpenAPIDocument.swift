@@ -1,0 +1,748 @@
+// The OpenAPI 3.1 description of the whole API. A test checks it against the router's routes
+// and CI validates it with openapi-spec-validator.
+let openAPIDocument = #"""
+{
+ "openapi": "3.1.0",
+ "info": {
+  "title": "rte-agent API",
+  "version": "0.1.0",
+  "description": "Control a device under test wired to a 3mdeb RTE: leases, power, GPIO lines, serial capture and console, autonomous boot runs. Errors are RFC 9457 problem documents."
+ },
+ "servers": [
+  {
+   "url": "http://127.0.0.1:8000"
+  }
+ ],
+ "security": [
+  {
+   "bearer": []
+  }
+ ],
+ "paths": {
+  "/api/v1/health": {
+   "get": {
+    "summary": "Liveness",
+    "tags": [
+     "status"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "security": []
+   }
+  },
+  "/api/v1/openapi.json": {
+   "get": {
+    "summary": "This document",
+    "tags": [
+     "status"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "security": []
+   }
+  },
+  "/api/v1/status": {
+   "get": {
+    "summary": "Agent version, uptime, DUT, power, lease summary, serial state",
+    "tags": [
+     "status"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/metrics": {
+   "get": {
+    "summary": "Prometheus metrics",
+    "tags": [
+     "status"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "text/plain": {
+        "schema": {
+         "type": "string"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "security": []
+   }
+  },
+  "/api/v1/leases": {
+   "get": {
+    "summary": "Current lease and waiting queue",
+    "tags": [
+     "leases"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "post": {
+    "summary": "Take the device (optionally wait in the FIFO queue)",
+    "tags": [
+     "leases"
+    ],
+    "responses": {
+     "201": {
+      "description": "Lease granted, with its token",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+         "ttl_s": {
+          "type": "integer"
+         },
+         "purpose": {
+          "type": "string"
+         },
+         "wait_s": {
+          "type": "integer"
+         },
+         "request_id": {
+          "type": "string"
+         },
+         "bind_address": {
+          "type": "boolean"
+         }
+        }
+       }
+      }
+     }
+    }
+   }
+  },
+  "/api/v1/leases/current": {
+   "get": {
+    "summary": "The current lease",
+    "tags": [
+     "leases"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "delete": {
+    "summary": "Release the lease",
+    "tags": [
+     "leases"
+    ],
+    "responses": {
+     "204": {
+      "description": "Released"
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ]
+   }
+  },
+  "/api/v1/leases/current/renew": {
+   "post": {
+    "summary": "Extend the lease",
+    "tags": [
+     "leases"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+         "ttl_s": {
+          "type": "integer"
+         }
+        }
+       }
+      }
+     }
+    }
+   }
+  },
+  "/api/v1/leases/current/bind": {
+   "post": {
+    "summary": "Bind the lease to a client address (legacy API and TCP console)",
+    "tags": [
+     "leases"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+         "address": {
+          "type": "string"
+         }
+        }
+       }
+      }
+     }
+    }
+   }
+  },
+  "/api/v1/leases/current/break": {
+   "post": {
+    "summary": "Admin: take the device from its holder",
+    "tags": [
+     "leases"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/power": {
+   "get": {
+    "summary": "Power state",
+    "tags": [
+     "power"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "post": {
+    "summary": "Power action",
+    "tags": [
+     "power"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+         "action": {
+          "type": "string",
+          "enum": [
+           "on",
+           "off",
+           "hard_off",
+           "reset",
+           "cycle",
+           "press",
+           "long_press"
+          ]
+         }
+        },
+        "required": [
+         "action"
+        ]
+       }
+      }
+     }
+    }
+   }
+  },
+  "/api/v1/lines": {
+   "get": {
+    "summary": "GPIO lines by role",
+    "tags": [
+     "gpio"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/lines/{role}": {
+   "get": {
+    "summary": "One GPIO line",
+    "tags": [
+     "gpio"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "name": "role",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   },
+   "post": {
+    "summary": "Set an output or pulse it",
+    "tags": [
+     "gpio"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "name": "role",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     },
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+         "active": {
+          "type": "boolean"
+         },
+         "pulse_ms": {
+          "type": "integer"
+         }
+        }
+       }
+      }
+     }
+    }
+   }
+  },
+  "/api/v1/serial/log": {
+   "get": {
+    "summary": "Captured bytes from an offset (base64), with the next offset",
+    "tags": [
+     "serial"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "name": "from",
+      "in": "query",
+      "schema": {
+       "type": "integer"
+      }
+     },
+     {
+      "name": "limit",
+      "in": "query",
+      "schema": {
+       "type": "integer"
+      }
+     }
+    ]
+   }
+  },
+  "/api/v1/serial/stream": {
+   "get": {
+    "summary": "Follow the serial output (chunked bytes, or server-sent events with format=sse)",
+    "tags": [
+     "serial"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/octet-stream": {
+        "schema": {
+         "type": "string"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "name": "from",
+      "in": "query",
+      "schema": {
+       "type": "integer"
+      }
+     },
+     {
+      "name": "format",
+      "in": "query",
+      "schema": {
+       "type": "string",
+       "enum": [
+        "raw",
+        "sse"
+       ]
+      }
+     }
+    ]
+   }
+  },
+  "/api/v1/serial/input": {
+   "post": {
+    "summary": "Write to the DUT's serial port",
+    "tags": [
+     "serial"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+         "text": {
+          "type": "string"
+         },
+         "base64": {
+          "type": "string"
+         }
+        }
+       }
+      }
+     }
+    }
+   }
+  },
+  "/api/v1/console": {
+   "get": {
+    "summary": "Interactive console (HTTP Upgrade: rte-console); typing needs the lease token",
+    "tags": [
+     "serial"
+    ],
+    "responses": {
+     "101": {
+      "description": "Switching protocols"
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ]
+   }
+  }
+ },
+ "components": {
+  "securitySchemes": {
+   "bearer": {
+    "type": "http",
+    "scheme": "bearer"
+   }
+  },
+  "parameters": {
+   "LeaseToken": {
+    "name": "X-Lease-Token",
+    "in": "header",
+    "required": true,
+    "schema": {
+     "type": "string"
+    },
+    "description": "Token of the current lease"
+   },
+   "LeaseTokenOptional": {
+    "name": "X-Lease-Token",
+    "in": "header",
+    "required": false,
+    "schema": {
+     "type": "string"
+    }
+   }
+  },
+  "responses": {
+   "Problem": {
+    "description": "RFC 9457 problem document",
+    "content": {
+     "application/problem+json": {
+      "schema": {
+       "type": "object",
+       "required": [
+        "type",
+        "title",
+        "status",
+        "detail"
+       ],
+       "properties": {
+        "type": {
+         "type": "string"
+        },
+        "title": {
+         "type": "string"
+        },
+        "status": {
+         "type": "integer"
+        },
+        "detail": {
+         "type": "string"
+        },
+        "holder": {
+         "type": "string"
+        },
+        "purpose": {
+         "type": "string"
+        },
+        "expires_at": {
+         "type": "string"
+        }
+       }
+      }
+     }
+    }
+   }
+  }
+ }
+}
+"""#

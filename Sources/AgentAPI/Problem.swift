@@ -1,0 +1,154 @@
+import FoundationEssentials
+import HTTPServer
+import Leases
+
+/// An RFC 9457 problem document: what failed, and what to do about it.
+public struct Problem: Error, Sendable {
+    public var status: Int
+    public var type: String
+    public var title: String
+    public var detail: String
+    public var extra: [String: JSONValue] = [:]
+
+    public init(_ status: Int, _ type: String, _ title: String, _ detail: String, extra: [String: JSONValue] = [:]) {
+        self.status = status; self.type = type; self.title = title; self.detail = detail; self.extra = extra
+    }
+
+    public var response: HTTPResponse {
+        var object: [String: JSONValue] = extra
+        object["type"] = .string("https://rte-agent.dev/problems/\(type)")
+        object["title"] = .string(title)
+        object["status"] = .number(Double(status))
+        object["detail"] = .string(detail)
+        var headers = [("Content-Type", "application/problem+json")]
+        if status == 401 { headers.append(("WWW-Authenticate", "Bearer realm=\"rte-agent\"")) }
+        return HTTPResponse(status: status, headers: headers, body: .bytes(JSONValue.object(object).serialized()))
+    }
+
+    static func badRequest(_ detail: String) -> Problem { Problem(400, "bad-request", "Bad request", detail) }
+    static func unprocessable(_ detail: String) -> Problem { Problem(422, "invalid-value", "Invalid value", detail) }
+    static func notFound(_ detail: String) -> Problem { Problem(404, "not-found", "Not found", detail) }
+
+    static func leaseInfo(_ lease: Lease?) -> [String: JSONValue] {
+        guard let lease else { return [:] }
+        return ["holder": .string(lease.holder), "purpose": .string(lease.purpose),
+                "expires_at": .string(lease.expiresAt.iso8601)]
+    }
+
+    static func from(_ error: LeaseError) -> Problem {
+        switch error {
+        case .busy(let lease, let queueLength):
+            var extra = leaseInfo(lease)
+            extra["queue_length"] = .number(Double(queueLength))
+            let who = lease.map { "\($0.holder) (\($0.purpose)) until \($0.expiresAt.iso8601)" } ?? "the waiting queue"
+            return Problem(409, "device-leased", "Device is leased",
+                           "the device is held by \(who); retry later or ask to wait with \"wait_s\"", extra: extra)
+        case .waitTimedOut(let lease):
+            return Problem(409, "wait-timed-out", "Device still leased",
+                           "waited without getting the device" + (lease.map { "; \($0.holder) holds it until \($0.expiresAt.iso8601)" } ?? ""),
+                           extra: leaseInfo(lease))
+        case .leaseRequired(let current):
+            if let current {
+                return Problem(423, "device-leased", "Device is leased by someone else",
+                               "\(current.holder) holds the device until \(current.expiresAt.iso8601) (\(current.purpose)); this change needs their lease token in X-Lease-Token",
+                               extra: leaseInfo(current))
+            }
+            return Problem(409, "lease-required", "Lease required",
+                           "changing the DUT needs a lease: POST /api/v1/leases, then send its token in X-Lease-Token")
+        case .invalidLeaseToken(let current):
+            if let current {
+                return Problem(423, "device-leased", "Device is leased by someone else",
+                               "the lease token is not the current lease's; \(current.holder) holds the device until \(current.expiresAt.iso8601)",
+                               extra: leaseInfo(current))
+            }
+            return Problem(409, "lease-expired", "Lease is no longer valid",
+                           "this lease token has expired, was released or broken; take a new lease with POST /api/v1/leases")
+        case .ttlOutOfRange(let max):
+            return unprocessable("ttl_s must be between 1 and \(max) seconds (leases.max_ttl_s)")
+        case .notAdmin:
+            return Problem(403, "forbidden", "Forbidden", "breaking a lease needs an admin token")
+        case .noSuchLease:
+            return Problem(404, "no-lease", "No lease", "nobody holds the device")
+        }
+    }
+}
+
+/// A JSON value for documents whose shape is checked by hand (strict request bodies, problems).
+public enum JSONValue: Sendable, Equatable, Codable {
+    case null, bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue])
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let n = try? c.decode(Double.self) { self = .number(n) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let b): try c.encode(b)
+        case .number(let n): if n == n.rounded() && abs(n) < 1e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
+        case .string(let s): try c.encode(s)
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+
+    public func serialized() -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array((try? e.encode(self)) ?? Data("null".utf8))
+    }
+
+    var typeName: String {
+        switch self {
+        case .null: "null"; case .bool: "a boolean"; case .number: "a number"; case .string: "a string"
+        case .array: "an array"; case .object: "an object"
+        }
+    }
+}
+
+/// Reads a JSON object body field by field, rejecting unknown fields and wrong types with the field's name.
+struct JSONBody {
+    let object: [String: JSONValue]
+
+    init(_ request: HTTPRequest, allowed: Set<String>, allowEmpty: Bool = false) throws(Problem) {
+        if request.body.isEmpty && allowEmpty { object = [:]; return }
+        let value: JSONValue
+        do { value = try JSONDecoder().decode(JSONValue.self, from: Data(request.body)) } catch {
+            throw Problem.badRequest("the body is not valid JSON")
+        }
+        guard case .object(let o) = value else { throw Problem.badRequest("the body must be a JSON object, got \(value.typeName)") }
+        for key in o.keys.sorted() where !allowed.contains(key) {
+            throw Problem.badRequest("unknown field \"\(key)\" (allowed: \(allowed.sorted().joined(separator: ", ")))")
+        }
+        object = o
+    }
+
+    func string(_ key: String) throws(Problem) -> String? {
+        guard let v = object[key], v != .null else { return nil }
+        guard case .string(let s) = v else { throw Problem.badRequest("field \"\(key)\" must be a string, got \(v.typeName)") }
+        return s
+    }
+
+    func int(_ key: String) throws(Problem) -> Int? {
+        guard let v = object[key], v != .null else { return nil }
+        guard case .number(let n) = v, n == n.rounded(), abs(n) < 1e12 else {
+            throw Problem.badRequest("field \"\(key)\" must be an integer, got \(v.typeName == "a number" ? "a fraction" : v.typeName)")
+        }
+        return Int(n)
+    }
+
+    func bool(_ key: String) throws(Problem) -> Bool? {
+        guard let v = object[key], v != .null else { return nil }
+        guard case .bool(let b) = v else { throw Problem.badRequest("field \"\(key)\" must be true or false, got \(v.typeName)") }
+        return b
+    }
+
+    func value(_ key: String) -> JSONValue? { object[key] }
+}

@@ -1,0 +1,90 @@
+import AgentAPI
+import AgentClock
+import Auth
+import Configuration
+import HTTPServer
+import Leases
+import Power
+import POSIXIO
+
+/// The running agent: hardware, lease book, HTTP API. The executable and the tests start it the same way.
+public final class Agent: Sendable {
+    public let hardware: Hardware
+    public let leases: LeaseBook
+    public let http: HTTPServer
+    public let metrics: Metrics
+    public let router: Router
+    public var config: AgentConfig { hardware.config }
+
+    init(hardware: Hardware, leases: LeaseBook, http: HTTPServer, metrics: Metrics, router: Router) {
+        self.hardware = hardware; self.leases = leases; self.http = http; self.metrics = metrics; self.router = router
+    }
+
+    public static func start(config: AgentConfig, clock: any AgentClock = SystemClock(),
+                             log: @escaping @Sendable (String) -> Void = { printToStandardError("rte-agent: " + $0) }) async throws -> Agent {
+        let hardware = try await Hardware.start(config: config, clock: clock)
+        let config = hardware.config
+        let metrics = Metrics()
+        let leases = try LeaseBook(clock: clock, stateDirectory: config.stateDirectory,
+                                   maxTTLSeconds: config.leases.maxTTLSeconds, maxWaitSeconds: config.leases.maxWaitSeconds)
+        let power = hardware.power
+        let expiryAction = config.leases.expiryAction
+        await leases.start { lease, reason in
+            log("lease \(lease.id) of \(lease.holder) \(reason.rawValue)")
+            metrics.count("leases_ended_total", labels: ["reason": reason.rawValue])
+            guard reason != .released, expiryAction != .none else { return }
+            // The next holder gets a DUT in a known state.
+            do {
+                _ = try await power.perform(expiryAction == .hardOff ? .hardOff : .hardOff)
+                log("expiry action: DUT powered off")
+            } catch {
+                log("expiry action failed: \(error)")
+            }
+        }
+        let ctx = APIContext(config: config, clock: clock, startedAt: clock.now(), authenticator: Authenticator(config: config.auth),
+                             leases: leases, power: power, gpio: hardware.gpio, serial: hardware.serial,
+                             capture: hardware.capture, metrics: metrics)
+        metrics.addCollector { [hardware] in
+            let s = hardware.serial.status
+            let state = await power.state()
+            let snap = await leases.snapshot
+            return [("serial_bytes_read", [:], Double(s.bytesRead)), ("serial_bytes_written", [:], Double(s.bytesWritten)),
+                    ("serial_reopen_count", [:], Double(s.reopenCount)), ("serial_port_open", [:], s.state == "open" ? 1 : 0),
+                    ("dut_powered", [:], state == .on ? 1 : 0), ("lease_held", [:], snap.current == nil ? 0 : 1),
+                    ("lease_queue_length", [:], Double(snap.queue.count))]
+        }
+        let router = AgentRoutes.router(ctx)
+        let server: HTTPServer
+        do {
+            var tlsCert: String?, tlsKey: String?
+            if let c = config.http.tlsCertificate, let k = config.http.tlsKey {
+                guard let cb = readFile(c), let kb = readFile(k) else {
+                    throw HTTPServerError(description: "cannot read TLS certificate \(c) or key \(k)")
+                }
+                tlsCert = String(decoding: cb, as: UTF8.self); tlsKey = String(decoding: kb, as: UTF8.self)
+            }
+            server = try HTTPServer(
+                options: HTTPServerOptions(host: config.http.host, port: config.http.port, maxBodyBytes: config.http.maxBodyBytes,
+                                           connectionTimeoutSeconds: config.http.connectionTimeoutSeconds,
+                                           maxConnections: config.http.maxConnections, tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey),
+                handler: { request in await router.handle(request) },
+                tooLarge: { _, max in Problem(413, "body-too-large", "Request body too large", "the body exceeds \(max) bytes (http.max_body_bytes)").response })
+        } catch {
+            _ = await hardware.shutdown()
+            throw error
+        }
+        if !config.auth.enabled {
+            log("WARNING: authentication is OFF (\(config.sourceFile)); listening on loopback \(config.http.host) only")
+        }
+        log("\(config.dut.name): API on http://\(config.http.host):\(server.port), serial \(config.serial.device)")
+        return Agent(hardware: hardware, leases: leases, http: server, metrics: metrics, router: router)
+    }
+
+    public var port: Int { http.port }
+
+    /// Stops serving, then puts the hardware in its safe state.
+    public func shutdown() async -> [String] {
+        http.stop()
+        return await hardware.shutdown()
+    }
+}

@@ -1,0 +1,324 @@
+import CMicroHTTPD
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The only file that talks to libmicrohttpd. Its callbacks are plain non-isolated C functions
+// (a main-actor closure called from MHD's thread would trap), and every pointer stays in here.
+
+public struct HTTPServerError: Error, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
+}
+
+public struct HTTPServerOptions: Sendable {
+    public var host: String
+    public var port: Int
+    public var maxBodyBytes: Int
+    public var connectionTimeoutSeconds: Int
+    public var maxConnections: Int
+    public var tlsCertificatePEM: String?
+    public var tlsKeyPEM: String?
+
+    public init(host: String, port: Int, maxBodyBytes: Int = 1 << 20, connectionTimeoutSeconds: Int = 30,
+                maxConnections: Int = 256, tlsCertificatePEM: String? = nil, tlsKeyPEM: String? = nil) {
+        self.host = host; self.port = port; self.maxBodyBytes = maxBodyBytes
+        self.connectionTimeoutSeconds = connectionTimeoutSeconds; self.maxConnections = maxConnections
+        self.tlsCertificatePEM = tlsCertificatePEM; self.tlsKeyPEM = tlsKeyPEM
+    }
+}
+
+/// A connection pointer that may cross to the task answering it (MHD's suspend/resume is thread-safe).
+struct ConnectionHandle: @unchecked Sendable { let raw: OpaquePointer }
+
+final class ServerCore: @unchecked Sendable {
+    let handler: HTTPHandler
+    let tooLarge: @Sendable (HTTPRequest, Int) -> HTTPResponse
+    let maxBody: Int
+    struct Parking {
+        var suspended: [ObjectIdentifier: ConnectionHandle] = [:]
+        /// Upgraded connections still owned by a handler: MHD must not stop before each is closed.
+        var upgraded: [ObjectIdentifier: (handle: ConnectionHandle, socket: Int32)] = [:]
+        var stopping = false
+    }
+    /// Connections suspended while a handler or a stream works. Suspend and resume happen under
+    /// this lock, and never once the daemon is stopping (its connections may be freed by then).
+    let parking = Mutex(Parking())
+
+    /// Suspends `connection`; false when the daemon is stopping (then it is not suspended).
+    func park(_ id: ObjectIdentifier, _ connection: ConnectionHandle) -> Bool {
+        parking.withLock { p in
+            if p.stopping { return false }
+            p.suspended[id] = connection
+            MHD_suspend_connection(connection.raw)
+            return true
+        }
+    }
+
+    func unpark(_ id: ObjectIdentifier) {
+        parking.withLock { p in
+            guard !p.stopping, let c = p.suspended.removeValue(forKey: id) else { return }
+            MHD_resume_connection(c.raw)
+        }
+    }
+
+    /// Hands an upgraded connection back to MHD, once (by the handler, or by `stop`).
+    func closeUpgraded(_ id: ObjectIdentifier) {
+        parking.withLock { p in
+            if let u = p.upgraded.removeValue(forKey: id) { rte_mhd_upgrade_close(u.handle.raw) }
+        }
+    }
+
+    var isStopping: Bool { parking.withLock { $0.stopping } }
+    init(handler: @escaping HTTPHandler, tooLarge: @escaping @Sendable (HTTPRequest, Int) -> HTTPResponse, maxBody: Int) {
+        self.handler = handler; self.tooLarge = tooLarge; self.maxBody = maxBody
+    }
+}
+
+final class RequestContext: @unchecked Sendable {
+    var request: HTTPRequest
+    var tooLarge = false
+    var started = false
+    let response = Mutex<HTTPResponse?>(nil)
+    init(request: HTTPRequest) { self.request = request }
+}
+
+final class StreamBox: @unchecked Sendable {
+    let writer: ResponseStreamWriter
+    let connection: ConnectionHandle
+    let core: ServerCore
+    let suspended = Mutex(false)
+    init(writer: ResponseStreamWriter, connection: ConnectionHandle, core: ServerCore) {
+        self.writer = writer; self.connection = connection; self.core = core
+    }
+    func wake() {
+        suspended.withLock { s in
+            if s {
+                s = false
+                core.unpark(ObjectIdentifier(self))
+            }
+        }
+    }
+}
+
+final class UpgradeBox: @unchecked Sendable {
+    let handler: @Sendable (UpgradedConnection) async -> Void
+    let core: ServerCore
+    init(_ handler: @escaping @Sendable (UpgradedConnection) async -> Void, core: ServerCore) { self.handler = handler; self.core = core }
+}
+
+private func headerCollector(_ cls: UnsafeMutableRawPointer?, _ kind: MHD_ValueKind, _ key: UnsafePointer<CChar>?,
+                             _ value: UnsafePointer<CChar>?) -> MHD_Result {
+    guard let cls, let key else { return rte_mhd_yes() }
+    let dict = cls.assumingMemoryBound(to: [String: String].self)
+    dict.pointee[String(cString: key).lowercased()] = value.map { String(cString: $0) } ?? ""
+    return rte_mhd_yes()
+}
+
+private func queryCollector(_ cls: UnsafeMutableRawPointer?, _ kind: MHD_ValueKind, _ key: UnsafePointer<CChar>?,
+                            _ value: UnsafePointer<CChar>?) -> MHD_Result {
+    guard let cls, let key else { return rte_mhd_yes() }
+    let dict = cls.assumingMemoryBound(to: [String: String].self)
+    dict.pointee[String(cString: key)] = value.map { String(cString: $0) } ?? ""
+    return rte_mhd_yes()
+}
+
+private func streamReader(_ cls: UnsafeMutableRawPointer?, _ pos: UInt64, _ buf: UnsafeMutablePointer<CChar>?, _ max: Int) -> Int {
+    let box = Unmanaged<StreamBox>.fromOpaque(cls!).takeUnretainedValue()
+    while true {
+        switch box.writer.take(max: max) {
+        case .bytes(let bytes):
+            bytes.withUnsafeBytes { memcpy(buf!, $0.baseAddress!, bytes.count) }
+            return bytes.count
+        case .end:
+            return rte_mhd_reader_end()
+        case .none:
+            // Nothing yet: park the connection (returning 0 alone would spin the epoll thread).
+            let parked = box.suspended.withLock { s -> Bool in
+                if box.writer.state.withLock({ !$0.buffer.isEmpty || $0.finished || $0.closed }) { return false }
+                guard box.core.park(ObjectIdentifier(box), box.connection) else { return false }
+                s = true
+                return true
+            }
+            if parked { return 0 }
+            if box.writer.isClosed || box.core.isStopping { return rte_mhd_reader_end() }
+        }
+    }
+}
+
+private func streamFree(_ cls: UnsafeMutableRawPointer?) {
+    let box = Unmanaged<StreamBox>.fromOpaque(cls!).takeRetainedValue()
+    box.writer.close()
+}
+
+private func upgradeHandler(_ cls: UnsafeMutableRawPointer?, _ connection: OpaquePointer?, _ reqCls: UnsafeMutableRawPointer?,
+                            _ extraIn: UnsafePointer<CChar>?, _ extraInSize: Int, _ sock: Int32, _ urh: OpaquePointer?) {
+    let box = Unmanaged<UpgradeBox>.fromOpaque(cls!).takeRetainedValue()
+    var initial: [UInt8] = []
+    if let extraIn, extraInSize > 0 {
+        initial = Array(UnsafeRawBufferPointer(start: extraIn, count: extraInSize))
+    }
+    let core = box.core
+    let id = ObjectIdentifier(box)
+    let connection = UpgradedConnection(socket: sock, initialBytes: initial)
+    let accepted = core.parking.withLock { p -> Bool in
+        if p.stopping { return false }
+        p.upgraded[id] = (ConnectionHandle(raw: urh!), sock)
+        return true
+    }
+    guard accepted else { rte_mhd_upgrade_close(urh!); return }
+    Task.detached {
+        await box.handler(connection)
+        core.closeUpgraded(id)
+    }
+}
+
+private func queue(_ response: HTTPResponse, on connection: OpaquePointer, core: ServerCore) -> MHD_Result {
+    let mhdResponse: OpaquePointer?
+    var headers = response.headers
+    switch response.body {
+    case .bytes(let bytes):
+        mhdResponse = bytes.withUnsafeBytes { rte_mhd_response_copy(bytes.count, $0.baseAddress) }
+    case .stream(let producer):
+        let writer = ResponseStreamWriter()
+        let box = StreamBox(writer: writer, connection: ConnectionHandle(raw: connection), core: core)
+        writer.onData.withLock { $0 = { [weak box] in box?.wake() } }
+        mhdResponse = rte_mhd_response_stream(streamReader, Unmanaged.passRetained(box).toOpaque(), streamFree)
+        Task.detached {
+            await producer(writer)
+            writer.finish()
+        }
+    case .upgrade(let protocolName, let handler):
+        let box = UpgradeBox(handler, core: core)
+        mhdResponse = rte_mhd_response_upgrade(upgradeHandler, Unmanaged.passRetained(box).toOpaque())
+        headers.append(("Upgrade", protocolName))
+    }
+    guard let mhdResponse else { return rte_mhd_no() }
+    for (name, value) in headers { MHD_add_response_header(mhdResponse, name, value) }
+    let result = MHD_queue_response(connection, UInt32(response.status), mhdResponse)
+    MHD_destroy_response(mhdResponse)
+    return result
+}
+
+private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: OpaquePointer?, _ url: UnsafePointer<CChar>?,
+                           _ method: UnsafePointer<CChar>?, _ version: UnsafePointer<CChar>?, _ uploadData: UnsafePointer<CChar>?,
+                           _ uploadDataSize: UnsafeMutablePointer<Int>?,
+                           _ reqCls: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> MHD_Result {
+    guard let cls, let connection, let reqCls, let uploadDataSize else { return rte_mhd_no() }
+    let core = Unmanaged<ServerCore>.fromOpaque(cls).takeUnretainedValue()
+    guard let existing = reqCls.pointee else {
+        var headers: [String: String] = [:]
+        _ = withUnsafeMutablePointer(to: &headers) { rte_mhd_headers(connection, headerCollector, $0) }
+        var query: [String: String] = [:]
+        _ = withUnsafeMutablePointer(to: &query) { rte_mhd_query(connection, queryCollector, $0) }
+        var address = [CChar](repeating: 0, count: 64)
+        rte_mhd_client_address(connection, &address, address.count)
+        let request = HTTPRequest(method: method.map { String(cString: $0) } ?? "GET", path: url.map { String(cString: $0) } ?? "/",
+                                  query: query, headers: headers, body: [],
+                                  remoteAddress: String(decoding: address.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        let ctx = RequestContext(request: request)
+        reqCls.pointee = Unmanaged.passRetained(ctx).toOpaque()
+        if let length = headers["content-length"].flatMap({ Int($0) }), length > core.maxBody {
+            ctx.tooLarge = true
+            // A client that waits for "100 Continue" gets the 413 instead and never sends the body.
+            // MHD accepts a response only before the body or after all of it, so others are
+            // answered once their (discarded) body is in.
+            if headers["expect"]?.lowercased() == "100-continue" {
+                return queue(core.tooLarge(ctx.request, core.maxBody), on: connection, core: core)
+            }
+        }
+        return rte_mhd_yes()
+    }
+    let ctx = Unmanaged<RequestContext>.fromOpaque(existing).takeUnretainedValue()
+    if uploadDataSize.pointee > 0 {
+        if ctx.tooLarge {
+            uploadDataSize.pointee = 0
+            return rte_mhd_yes()
+        }
+        if ctx.request.body.count + uploadDataSize.pointee > core.maxBody {
+            ctx.tooLarge = true
+            ctx.request.body = []
+        } else if let uploadData {
+            ctx.request.body.append(contentsOf: UnsafeRawBufferPointer(start: uploadData, count: uploadDataSize.pointee))
+        }
+        uploadDataSize.pointee = 0
+        return rte_mhd_yes()
+    }
+    if let response = ctx.response.withLock({ r in let x = r; r = nil; return x }) {
+        return queue(response, on: connection, core: core)
+    }
+    if ctx.tooLarge { return queue(core.tooLarge(ctx.request, core.maxBody), on: connection, core: core) }
+    if !ctx.started {
+        ctx.started = true
+        guard core.park(ObjectIdentifier(ctx), ConnectionHandle(raw: connection)) else { return rte_mhd_no() }
+        let request = ctx.request
+        Task.detached {
+            let response = await core.handler(request)
+            ctx.response.withLock { $0 = response }
+            core.unpark(ObjectIdentifier(ctx))
+        }
+    }
+    return rte_mhd_yes()
+}
+
+private func completedHandler(_ cls: UnsafeMutableRawPointer?, _ connection: OpaquePointer?,
+                              _ reqCls: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ toe: MHD_RequestTerminationCode) {
+    guard let reqCls, let p = reqCls.pointee else { return }
+    Unmanaged<RequestContext>.fromOpaque(p).release()
+    reqCls.pointee = nil
+}
+
+/// HTTP/1.1 server on libmicrohttpd: one internal epoll thread, suspend/resume around async
+/// handlers, chunked streaming responses, protocol upgrade, body and connection limits.
+public final class HTTPServer: Sendable {
+    private nonisolated(unsafe) let daemon: OpaquePointer
+    private let core: ServerCore
+    private let retained: Unmanaged<ServerCore>
+    public let port: Int
+    private let stopped = Mutex(false)
+
+    public init(options: HTTPServerOptions, handler: @escaping HTTPHandler,
+                tooLarge: @escaping @Sendable (HTTPRequest, Int) -> HTTPResponse) throws(HTTPServerError) {
+        core = ServerCore(handler: handler, tooLarge: tooLarge, maxBody: options.maxBodyBytes)
+        retained = Unmanaged.passRetained(core)
+        let tls = options.tlsCertificatePEM != nil && options.tlsKeyPEM != nil
+        let started = rte_mhd_start(options.host, UInt16(options.port), tls ? 1 : 0, accessHandler, retained.toOpaque(),
+                                    completedHandler, UInt32(options.connectionTimeoutSeconds), UInt32(options.maxConnections),
+                                    options.tlsCertificatePEM ?? "", options.tlsKeyPEM ?? "")
+        guard let started else {
+            retained.release()
+            throw HTTPServerError(description: "cannot listen on \(options.host):\(options.port): \(String(cString: strerror(errno)))")
+        }
+        daemon = started
+        port = Int(rte_mhd_bound_port(started))
+    }
+
+    public static var libraryVersion: String { String(cString: MHD_get_version()) }
+
+    public func stop() {
+        if stopped.withLock({ s in let was = s; s = true; return was }) { return }
+        // MHD must not stop with suspended connections: wake them so they end, and let no
+        // handler finishing later touch a connection that is gone.
+        let sockets = core.parking.withLock { p -> [Int32] in
+            p.stopping = true
+            for (_, c) in p.suspended { MHD_resume_connection(c.raw) }
+            p.suspended.removeAll()
+            return p.upgraded.values.map(\.socket)
+        }
+        // Upgraded connections (consoles) must be handed back before MHD stops: end their
+        // sockets so the handlers return and close them; close any straggler after 2 s.
+        for socket in sockets { shutdown(socket, Int32(SHUT_RDWR)) }
+        var waited = 0
+        while waited < 2000 && core.parking.withLock({ !$0.upgraded.isEmpty }) {
+            usleep(1000)
+            waited += 1
+        }
+        core.parking.withLock { p in
+            for (_, u) in p.upgraded { rte_mhd_upgrade_close(u.handle.raw) }
+            p.upgraded.removeAll()
+        }
+        MHD_stop_daemon(daemon)
+        retained.release()
+    }
+}
