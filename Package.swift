@@ -26,11 +26,19 @@ let package = Package(
         .target(name: "Power", dependencies: ["GPIO", "Configuration", "AgentClock"]),
         .target(name: "SimulatedDUT", dependencies: ["GPIO", "POSIXIO", "Configuration"]),
 
+        .target(name: "JSONDocument", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // Boot automation: terminal model, pattern matching, firmware UIs, the boot strategy, runs.
+        .target(name: "Terminal"),
+        .target(name: "Matching", dependencies: ["Terminal"]),
+        .target(name: "FirmwareUI", dependencies: ["Terminal"]),
+        .target(name: "BootFlow", dependencies: ["Terminal", "Matching", "FirmwareUI", "JSONDocument", "Power", "Serial", "AgentClock"]),
+        .target(name: "Runs", dependencies: ["BootFlow", "Leases", "Auth", "JSONDocument", "AgentClock", "POSIXIO"]),
+
         .target(name: "HTTPServer", dependencies: ["CMicroHTTPD"]),
         .target(name: "Auth", dependencies: ["Configuration"]),
         .target(name: "Leases", dependencies: ["Auth", "AgentClock", "POSIXIO"]),
-        .target(name: "AgentAPI", dependencies: ["HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
-        .target(name: "AgentRuntime", dependencies: ["AgentAPI", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
+        .target(name: "AgentAPI", dependencies: ["HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
+        .target(name: "AgentRuntime", dependencies: ["AgentAPI", "Runs", "BootFlow", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
 
         .executableTarget(name: "rte-agent", dependencies: [
             "AgentRuntime", "Configuration", "AgentClock", "POSIXIO",
@@ -41,6 +49,9 @@ let package = Package(
         .testTarget(name: "HardwareTests", dependencies: [
             "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime",
         ]),
+        .testTarget(name: "BootFlowTests", dependencies: [
+            "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "JSONDocument", "AgentRuntime", "AgentClock", "Serial",
+        ], resources: [.copy("Fixtures")]),
         .testTarget(name: "APITests", dependencies: [
             "AgentRuntime", "AgentAPI", "AgentClock", "Auth", "Configuration", "GPIO",
         ]),

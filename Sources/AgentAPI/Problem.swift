@@ -1,4 +1,5 @@
 import FoundationEssentials
+@_exported import JSONDocument
 import HTTPServer
 import Leases
 
@@ -69,46 +70,6 @@ public struct Problem: Error, Sendable {
             return Problem(403, "forbidden", "Forbidden", "breaking a lease needs an admin token")
         case .noSuchLease:
             return Problem(404, "no-lease", "No lease", "nobody holds the device")
-        }
-    }
-}
-
-/// A JSON value for documents whose shape is checked by hand (strict request bodies, problems).
-public enum JSONValue: Sendable, Equatable, Codable {
-    case null, bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue])
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        switch self {
-        case .null: try c.encodeNil()
-        case .bool(let b): try c.encode(b)
-        case .number(let n): if n == n.rounded() && abs(n) < 1e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
-        case .string(let s): try c.encode(s)
-        case .array(let a): try c.encode(a)
-        case .object(let o): try c.encode(o)
-        }
-    }
-
-    public func serialized() -> [UInt8] {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array((try? e.encode(self)) ?? Data("null".utf8))
-    }
-
-    var typeName: String {
-        switch self {
-        case .null: "null"; case .bool: "a boolean"; case .number: "a number"; case .string: "a string"
-        case .array: "an array"; case .object: "an object"
         }
     }
 }

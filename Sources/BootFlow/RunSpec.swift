@@ -1,0 +1,165 @@
+import FirmwareUI
+import JSONDocument
+import Matching
+
+/// One boot test: how to power the DUT, what to do in the firmware and iPXE, how to log in and
+/// what to check. Read from JSON (API) or YAML (file) with every field checked by path.
+public struct RunSpec: Sendable, Equatable {
+    public enum PowerStep: String, Sendable, CaseIterable { case on, cycle, reset, none }
+
+    public struct BootMenu: Sendable, Equatable {
+        public var key: Key
+        public var entry: String
+        /// What the firmware prints when it offers the boot menu.
+        public var prompt: Pattern
+    }
+
+    public struct Firmware: Sendable, Equatable {
+        public var banner: [Pattern]
+        public var bootMenu: BootMenu?
+    }
+
+    public struct IPXE: Sendable, Equatable {
+        public var interrupt: Bool
+        public var commands: [String]
+        /// Typed at `iPXE>` after the commands; the last line (usually `boot`) hands over to the kernel.
+        public var script: [String]
+        public var menuEntry: String?
+        public var dhcpRetries: Int
+    }
+
+    public struct Login: Sendable, Equatable {
+        public var prompt: String
+        public var username: String
+        public var password: String?
+        public var passwordPrompt: String
+        public var shellPrompt: String
+    }
+
+    public struct Command: Sendable, Equatable {
+        public var send: String
+        public var expect: Pattern?
+        public var timeoutSeconds: Double
+    }
+
+    public struct Timeouts: Sendable, Equatable {
+        public var firmware: Double = 60
+        public var ipxe: Double = 60
+        public var kernel: Double = 300
+        public var login: Double = 60
+    }
+
+    public var name: String
+    public var power: PowerStep
+    public var firmware: Firmware
+    public var ipxe: IPXE?
+    public var login: Login?
+    public var commands: [Command]
+    public var timeouts: Timeouts
+    public var repeatCount: Int
+    /// How long a run without its own lease may wait in the lease queue for the device.
+    public var waitSeconds: Int
+
+    public static let maxRepeat = 10_000
+
+    /// The document as it was given (echoed in results).
+    public var source: JSONValue
+
+    public static func parse(yaml text: String) throws(DocumentError) -> RunSpec {
+        try parse(JSONValue.parse(yaml: text))
+    }
+
+    public static func parse(_ doc: JSONValue) throws(DocumentError) -> RunSpec {
+        let r = try FieldReader(doc, allowed: ["name", "power", "firmware", "ipxe", "login", "commands", "timeouts", "repeat", "wait_s"])
+        let power: PowerStep
+        if let p = try r.string("power") {
+            guard let step = PowerStep(rawValue: p) else {
+                throw DocumentError(path: "power", message: "must be one of \(PowerStep.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(p)\"", kind: .invalid)
+            }
+            power = step
+        } else { power = .cycle }
+
+        var firmware = Firmware(banner: [.literal("SeaBIOS"), .literal("coreboot"), .literal("PC Engines")], bootMenu: nil)
+        if let f = try r.object("firmware", allowed: ["banner", "boot_menu"]) {
+            if let banners = try f.strings("banner") { firmware.banner = banners.map(Pattern.literal) }
+            if let m = try f.object("boot_menu", allowed: ["key", "entry", "prompt"]) {
+                let keyName = try m.string("key") ?? "F10"
+                guard let key = Key(name: keyName) else {
+                    throw DocumentError(path: m.at("key"), message: "unknown key \"\(keyName)\" (known: \(Key.allCases.map(\.rawValue).joined(separator: ", ")))", kind: .invalid)
+                }
+                guard let entry = try m.string("entry"), !entry.isEmpty else {
+                    throw DocumentError(path: m.at("entry"), message: "is required: the boot menu entry to pick, e.g. \"iPXE\"", kind: .invalid)
+                }
+                let prompt = try m.string("prompt").map(Pattern.literal) ?? .regex("(?i)press (\\S+ )+(key )?(now )?for boot menu")
+                firmware.bootMenu = BootMenu(key: key, entry: entry, prompt: prompt)
+            }
+        }
+
+        var ipxe: IPXE?
+        if let i = try r.object("ipxe", allowed: ["interrupt", "commands", "script", "menu_entry", "dhcp_retries"]) {
+            let commands = try i.strings("commands") ?? []
+            let script = try i.strings("script").map { $0.flatMap { $0.split(separator: "\n", omittingEmptySubsequences: true).map(String.init) } } ?? []
+            let entry = try i.string("menu_entry")
+            // Commands or a script need the shell; only a menu pick can do without Ctrl-B.
+            let interrupt = try i.bool("interrupt") ?? (!commands.isEmpty || !script.isEmpty)
+            if !interrupt && (!commands.isEmpty || !script.isEmpty) {
+                throw DocumentError(path: i.at("interrupt"), message: "commands and script are typed at iPXE>, which needs interrupt: true", kind: .invalid)
+            }
+            if !script.isEmpty && entry != nil {
+                throw DocumentError(path: i.at("script"), message: "give either a script (boot a kernel directly) or a menu_entry, not both", kind: .invalid)
+            }
+            if interrupt && script.isEmpty && entry == nil && commands.isEmpty {
+                throw DocumentError(path: i.path, message: "interrupting iPXE needs commands, a script or a menu_entry to continue with", kind: .invalid)
+            }
+            ipxe = IPXE(interrupt: interrupt, commands: commands, script: script, menuEntry: entry,
+                        dhcpRetries: try i.int("dhcp_retries", range: 0...20) ?? 2)
+        }
+
+        var login: Login?
+        if let l = try r.object("login", allowed: ["prompt", "username", "password", "password_prompt", "shell_prompt"]) {
+            guard let user = try l.string("username"), !user.isEmpty else {
+                throw DocumentError(path: l.at("username"), message: "is required", kind: .invalid)
+            }
+            login = Login(prompt: try l.string("prompt") ?? "login:", username: user, password: try l.string("password"),
+                          passwordPrompt: try l.string("password_prompt") ?? "Password:", shellPrompt: try l.string("shell_prompt") ?? "# ")
+        }
+
+        var commands: [Command] = []
+        for (n, item) in (try r.array("commands") ?? []).enumerated() {
+            let c: FieldReader
+            if case .string(let s) = item {
+                commands.append(Command(send: s, expect: nil, timeoutSeconds: 30)); continue
+            }
+            c = try FieldReader(item, path: "commands[\(n)]", allowed: ["send", "expect", "expect_regex", "timeout_s"])
+            guard let send = try c.string("send") else { throw DocumentError(path: c.at("send"), message: "is required", kind: .invalid) }
+            var expect: Pattern?
+            if let e = try c.string("expect") { expect = .literal(e) }
+            if let e = try c.string("expect_regex") {
+                guard expect == nil else { throw DocumentError(path: c.at("expect_regex"), message: "give expect or expect_regex, not both", kind: .invalid) }
+                do { _ = try StreamMatcher([.regex(e)]) } catch {
+                    throw DocumentError(path: c.at("expect_regex"), message: error.message, kind: .invalid)
+                }
+                expect = .regex(e)
+            }
+            commands.append(Command(send: send, expect: expect, timeoutSeconds: try c.number("timeout_s", range: 0.001...86400) ?? 30))
+        }
+        if !commands.isEmpty && login == nil {
+            throw DocumentError(path: "commands", message: "shell commands need a login section", kind: .invalid)
+        }
+
+        var timeouts = Timeouts()
+        if let t = try r.object("timeouts", allowed: ["firmware", "ipxe", "kernel", "login"]) {
+            timeouts.firmware = try t.number("firmware", range: 0.001...86400) ?? timeouts.firmware
+            timeouts.ipxe = try t.number("ipxe", range: 0.001...86400) ?? timeouts.ipxe
+            timeouts.kernel = try t.number("kernel", range: 0.001...86400) ?? timeouts.kernel
+            timeouts.login = try t.number("login", range: 0.001...86400) ?? timeouts.login
+        }
+        if power == .none && (firmware.bootMenu != nil || ipxe?.interrupt == true) {
+            // Without a power step there is no firmware to catch.
+            throw DocumentError(path: "power", message: "\"none\" cannot catch firmware or iPXE prompts; use on, cycle or reset", kind: .invalid)
+        }
+        return RunSpec(name: try r.string("name") ?? "", power: power, firmware: firmware, ipxe: ipxe, login: login,
+                       commands: commands, timeouts: timeouts, repeatCount: try r.int("repeat", range: 1...maxRepeat) ?? 1,
+                       waitSeconds: try r.int("wait_s", range: 0...(7 * 86400)) ?? 3600, source: doc)
+    }
+}

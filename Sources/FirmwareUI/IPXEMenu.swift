@@ -1,0 +1,100 @@
+import Terminal
+
+/// An iPXE menu (`menu` / `item` / `choose`) as read back from the terminal screen.
+///
+/// iPXE draws the menu with cursor addressing: the title near the top (bold), one row per item,
+/// the selected item in a highlight colour (white on red, `ESC[0;41;1m`; other items `ESC[0;44m`),
+/// and the default item's countdown as "(N)" at the right end of its row. Nothing on the screen
+/// tells a gap (`item --gap`) from an item, so rows that are blank or look like separators
+/// ("--- Boot options ---") are reported as gaps; navigation never relies on that guess, it
+/// watches where the highlight really goes.
+public struct IPXEMenu: Sendable, Equatable {
+    public struct Item: Sendable, Equatable {
+        public var row: Int
+        public var label: String
+        public var isGap: Bool
+        public var isSelected: Bool
+    }
+
+    public var title: String
+    public var items: [Item]
+
+    public var selected: Item? { items.first { $0.isSelected } }
+    public var selectable: [Item] { items.filter { !$0.isGap } }
+
+    /// Reads the menu off the screen; nil when no menu is drawn (no single highlighted row).
+    public static func read(from screen: Screen) -> IPXEMenu? {
+        let span = 1..<(screen.columns - 1)
+        // The background most cells have is the menu's (or the console's) normal background.
+        var counts: [UInt8?: Int] = [:]
+        for cell in screen.cells { counts[cell.attributes.background, default: 0] += 1 }
+        let normal = counts.max { $0.value < $1.value }?.key ?? nil
+
+        func isHighlighted(_ row: Int) -> Bool {
+            var marked = 0
+            for c in span {
+                let a = screen.cell(row: row, column: c).attributes
+                if a.background != normal || a.reverse { marked += 1 }
+            }
+            return marked * 10 >= span.count * 6
+        }
+        let highlighted = (0..<screen.rows).filter(isHighlighted)
+        guard highlighted.count == 1, let selectedRow = highlighted.first,
+              !screen.text(row: selectedRow).trimmingBlanks.isEmpty else { return nil }
+
+        let nonBlank = (0..<screen.rows).filter { !screen.text(row: $0).trimmingBlanks.isEmpty }
+        // The title is the first text row above the items, if a blank row or more separates it
+        // or it is bold (iPXE centres it on row 2 in bold).
+        var title = ""
+        var firstItemRow = nonBlank.first ?? selectedRow
+        if let first = nonBlank.first, first < selectedRow {
+            let boldTitle = (0..<screen.columns).contains { screen.cell(row: first, column: $0).attributes.bold
+                && screen.cell(row: first, column: $0).character != " " }
+            let separated = !nonBlank.contains(first + 1)
+            if boldTitle || separated {
+                title = screen.text(row: first).trimmingBlanks
+                firstItemRow = nonBlank.dropFirst().first ?? selectedRow
+            }
+        }
+        let lastItemRow = nonBlank.last ?? selectedRow
+        guard firstItemRow <= lastItemRow else { return nil }
+        var items: [Item] = []
+        for row in firstItemRow...lastItemRow {
+            let label = stripCountdown(screen.text(row: row).trimmingBlanks)
+            items.append(Item(row: row, label: label, isGap: row != selectedRow && looksLikeGap(label), isSelected: row == selectedRow))
+        }
+        return IPXEMenu(title: title, items: items)
+    }
+
+    /// Finds an item by its label: exact first, then ignoring case and surrounding blanks.
+    public func item(labelled label: String) -> Item? {
+        let wanted = label.trimmingBlanks
+        return selectable.first { $0.label == wanted } ?? selectable.first { $0.label.lowercased() == wanted.lowercased() }
+    }
+
+    static func stripCountdown(_ text: String) -> String {
+        // "Debian stable netinst          (10)" → "Debian stable netinst"
+        guard text.hasSuffix(")"), let open = text.lastIndex(of: "(") else { return text }
+        let digits = text[text.index(after: open)..<text.index(before: text.endIndex)]
+        guard !digits.isEmpty, digits.allSatisfy(\.isNumber) else { return text }
+        return String(text[..<open]).trimmingBlanks
+    }
+
+    static func looksLikeGap(_ label: String) -> Bool {
+        if label.isEmpty { return true }
+        let scalars = label.unicodeScalars
+        // Entirely punctuation ("--------") or framed by the same punctuation ("--- Boot options ---").
+        if scalars.allSatisfy({ !$0.properties.isAlphabetic && !("0"..."9").contains($0) }) { return true }
+        guard let first = scalars.first, let last = scalars.last, first == last, "-=*#~_".unicodeScalars.contains(first) else { return false }
+        return true
+    }
+}
+
+extension String {
+    var trimmingBlanks: String {
+        var s = Substring(self)
+        while s.first == " " || s.first == "\t" { s.removeFirst() }
+        while s.last == " " || s.last == "\t" { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,330 @@
+import AgentClock
+import Auth
+import BootFlow
+import FoundationEssentials
+import JSONDocument
+import Leases
+import POSIXIO
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum RunState: String, Codable, Sendable {
+    case queued, waitingForDevice = "waiting_for_device", running, passed, failed, cancelled, interrupted, error
+    public var isFinished: Bool { ![.queued, .waitingForDevice, .running].contains(self) }
+}
+
+/// A run as stored and as the API shows it.
+public struct RunRecord: Codable, Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var user: String
+    public var state: RunState
+    public var createdAt: Timestamp
+    public var startedAt: Timestamp?
+    public var endedAt: Timestamp?
+    public var leaseId: String?
+    public var ownLease: Bool
+    public var currentIteration: Int?
+    public var currentStage: String?
+    public var repeatCount: Int
+    public var iterations: [IterationResult]
+    public var summary: RunSummary?
+    public var message: String?
+    public var captureFrom: UInt64?
+    public var captureTo: UInt64?
+    public var spec: JSONValue
+}
+
+/// One line of a run's live progress.
+public struct RunEvent: Codable, Sendable, Equatable {
+    public var type: String
+    public var run: String
+    public var at: Timestamp
+    public var iteration: Int?
+    public var stage: String?
+    public var state: RunState?
+    public var result: StageResult?
+    public var passed: Bool?
+    public var message: String?
+}
+
+public enum RunError: Error, Sendable {
+    case notFound(String)
+    case notYours(String)
+    case alreadyFinished(String, RunState)
+    case lease(LeaseError)
+}
+
+/// Runs boot tests on the board, one at a time, to completion whether or not anyone watches.
+/// A run uses its caller's lease, or takes its own (waiting in the lease queue) and gives it back.
+/// Every change of a run is written to `state_dir/runs/<id>.json` before anyone is told.
+public actor RunEngine {
+    private let clock: any AgentClock
+    private let leases: LeaseBook
+    private let devices: BootDevices
+    private let directory: String?
+    private let maxLeaseSeconds: Int
+    private let safeState: @Sendable () async -> Void
+    private var runs: [String: RunRecord] = [:]
+    private var order: [String] = []
+    private var tasks: [String: Task<Void, Never>] = [:]
+    private var subscribers: [String: [UUID: AsyncStream<RunEvent>.Continuation]] = [:]
+    private var history: [String: [RunEvent]] = [:]
+    /// The DUT does one run at a time, in submission order.
+    private var deviceBusy = false
+    private var deviceWaiters: [CheckedContinuation<Void, Never>] = []
+    public static let keepFinished = 200
+
+    public init(clock: any AgentClock, leases: LeaseBook, devices: BootDevices, stateDirectory: String?, maxLeaseSeconds: Int,
+                safeState: @escaping @Sendable () async -> Void) throws {
+        self.clock = clock; self.leases = leases; self.devices = devices; self.maxLeaseSeconds = maxLeaseSeconds
+        self.safeState = safeState
+        let directory = stateDirectory.map { $0 + "/runs" }
+        self.directory = directory
+        var restored: [RunRecord] = []
+        if let directory {
+            try makeDirectories(directory)
+            let decoder = JSONDecoder()
+            decoder.keyDecodingStrategy = .convertFromSnakeCase
+            var loaded: [RunRecord] = []
+            for name in (try? listDirectory(directory)) ?? [] where name.hasSuffix(".json") {
+                guard let bytes = readFile(directory + "/" + name), let r = try? decoder.decode(RunRecord.self, from: Data(bytes)) else {
+                    printToStandardError("rte-agent: ignoring unreadable run file \(directory)/\(name)")
+                    continue
+                }
+                loaded.append(r)
+            }
+            loaded.sort { $0.createdAt < $1.createdAt }
+            for var r in loaded {
+                if !r.state.isFinished {
+                    // The agent stopped under this run: say so instead of losing it.
+                    r.state = .interrupted
+                    r.endedAt = r.endedAt ?? clock.now()
+                    r.message = "the agent stopped while this run was \(r.currentStage.map { "in stage \($0)" } ?? "waiting"); it did not finish"
+                    RunEngine.store(r, in: directory)
+                }
+                restored.append(r)
+            }
+        }
+        runs = Dictionary(uniqueKeysWithValues: restored.map { ($0.id, $0) })
+        order = restored.map(\.id)
+    }
+
+    private nonisolated func write(_ r: RunRecord) {
+        guard let directory else { return }
+        RunEngine.store(r, in: directory)
+    }
+
+    private static func store(_ r: RunRecord, in directory: String) {
+        do { try writeFileAtomically("\(directory)/\(r.id).json", RunEngine.encode(r)) } catch {
+            printToStandardError("rte-agent: cannot persist run \(r.id): \(error)")
+        }
+    }
+
+    public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        e.keyEncodingStrategy = .convertToSnakeCase
+        return (try? e.encode(value)).map(Array.init) ?? Array("{}".utf8)
+    }
+
+    private func update(_ id: String, _ change: (inout RunRecord) -> Void) {
+        guard var r = runs[id] else { return }
+        change(&r)
+        runs[id] = r
+        write(r)
+    }
+
+    public func list() -> [RunRecord] { order.compactMap { runs[$0] }.reversed() }
+
+    public func get(_ id: String) throws(RunError) -> RunRecord {
+        guard let r = runs[id] else { throw .notFound(id) }
+        return r
+    }
+
+    /// Accepts a run; it starts as soon as the device is free for it.
+    public func submit(_ spec: RunSpec, user: String, leaseToken: String?) async throws(RunError) -> RunRecord {
+        var callerLease: Lease?
+        if let leaseToken {
+            do { callerLease = try await leases.authorize(token: leaseToken) } catch { throw .lease(error) }
+        } else if spec.waitSeconds == 0, await leases.isLeased() {
+            let snap = await leases.snapshot
+            throw .lease(.busy(snap.current, queueLength: snap.queue.count))
+        }
+        let id = "run-" + randomHex(bytes: 6)
+        let record = RunRecord(id: id, name: spec.name, user: user, state: .queued, createdAt: clock.now(), leaseId: callerLease?.id,
+                               ownLease: callerLease == nil, repeatCount: spec.repeatCount, iterations: [], spec: spec.source)
+        runs[id] = record
+        order.append(id)
+        write(record)
+        prune()
+        tasks[id] = Task { await self.execute(id, spec: spec, leaseToken: leaseToken, user: user) }
+        return record
+    }
+
+    /// Cancels a run that has not finished; the DUT is left in the safe state.
+    public func cancel(_ id: String, by identity: Identity) async throws(RunError) -> RunRecord {
+        guard let r = runs[id] else { throw .notFound(id) }
+        guard r.user == identity.user || identity.admin else { throw .notYours(r.user) }
+        guard !r.state.isFinished else { throw .alreadyFinished(id, r.state) }
+        tasks[id]?.cancel()
+        await tasks[id]?.value
+        return runs[id]!
+    }
+
+    /// Live progress of a run: past events first, then new ones until the run ends.
+    public func events(_ id: String) throws(RunError) -> AsyncStream<RunEvent> {
+        guard let r = runs[id] else { throw .notFound(id) }
+        let (stream, continuation) = AsyncStream<RunEvent>.makeStream()
+        for e in history[id] ?? [] { continuation.yield(e) }
+        if r.state.isFinished {
+            if history[id]?.last?.type != "run_finished" {
+                continuation.yield(RunEvent(type: "run_finished", run: id, at: r.endedAt ?? clock.now(), state: r.state,
+                                            passed: r.state == .passed, message: r.message))
+            }
+            continuation.finish()
+        } else {
+            let key = UUID()
+            subscribers[id, default: [:]][key] = continuation
+            continuation.onTermination = { [weak self] _ in Task { await self?.unsubscribe(id, key) } }
+        }
+        return stream
+    }
+
+    private func unsubscribe(_ id: String, _ key: UUID) { subscribers[id]?.removeValue(forKey: key) }
+
+    private func publish(_ e: RunEvent) {
+        history[e.run, default: []].append(e)
+        if history[e.run]!.count > 10_000 { history[e.run]!.removeFirst(1000) }
+        for c in subscribers[e.run]?.values ?? [:].values { c.yield(e) }
+        if e.type == "run_finished" {
+            for c in subscribers[e.run]?.values ?? [:].values { c.finish() }
+            subscribers[e.run] = nil
+        }
+    }
+
+    /// Waits until every run accepted so far has finished (tests, `rte-agent run`).
+    public func waitUntilFinished(_ id: String) async -> RunRecord? {
+        await tasks[id]?.value
+        return runs[id]
+    }
+
+    private func prune() {
+        let finished = order.filter { runs[$0]?.state.isFinished ?? false }
+        guard finished.count > RunEngine.keepFinished else { return }
+        for id in finished.prefix(finished.count - RunEngine.keepFinished) {
+            runs[id] = nil
+            history[id] = nil
+            order.removeAll { $0 == id }
+            if let directory { unlink("\(directory)/\(id).json") }
+        }
+    }
+
+    private func acquireDevice() async throws(RunAborted) {
+        if !deviceBusy { deviceBusy = true; return }
+        await withCheckedContinuation { deviceWaiters.append($0) }
+        if Task.isCancelled { releaseDevice(); throw RunAborted(reason: "cancelled before it started") }
+    }
+
+    private func releaseDevice() {
+        if deviceWaiters.isEmpty { deviceBusy = false } else { deviceWaiters.removeFirst().resume() }
+    }
+
+    private func finish(_ id: String, _ state: RunState, message: String?) {
+        update(id) { r in
+            r.state = state
+            r.endedAt = clock.now()
+            r.message = message
+            r.captureTo = devices.capture.endOffset
+            r.currentStage = nil
+            if !r.iterations.isEmpty { r.summary = RunSummary(r.iterations) }
+        }
+        publish(RunEvent(type: "run_finished", run: id, at: clock.now(), state: state, passed: state == .passed, message: message))
+        tasks[id] = nil
+    }
+
+    private func progress(_ id: String, _ p: RunProgress) {
+        switch p {
+        case .stageStarted(let i, let stage):
+            update(id) { $0.currentStage = stage; $0.currentIteration = i }
+            publish(RunEvent(type: "stage_started", run: id, at: clock.now(), iteration: i, stage: stage))
+        case .stageFinished(let i, let result):
+            publish(RunEvent(type: "stage_finished", run: id, at: clock.now(), iteration: i, stage: result.name, result: result, passed: result.passed))
+        case .iterationFinished(let result):
+            update(id) { r in r.iterations.append(result); r.summary = RunSummary(r.iterations) }
+            publish(RunEvent(type: "iteration_finished", run: id, at: clock.now(), iteration: result.index, passed: result.passed,
+                             message: result.failure.map { "\($0.stage): \($0.message)" }))
+        }
+    }
+
+    private func execute(_ id: String, spec: RunSpec, leaseToken: String?, user: String) async {
+        do {
+            try await acquireDevice()
+        } catch {
+            finish(id, .cancelled, message: "cancelled before it started")
+            return
+        }
+        defer { releaseDevice() }
+        // The device: the caller's lease, or one of the run's own from the lease queue.
+        var lease: Lease
+        if let leaseToken {
+            do { lease = try await leases.authorize(token: leaseToken) } catch {
+                finish(id, .error, message: "the caller's lease ended before the run could start: \(error)")
+                return
+            }
+        } else {
+            update(id) { $0.state = .waitingForDevice }
+            do {
+                lease = try await leases.acquire(user: user, purpose: "run \(id)\(spec.name.isEmpty ? "" : " (\(spec.name))")",
+                                                 ttlSeconds: maxLeaseSeconds, waitSeconds: spec.waitSeconds, run: id)
+            } catch {
+                finish(id, Task.isCancelled ? .cancelled : .error, message: "the device did not become free: \(error)")
+                return
+            }
+            update(id) { $0.leaseId = lease.id }
+        }
+        let ownLease = leaseToken == nil
+        let token = lease.token
+        update(id) { r in r.state = .running; r.startedAt = clock.now(); r.captureFrom = devices.capture.endOffset }
+        publish(RunEvent(type: "state", run: id, at: clock.now(), state: .running))
+
+        let (progressStream, progressSink) = AsyncStream<RunProgress>.makeStream()
+        let applier = Task { for await p in progressStream { self.progress(id, p) } }
+        let leases = self.leases
+        let maxLease = maxLeaseSeconds
+        let checkpoint: @Sendable () async throws -> Void = {
+            if Task.isCancelled { throw RunAborted(reason: "cancelled") }
+            do {
+                // A run of its own keeps its lease fresh; a caller's lease must still be theirs.
+                if ownLease { _ = try await leases.renew(token: token, ttlSeconds: maxLease) } else { _ = try await leases.authorize(token: token) }
+            } catch {
+                throw RunAborted(reason: "the lease ended (\(error)); the run stopped so nobody else's device is touched")
+            }
+        }
+        let strategy = BootStrategy(spec: spec, devices: devices)
+        var outcome: (RunState, String?) = (.passed, nil)
+        for i in 1...spec.repeatCount {
+            do {
+                let result = try await strategy.runIteration(i, progress: { progressSink.yield($0) }, checkpoint: checkpoint)
+                progressSink.yield(.iterationFinished(result))
+            } catch let abort as RunAborted {
+                outcome = (abort.reason.hasPrefix("cancelled") || Task.isCancelled ? .cancelled : .error, abort.reason)
+                break
+            } catch {
+                outcome = (.error, "\(error)")
+                break
+            }
+        }
+        progressSink.finish()
+        await applier.value
+        if outcome.0 == .cancelled || outcome.0 == .error {
+            await safeState()
+        } else {
+            let failed = runs[id]?.iterations.filter { !$0.passed }.count ?? 0
+            outcome = failed == 0 ? (.passed, nil) : (.failed, "\(failed) of \(spec.repeatCount) iteration(s) failed")
+        }
+        if ownLease { await leases.releaseRunLease(lease) }
+        finish(id, outcome.0, message: outcome.1)
+    }
+}

@@ -1,0 +1,250 @@
+/// How a character cell is drawn. Colours are the 16 ANSI colours (0–7 normal, 8–15 bright);
+/// nil is the terminal's default.
+public struct CellAttributes: Hashable, Sendable, CustomStringConvertible {
+    public var bold = false
+    public var underline = false
+    public var blink = false
+    public var reverse = false
+    public var foreground: UInt8?
+    public var background: UInt8?
+
+    public init(bold: Bool = false, underline: Bool = false, blink: Bool = false, reverse: Bool = false,
+                foreground: UInt8? = nil, background: UInt8? = nil) {
+        self.bold = bold; self.underline = underline; self.blink = blink; self.reverse = reverse
+        self.foreground = foreground; self.background = background
+    }
+
+    public static let plain = CellAttributes()
+
+    public var description: String {
+        var parts: [String] = []
+        if bold { parts.append("bold") }
+        if underline { parts.append("underline") }
+        if blink { parts.append("blink") }
+        if reverse { parts.append("reverse") }
+        if let foreground { parts.append("fg\(foreground)") }
+        if let background { parts.append("bg\(background)") }
+        return parts.isEmpty ? "plain" : parts.joined(separator: ",")
+    }
+}
+
+public struct Cell: Equatable, Sendable {
+    public var character: Unicode.Scalar
+    public var attributes: CellAttributes
+    public static let blank = Cell(character: " ", attributes: .plain)
+}
+
+/// A VT100 screen: a grid of cells, a cursor and the drawing state the escape sequences change.
+/// Rows and columns are 0-based here (escape sequences are 1-based).
+public struct Screen: Sendable, Equatable {
+    public let rows: Int
+    public let columns: Int
+    public private(set) var cells: [Cell]
+    public internal(set) var cursorRow = 0
+    public internal(set) var cursorColumn = 0
+    public internal(set) var cursorVisible = true
+    public internal(set) var attributes = CellAttributes.plain
+    var autowrap = true
+    /// The cursor sits past the last column; the next printable wraps first (VT100 "pending wrap").
+    var wrapPending = false
+    var scrollTop = 0
+    var scrollBottom: Int
+    var saved: (row: Int, column: Int, attributes: CellAttributes)?
+
+    public init(rows: Int = 25, columns: Int = 80) {
+        self.rows = max(1, rows)
+        self.columns = max(1, columns)
+        cells = Array(repeating: .blank, count: self.rows * self.columns)
+        scrollBottom = self.rows - 1
+    }
+
+    public static func == (a: Screen, b: Screen) -> Bool {
+        a.cells == b.cells && a.cursorRow == b.cursorRow && a.cursorColumn == b.cursorColumn && a.cursorVisible == b.cursorVisible
+    }
+
+    public func cell(row: Int, column: Int) -> Cell { cells[row * columns + column] }
+
+    /// The text of one row, trailing blanks removed.
+    public func text(row: Int) -> String {
+        var s = String.UnicodeScalarView()
+        for c in 0..<columns { s.append(cells[row * columns + c].character) }
+        var text = String(s)
+        while text.last == " " { text.removeLast() }
+        return text
+    }
+
+    /// The whole screen as text, one line per row, trailing blank rows removed.
+    public var text: String {
+        var lines = (0..<rows).map { text(row: $0) }
+        while lines.last == "" { lines.removeLast() }
+        return lines.joined(separator: "\n")
+    }
+
+    // MARK: drawing primitives used by the parser
+
+    mutating func put(_ scalar: Unicode.Scalar) {
+        if wrapPending {
+            wrapPending = false
+            cursorColumn = 0
+            lineFeed()
+        }
+        cells[cursorRow * columns + cursorColumn] = Cell(character: scalar, attributes: attributes)
+        if cursorColumn == columns - 1 {
+            if autowrap { wrapPending = true }
+        } else {
+            cursorColumn += 1
+        }
+    }
+
+    mutating func lineFeed() {
+        wrapPending = false
+        if cursorRow == scrollBottom {
+            scrollUp(1)
+        } else if cursorRow < rows - 1 {
+            cursorRow += 1
+        }
+    }
+
+    mutating func reverseIndex() {
+        wrapPending = false
+        if cursorRow == scrollTop { scrollDown(1) } else if cursorRow > 0 { cursorRow -= 1 }
+    }
+
+    mutating func carriageReturn() { cursorColumn = 0; wrapPending = false }
+
+    mutating func backspace() {
+        wrapPending = false
+        if cursorColumn > 0 { cursorColumn -= 1 }
+    }
+
+    mutating func tab() {
+        wrapPending = false
+        cursorColumn = min(columns - 1, (cursorColumn / 8 + 1) * 8)
+    }
+
+    mutating func moveTo(row: Int, column: Int) {
+        wrapPending = false
+        cursorRow = min(max(0, row), rows - 1)
+        cursorColumn = min(max(0, column), columns - 1)
+    }
+
+    mutating func moveBy(rows dr: Int, columns dc: Int) {
+        moveTo(row: cursorRow + dr, column: cursorColumn + dc)
+    }
+
+    /// Erased cells take the current background (xterm's "background colour erase"): iPXE
+    /// paints its blue menu background this way.
+    private var erased: Cell {
+        Cell(character: " ", attributes: CellAttributes(background: attributes.background))
+    }
+
+    mutating func clear(row: Int, from start: Int, to end: Int) {
+        guard start <= end else { return }
+        let e = erased
+        for c in max(0, start)...min(columns - 1, end) { cells[row * columns + c] = e }
+    }
+
+    mutating func eraseInLine(_ mode: Int) {
+        wrapPending = false
+        switch mode {
+        case 0: clear(row: cursorRow, from: cursorColumn, to: columns - 1)
+        case 1: clear(row: cursorRow, from: 0, to: cursorColumn)
+        case 2: clear(row: cursorRow, from: 0, to: columns - 1)
+        default: break
+        }
+    }
+
+    mutating func eraseInDisplay(_ mode: Int) {
+        wrapPending = false
+        switch mode {
+        case 0:
+            clear(row: cursorRow, from: cursorColumn, to: columns - 1)
+            for r in (cursorRow + 1)..<max(cursorRow + 1, rows) { clear(row: r, from: 0, to: columns - 1) }
+        case 1:
+            for r in 0..<cursorRow { clear(row: r, from: 0, to: columns - 1) }
+            clear(row: cursorRow, from: 0, to: cursorColumn)
+        case 2, 3:
+            for r in 0..<rows { clear(row: r, from: 0, to: columns - 1) }
+        default: break
+        }
+    }
+
+    mutating func scrollUp(_ n: Int) {
+        let n = min(n, scrollBottom - scrollTop + 1)
+        guard n > 0 else { return }
+        for r in scrollTop...scrollBottom {
+            if r + n <= scrollBottom {
+                for c in 0..<columns { cells[r * columns + c] = cells[(r + n) * columns + c] }
+            } else {
+                clear(row: r, from: 0, to: columns - 1)
+            }
+        }
+    }
+
+    mutating func scrollDown(_ n: Int) {
+        let n = min(n, scrollBottom - scrollTop + 1)
+        guard n > 0 else { return }
+        for r in stride(from: scrollBottom, through: scrollTop, by: -1) {
+            if r - n >= scrollTop {
+                for c in 0..<columns { cells[r * columns + c] = cells[(r - n) * columns + c] }
+            } else {
+                clear(row: r, from: 0, to: columns - 1)
+            }
+        }
+    }
+
+    mutating func insertLines(_ n: Int) {
+        guard (scrollTop...scrollBottom).contains(cursorRow) else { return }
+        let top = scrollTop
+        scrollTop = cursorRow
+        scrollDown(n)
+        scrollTop = top
+    }
+
+    mutating func deleteLines(_ n: Int) {
+        guard (scrollTop...scrollBottom).contains(cursorRow) else { return }
+        let top = scrollTop
+        scrollTop = cursorRow
+        scrollUp(n)
+        scrollTop = top
+    }
+
+    mutating func deleteCharacters(_ n: Int) {
+        let n = min(n, columns - cursorColumn)
+        let base = cursorRow * columns
+        for c in cursorColumn..<columns {
+            cells[base + c] = c + n < columns ? cells[base + c + n] : erased
+        }
+    }
+
+    mutating func insertBlanks(_ n: Int) {
+        let n = min(n, columns - cursorColumn)
+        let base = cursorRow * columns
+        for c in stride(from: columns - 1, through: cursorColumn, by: -1) {
+            cells[base + c] = c - n >= cursorColumn ? cells[base + c - n] : erased
+        }
+    }
+
+    mutating func eraseCharacters(_ n: Int) {
+        clear(row: cursorRow, from: cursorColumn, to: min(columns - 1, cursorColumn + max(1, n) - 1))
+    }
+
+    mutating func setScrollRegion(top: Int, bottom: Int) {
+        let t = max(0, top), b = min(rows - 1, bottom)
+        guard t < b else { return }
+        scrollTop = t; scrollBottom = b
+        moveTo(row: 0, column: 0)
+    }
+
+    mutating func saveCursor() { saved = (cursorRow, cursorColumn, attributes) }
+
+    mutating func restoreCursor() {
+        guard let s = saved else { moveTo(row: 0, column: 0); return }
+        moveTo(row: s.row, column: s.column)
+        attributes = s.attributes
+    }
+
+    mutating func reset() {
+        self = Screen(rows: rows, columns: columns)
+    }
+}
