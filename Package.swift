@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "AgentRuntime", dependencies: ["AgentAPI", "Runs", "BootFlow", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
 
         .executableTarget(name: "rte-agent", dependencies: [
-            "AgentRuntime", "Configuration", "AgentClock", "POSIXIO",
+            "AgentRuntime", "Configuration", "AgentClock", "POSIXIO", "BootFlow", "Runs",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -6,6 +6,7 @@ import GPIO
 import HTTPServer
 import Leases
 import Power
+import Runs
 import Serial
 
 public let agentVersion = "0.1.0"
@@ -22,12 +23,14 @@ public struct APIContext: Sendable {
     public var serial: SerialPort
     public var capture: SerialCapture
     public var metrics: Metrics
+    public var runs: RunEngine?
 
     public init(config: AgentConfig, clock: any AgentClock, startedAt: Timestamp, authenticator: Authenticator, leases: LeaseBook,
-                power: any DUTPower, gpio: GPIOController?, serial: SerialPort, capture: SerialCapture, metrics: Metrics) {
+                power: any DUTPower, gpio: GPIOController?, serial: SerialPort, capture: SerialCapture, metrics: Metrics,
+                runs: RunEngine? = nil) {
         self.config = config; self.clock = clock; self.startedAt = startedAt; self.authenticator = authenticator
         self.leases = leases; self.power = power; self.gpio = gpio; self.serial = serial; self.capture = capture
-        self.metrics = metrics
+        self.metrics = metrics; self.runs = runs
     }
 }
 
@@ -112,6 +115,7 @@ func problem(for error: any Error) -> Problem {
     case let e as LeaseError: return Problem.from(e)
     case let e as PowerError: return powerProblem(e)
     case let e as GPIOError: return gpioProblem(e)
+    case let e as RunError: return RunRoutes.problem(e)
     default: return Problem(500, "internal", "Internal error", "\(error)")
     }
 }
@@ -154,6 +158,7 @@ public enum AgentRoutes {
         LeaseRoutes.add(&router, ctx, g)
         HardwareRoutes.add(&router, ctx, g)
         SerialRoutes.add(&router, ctx, g)
+        RunRoutes.add(&router, ctx, g)
         return router
     }
 

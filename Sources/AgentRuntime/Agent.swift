@@ -5,6 +5,8 @@ import Configuration
 import HTTPServer
 import Leases
 import Power
+import Runs
+import BootFlow
 import POSIXIO
 
 /// The running agent: hardware, lease book, HTTP API. The executable and the tests start it the same way.
@@ -14,10 +16,24 @@ public final class Agent: Sendable {
     public let http: HTTPServer
     public let metrics: Metrics
     public let router: Router
+    public let runs: RunEngine
     public var config: AgentConfig { hardware.config }
 
-    init(hardware: Hardware, leases: LeaseBook, http: HTTPServer, metrics: Metrics, router: Router) {
-        self.hardware = hardware; self.leases = leases; self.http = http; self.metrics = metrics; self.router = router
+    init(hardware: Hardware, leases: LeaseBook, http: HTTPServer, metrics: Metrics, router: Router, runs: RunEngine) {
+        self.hardware = hardware; self.leases = leases; self.http = http; self.metrics = metrics; self.router = router; self.runs = runs
+    }
+
+    /// The run engine over this hardware: runs drive power and the console the same way a client would.
+    static func makeRunEngine(hardware: Hardware, leases: LeaseBook, clock: any AgentClock,
+                              log: @escaping @Sendable (String) -> Void) throws -> RunEngine {
+        let serial = hardware.serial
+        let power = hardware.power
+        let devices = BootDevices(power: power, capture: hardware.capture, clock: clock) { bytes in try serial.write(bytes) }
+        return try RunEngine(clock: clock, leases: leases, devices: devices, stateDirectory: hardware.config.stateDirectory,
+                             maxLeaseSeconds: hardware.config.leases.maxTTLSeconds) {
+            // A cancelled or broken run leaves the DUT off, the state the next user expects.
+            do { _ = try await power.perform(.hardOff) } catch { log("safe state after a run failed: \(error)") }
+        }
     }
 
     public static func start(config: AgentConfig, clock: any AgentClock = SystemClock(),
@@ -41,9 +57,10 @@ public final class Agent: Sendable {
                 log("expiry action failed: \(error)")
             }
         }
+        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, log: log)
         let ctx = APIContext(config: config, clock: clock, startedAt: clock.now(), authenticator: Authenticator(config: config.auth),
                              leases: leases, power: power, gpio: hardware.gpio, serial: hardware.serial,
-                             capture: hardware.capture, metrics: metrics)
+                             capture: hardware.capture, metrics: metrics, runs: runs)
         metrics.addCollector { [hardware] in
             let s = hardware.serial.status
             let state = await power.state()
@@ -77,7 +94,7 @@ public final class Agent: Sendable {
             log("WARNING: authentication is OFF (\(config.sourceFile)); listening on loopback \(config.http.host) only")
         }
         log("\(config.dut.name): API on http://\(config.http.host):\(server.port), serial \(config.serial.device)")
-        return Agent(hardware: hardware, leases: leases, http: server, metrics: metrics, router: router)
+        return Agent(hardware: hardware, leases: leases, http: server, metrics: metrics, router: router, runs: runs)
     }
 
     public var port: Int { http.port }
@@ -85,6 +102,7 @@ public final class Agent: Sendable {
     /// Stops serving, then puts the hardware in its safe state.
     public func shutdown() async -> [String] {
         http.stop()
+        await runs.shutdown()
         return await hardware.shutdown()
     }
 }

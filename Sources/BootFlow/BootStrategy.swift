@@ -191,7 +191,7 @@ public struct BootStrategy: Sendable {
             guard try await stage("kernel", {
                 if spec.power == .none { try console.send([0x0d]) }  // wake the getty
                 let m = try await wait([.literal(login.prompt), .literal(login.shellPrompt)], t.kernel, "the login prompt \"\(login.prompt)\"")
-                for line in console.recentLines.reversed() {
+                for line in console.lineHistory.reversed() {
                     if let r = line.firstRange(of: "Linux version ") {
                         rec.kernelVersion = String(line[r.upperBound...].prefix { $0 != " " }); break
                     }
@@ -215,9 +215,11 @@ public struct BootStrategy: Sendable {
                 console.skipUnread()
                 try console.send(command + "\r")
                 var patterns: [Pattern] = [BootStrategy.ipxeError, .literal("iPXE> ")]
-                if leavesShell { patterns += [.literal("\u{1b}[2J"), .literal("Linux version")] }
+                // A chain that works prints "URL... ok" and runs the script: no prompt comes back.
+                if leavesShell { patterns.append(.literal("... ok")) }
                 // Waiting for the echo first keeps the command's own text out of the error scan.
                 _ = try await wait([.literal(command)], 5, "the echo of \"\(command)\"")
+                if leavesShell && (command == "boot" || command.hasPrefix("boot ")) { return ("\(command): sent", nil) }
                 let m = try await wait(patterns, t.ipxe, "iPXE> after \"\(command)\"")
                 if m.patternIndex == 0 {
                     let line = console.recentLines.last { !$0.isEmpty && !$0.hasPrefix("iPXE>") } ?? m.text
@@ -309,7 +311,10 @@ public struct BootStrategy: Sendable {
             var raw: [UInt8] = []
             if case .data(_, let bytes, _) = devices.capture.readPersisted(from: echo.end, limit: Int(min(1 << 20, end.start - echo.end))) { raw = bytes }
             var plain = Terminal()
-            let text = plain.feed(raw).string.trimmingCharacters(in: "\r\n ")
+            var text = plain.feed(raw).string
+            // The prompt's line ("root@apu2:~# ") is not output.
+            if let lastBreak = text.lastIndex(of: "\n") { text = String(text[..<lastBreak]) } else { text = "" }
+            text = text.trimmingCharacters(in: "\r\n ")
             var passed = true
             if let expect = command.expect {
                 var m = try StreamMatcher([expect])

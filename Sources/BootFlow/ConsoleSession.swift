@@ -122,6 +122,7 @@ public final class ConsoleSession {
 
     public var screen: Screen { feed.screen }
     public var recentLines: [String] { feed.terminal.lines.tail(12) }
+    public var lineHistory: [String] { feed.terminal.lines.tail(400) }
     public var endOffset: UInt64 { feed.terminal.offset }
 
     /// Sends bytes to the DUT now.

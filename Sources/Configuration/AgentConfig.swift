@@ -143,6 +143,8 @@ public struct SimulatorConfig: Sendable {
     public var password: String
     /// How many `dhcp` attempts fail before one succeeds (to exercise retries).
     public var dhcpFailures: Int
+    /// Overrides the Ctrl-B window (0 makes every Ctrl-B come too late, to test that failure).
+    public var ctrlBWindowMilliseconds: Int? = nil
 }
 
 public struct CompatConfig: Sendable {
@@ -342,7 +344,8 @@ extension AgentConfig {
             menuEntries: entries.isEmpty ? defaultEntries : entries,
             defaultEntry: try simR?.int("default_entry", default: 0, range: 0...((entries.isEmpty ? defaultEntries : entries).count - 1)) ?? 0,
             password: try simR?.string("password", default: "debian") ?? "debian",
-            dhcpFailures: try simR?.int("dhcp_failures", default: 0, range: 0...100) ?? 0)
+            dhcpFailures: try simR?.int("dhcp_failures", default: 0, range: 0...100) ?? 0,
+            ctrlBWindowMilliseconds: try simR?.int("ctrl_b_window_ms"))
         try simR?.rejectUnknownKeys()
 
         // compat

@@ -25,23 +25,30 @@ public struct IPXEMenu: Sendable, Equatable {
     /// Reads the menu off the screen; nil when no menu is drawn (no single highlighted row).
     public static func read(from screen: Screen) -> IPXEMenu? {
         let span = 1..<(screen.columns - 1)
-        // The background most cells have is the menu's (or the console's) normal background.
-        var counts: [UInt8?: Int] = [:]
-        for cell in screen.cells { counts[cell.attributes.background, default: 0] += 1 }
-        let normal = counts.max { $0.value < $1.value }?.key ?? nil
-
-        func isHighlighted(_ row: Int) -> Bool {
-            var marked = 0
+        struct Style: Hashable { var background: UInt8?; var reverse: Bool }
+        func style(_ row: Int) -> Style {
+            var counts: [Style: Int] = [:]
             for c in span {
                 let a = screen.cell(row: row, column: c).attributes
-                if a.background != normal || a.reverse { marked += 1 }
+                counts[Style(background: a.background, reverse: a.reverse), default: 0] += 1
             }
-            return marked * 10 >= span.count * 6
+            return counts.max { $0.value < $1.value }!.key
         }
-        let highlighted = (0..<screen.rows).filter(isHighlighted)
-        guard highlighted.count == 1, let selectedRow = highlighted.first,
-              !screen.text(row: selectedRow).trimmingBlanks.isEmpty else { return nil }
-
+        let textRows = (0..<screen.rows).filter { !screen.text(row: $0).trimmingBlanks.isEmpty }
+        let styles = Dictionary(uniqueKeysWithValues: textRows.map { ($0, style($0)) })
+        // iPXE's selection colour is white on red; other menus use reverse video.
+        let selectLike = textRows.filter { styles[$0]!.reverse || styles[$0]!.background == 1 }
+        let selectedRow: Int
+        if selectLike.count == 1 {
+            selectedRow = selectLike[0]
+        } else {
+            // Otherwise the one text row drawn in a style no other row has, when the rest agree.
+            var byStyle: [Style: [Int]] = [:]
+            for r in textRows { byStyle[styles[r]!, default: []].append(r) }
+            let unique = byStyle.values.filter { $0.count == 1 }.map { $0[0] }
+            guard unique.count == 1, byStyle.count == 2 else { return nil }
+            selectedRow = unique[0]
+        }
         let nonBlank = (0..<screen.rows).filter { !screen.text(row: $0).trimmingBlanks.isEmpty }
         // The title is the first text row above the items, if a blank row or more separates it
         // or it is bold (iPXE centres it on row 2 in bold).

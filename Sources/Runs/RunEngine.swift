@@ -75,6 +75,7 @@ public actor RunEngine {
     private var deviceBusy = false
     private var deviceWaiters: [CheckedContinuation<Void, Never>] = []
     public static let keepFinished = 200
+    private var stopping = false
 
     public init(clock: any AgentClock, leases: LeaseBook, devices: BootDevices, stateDirectory: String?, maxLeaseSeconds: Int,
                 safeState: @escaping @Sendable () async -> Void) throws {
@@ -231,7 +232,17 @@ public actor RunEngine {
         if deviceWaiters.isEmpty { deviceBusy = false } else { deviceWaiters.removeFirst().resume() }
     }
 
+    /// The agent is stopping: runs end as interrupted (not failed or cancelled by anyone).
+    public func shutdown() async {
+        stopping = true
+        let running = Array(tasks.values)
+        for t in running { t.cancel() }
+        for t in running { await t.value }
+    }
+
     private func finish(_ id: String, _ state: RunState, message: String?) {
+        let (state, message) = stopping && state != .passed && state != .failed
+            ? (RunState.interrupted, "the agent stopped during this run") : (state, message)
         update(id) { r in
             r.state = state
             r.endedAt = clock.now()

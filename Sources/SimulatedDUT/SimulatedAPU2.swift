@@ -56,7 +56,8 @@ public final class SimulatedAPU2: Sendable {
         try pty.master.setNonBlocking(true)
         slavePath = pty.slavePath
         self.bank = bank
-        let t = timings ?? (config.timing == .fast ? .fast : .realistic)
+        var t = timings ?? (config.timing == .fast ? .fast : .realistic)
+        if let ms = config.ctrlBWindowMilliseconds { t.ctrlBWindow = .milliseconds(ms) }
         let brain = SimBrain(master: pty.master, config: config, timings: t, bank: bank)
         self.brain = brain
         let (stream, continuation) = AsyncStream<SimInput>.makeStream()
@@ -485,12 +486,13 @@ actor SimBrain {
         func row(_ i: Int) -> String { let r = String(firstRow + i); return r.count == 1 ? "0" + r : r }
         func padded(_ s: String) -> String { s.count >= 78 ? String(s.prefix(78)) : s + String(repeating: " ", count: 78 - s.count) }
         func drawItem(_ i: Int, firstDraw: Bool, countdown: Int? = nil) {
-            let attr = i == selected ? "\u{1b}[0;41;1m" : (firstDraw ? "\u{1b}[0m" : "\u{1b}[0;44m")
+            let attr = i == selected ? "\u{1b}[0;41;1m" : "\u{1b}[0;44m"
             let suffix = countdown.map { " (\($0))" } ?? ""
             emit("\u{1b}[\(row(i));02H\(attr)\(padded(" " + entries[i] + suffix))")
         }
-        emit("\u{1b}[2J\u{1b}[?25l\u{1b}[01;\(String(max(1, 40 - title.count / 2)))H\u{1b}[0;1m\(title)")
-        emit("\u{1b}[03;02H\u{1b}[0m\(padded(" --- Boot options ---"))")
+        // Like iPXE: paint the screen blue, title bold, items white on blue, the selection on red.
+        emit("\u{1b}[2J\u{1b}[0;44m\u{1b}[2J\u{1b}[?25l\u{1b}[01;\(String(max(1, 40 - title.count / 2)))H\u{1b}[0;44;1m\(title)")
+        emit("\u{1b}[03;02H\u{1b}[0;44m\(padded(" --- Boot options ---"))")
         for i in entries.indices { drawItem(i, firstDraw: true, countdown: i == selected ? t.menuTimeout.map { Int($0.components.seconds) } : nil) }
         emit("\u{1b}[0m")
         var remaining = t.menuTimeout.map { Int($0.components.seconds) }

@@ -1,5 +1,7 @@
 import AgentClock
 import AgentRuntime
+import BootFlow
+import Runs
 import ArgumentParser
 import Configuration
 import POSIXIO
@@ -11,7 +13,7 @@ struct RTEAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rte-agent",
         abstract: "Runs on a 3mdeb RTE and turns the device under test into a shared, self-testing lab machine.",
-        subcommands: [Serve.self, CheckConfig.self])
+        subcommands: [Serve.self, RunSpecCommand.self, CheckConfig.self])
 }
 
 struct ConfigOptions: ParsableArguments {
@@ -58,5 +60,46 @@ struct Serve: AsyncParsableCommand {
         printToStandardError("rte-agent: stopping; outputs back to their safe values")
         let problems = await agent.shutdown()
         problems.forEach { printToStandardError("rte-agent: shutdown: \($0)") }
+    }
+}
+
+struct RunSpecCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Runs a boot test spec (YAML or JSON) on this board and prints the result as JSON.",
+        discussion: "For a board whose daemon is not running (it owns the serial port and the lines); with the daemon up, POST the spec to /api/v1/runs instead.")
+    @OptionGroup var options: ConfigOptions
+    @Argument(help: "The run spec file.")
+    var spec: String
+    @Option(name: .customLong("state-dir"), help: "State directory (overrides state_dir).")
+    var stateDir: String?
+
+    func run() async throws {
+        var config = try options.load()
+        if let stateDir { config.stateDirectory = stateDir }
+        // The API still comes up, on loopback and a free port, so the run can be watched.
+        config = try config.overridingListen("127.0.0.1:0")
+        guard let bytes = readFile(spec) else { throw ValidationError("cannot read \(spec)") }
+        let parsed: RunSpec
+        do { parsed = try RunSpec.parse(yaml: String(decoding: bytes, as: UTF8.self)) } catch {
+            throw ValidationError("\(spec): \(error)")
+        }
+        let agent = try await Agent.start(config: config, log: { printToStandardError("rte-agent: " + $0) })
+        let record: RunRecord
+        do { record = try await agent.runs.submit(parsed, user: "cli", leaseToken: nil) } catch {
+            _ = await agent.shutdown()
+            printToStandardError("rte-agent: run refused: \(error)")
+            throw ExitCode(2)
+        }
+        let events = try await agent.runs.events(record.id)
+        for await e in events {
+            if e.type == "stage_finished", let r = e.result {
+                printToStandardError("[\(e.iteration ?? 0)] \(r.name): \(r.passed ? "ok" : "FAILED") in \(Int(r.durationMs)) ms, \(r.detail)")
+            }
+        }
+        let final = await agent.runs.waitUntilFinished(record.id) ?? record
+        print(String(decoding: RunEngine.encode(final), as: UTF8.self))
+        _ = await agent.shutdown()
+        if final.state != .passed { throw ExitCode(1) }
     }
 }

@@ -1,0 +1,82 @@
+import BootFlow
+import HTTPServer
+import JSONDocument
+import Leases
+import Runs
+import Serial
+
+enum RunRoutes {
+    static func add(_ router: inout Router, _ ctx: APIContext, _ g: Guard) {
+        guard let engine = ctx.runs else { return }
+
+        router.add(.POST, "/api/v1/runs", g.user { r, id in
+            guard let doc = JSONValue.parse(json: r.body) else { throw Problem.badRequest("the body is not valid JSON (a run spec)") }
+            let spec: RunSpec
+            do { spec = try RunSpec.parse(doc) } catch let error as DocumentError {
+                throw error.kind == .malformed ? Problem.badRequest(error.description) : Problem.unprocessable(error.description)
+            }
+            let record = try await engine.submit(spec, user: id.user, leaseToken: r.header("x-lease-token"))
+            ctx.metrics.count("runs_submitted_total")
+            return json(202, record, headers: [("Location", "/api/v1/runs/\(record.id)")])
+        })
+
+        router.add(.GET, "/api/v1/runs", g.user { _, _ in
+            struct Item: Encodable {
+                var id: String; var name: String; var user: String; var state: RunState; var createdAt: String
+                var currentStage: String?; var passed: Int?; var failed: Int?; var repeatCount: Int
+            }
+            let items = await engine.list().map {
+                Item(id: $0.id, name: $0.name, user: $0.user, state: $0.state, createdAt: $0.createdAt.iso8601,
+                     currentStage: $0.currentStage, passed: $0.summary?.passed, failed: $0.summary?.failed, repeatCount: $0.repeatCount)
+            }
+            return json(200, ["runs": items])
+        })
+
+        router.add(.GET, "/api/v1/runs/{id}", g.user { r, _ in
+            json(200, try await engine.get(r.pathParameters["id"]!))
+        })
+
+        router.add(.DELETE, "/api/v1/runs/{id}", g.user { r, id in
+            json(200, try await engine.cancel(r.pathParameters["id"]!, by: id))
+        })
+
+        router.add(.GET, "/api/v1/runs/{id}/transcript", g.user { r, _ in
+            let run = try await engine.get(r.pathParameters["id"]!)
+            guard let from = run.captureFrom else { throw Problem(409, "not-started", "Run not started", "run \(run.id) has not started; it has no transcript yet") }
+            let to = run.captureTo ?? ctx.capture.endOffset
+            var bytes: [UInt8] = []
+            var offset = from
+            while offset < to {
+                switch ctx.capture.readPersisted(from: offset, limit: Int(min(to - offset, 1 << 20))) {
+                case .data(_, let chunk, let next):
+                    if chunk.isEmpty { offset = to; break }
+                    bytes += chunk; offset = next
+                case .lost(_, let resumeAt):
+                    offset = resumeAt
+                }
+            }
+            return HTTPResponse(status: 200, headers: [("Content-Type", "application/octet-stream"),
+                                                        ("X-Capture-From", String(from)), ("X-Capture-To", String(to))], body: .bytes(bytes))
+        })
+
+        router.add(.GET, "/api/v1/runs/{id}/events", g.user { r, _ in
+            let events = try await engine.events(r.pathParameters["id"]!)
+            return HTTPResponse(status: 200, headers: [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")],
+                                body: .stream { writer in
+                for await e in events {
+                    let line = "event: \(e.type)\ndata: " + String(decoding: RunEngine.encode(e), as: UTF8.self) + "\n\n"
+                    if !(await writer.write(line)) { break }
+                }
+            })
+        })
+    }
+
+    static func problem(_ e: RunError) -> Problem {
+        switch e {
+        case .notFound(let id): Problem.notFound("no run \(id)")
+        case .notYours(let owner): Problem(403, "forbidden", "Forbidden", "the run belongs to \(owner); only they or an admin may cancel it")
+        case .alreadyFinished(let id, let state): Problem(409, "run-finished", "Run already finished", "run \(id) is \(state.rawValue)")
+        case .lease(let l): Problem.from(l)
+        }
+    }
+}
