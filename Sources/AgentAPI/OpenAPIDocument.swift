@@ -674,6 +674,203 @@ let openAPIDocument = #"""
      }
     ]
    }
+  },
+  "/api/v1/runs": {
+   "post": {
+    "summary": "Start an autonomous boot test run",
+    "tags": [
+     "runs"
+    ],
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseTokenOptional"
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "$ref": "#/components/schemas/RunSpec"
+       }
+      }
+     }
+    },
+    "responses": {
+     "202": {
+      "description": "Accepted; the run is queued",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Run"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "get": {
+    "summary": "List runs, newest first",
+    "tags": [
+     "runs"
+    ],
+    "responses": {
+     "200": {
+      "description": "Runs",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "runs": {
+           "type": "array",
+           "items": {
+            "type": "object"
+           }
+          }
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/runs/{id}": {
+   "get": {
+    "summary": "A run's state, stage timings and per-iteration results",
+    "tags": [
+     "runs"
+    ],
+    "responses": {
+     "200": {
+      "description": "The run",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Run"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   },
+   "delete": {
+    "summary": "Cancel a run (the DUT is left powered off)",
+    "tags": [
+     "runs"
+    ],
+    "responses": {
+     "200": {
+      "description": "The cancelled run",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Run"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   }
+  },
+  "/api/v1/runs/{id}/transcript": {
+   "get": {
+    "summary": "The serial bytes of the run",
+    "tags": [
+     "runs"
+    ],
+    "responses": {
+     "200": {
+      "description": "Raw capture bytes",
+      "content": {
+       "application/octet-stream": {
+        "schema": {
+         "type": "string"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   }
+  },
+  "/api/v1/runs/{id}/events": {
+   "get": {
+    "summary": "Live progress as server-sent events",
+    "tags": [
+     "runs"
+    ],
+    "responses": {
+     "200": {
+      "description": "Event stream",
+      "content": {
+       "text/event-stream": {
+        "schema": {
+         "type": "string"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   }
   }
  },
  "components": {
@@ -739,6 +936,224 @@ let openAPIDocument = #"""
         }
        }
       }
+     }
+    }
+   }
+  },
+  "schemas": {
+   "Run": {
+    "type": "object",
+    "required": [
+     "id",
+     "state",
+     "user",
+     "iterations"
+    ],
+    "properties": {
+     "id": {
+      "type": "string"
+     },
+     "name": {
+      "type": "string"
+     },
+     "user": {
+      "type": "string"
+     },
+     "state": {
+      "type": "string",
+      "enum": [
+       "queued",
+       "waiting_for_device",
+       "running",
+       "passed",
+       "failed",
+       "cancelled",
+       "interrupted",
+       "error"
+      ]
+     },
+     "current_stage": {
+      "type": [
+       "string",
+       "null"
+      ]
+     },
+     "current_iteration": {
+      "type": [
+       "integer",
+       "null"
+      ]
+     },
+     "repeat_count": {
+      "type": "integer"
+     },
+     "iterations": {
+      "type": "array",
+      "items": {
+       "type": "object"
+      }
+     },
+     "summary": {
+      "type": [
+       "object",
+       "null"
+      ]
+     },
+     "message": {
+      "type": [
+       "string",
+       "null"
+      ]
+     },
+     "capture_from": {
+      "type": [
+       "integer",
+       "null"
+      ]
+     },
+     "capture_to": {
+      "type": [
+       "integer",
+       "null"
+      ]
+     },
+     "spec": {
+      "type": "object"
+     }
+    }
+   },
+   "RunSpec": {
+    "type": "object",
+    "additionalProperties": false,
+    "description": "A boot test: power, firmware, iPXE, login, commands, timeouts, repeat.",
+    "properties": {
+     "name": {
+      "type": "string"
+     },
+     "power": {
+      "type": "string",
+      "enum": [
+       "on",
+       "cycle",
+       "reset",
+       "none"
+      ]
+     },
+     "firmware": {
+      "type": "object",
+      "properties": {
+       "banner": {
+        "type": "array",
+        "items": {
+         "type": "string"
+        }
+       },
+       "boot_menu": {
+        "type": "object",
+        "properties": {
+         "key": {
+          "type": "string"
+         },
+         "entry": {
+          "type": "string"
+         },
+         "prompt": {
+          "type": "string"
+         }
+        }
+       }
+      }
+     },
+     "ipxe": {
+      "type": "object",
+      "properties": {
+       "interrupt": {
+        "type": "boolean"
+       },
+       "commands": {
+        "type": "array",
+        "items": {
+         "type": "string"
+        }
+       },
+       "script": {
+        "type": "array",
+        "items": {
+         "type": "string"
+        }
+       },
+       "menu_entry": {
+        "type": "string"
+       },
+       "dhcp_retries": {
+        "type": "integer"
+       }
+      }
+     },
+     "login": {
+      "type": "object",
+      "properties": {
+       "prompt": {
+        "type": "string"
+       },
+       "username": {
+        "type": "string"
+       },
+       "password": {
+        "type": "string"
+       },
+       "password_prompt": {
+        "type": "string"
+       },
+       "shell_prompt": {
+        "type": "string"
+       }
+      }
+     },
+     "commands": {
+      "type": "array",
+      "items": {
+       "type": "object",
+       "properties": {
+        "send": {
+         "type": "string"
+        },
+        "expect": {
+         "type": "string"
+        },
+        "expect_regex": {
+         "type": "string"
+        },
+        "timeout_s": {
+         "type": "number"
+        }
+       }
+      }
+     },
+     "timeouts": {
+      "type": "object",
+      "properties": {
+       "firmware": {
+        "type": "number"
+       },
+       "ipxe": {
+        "type": "number"
+       },
+       "kernel": {
+        "type": "number"
+       },
+       "login": {
+        "type": "number"
+       }
+      }
+     },
+     "repeat": {
+      "type": "integer",
+      "minimum": 1
+     },
+     "wait_s": {
+      "type": "integer",
+      "minimum": 0
      }
     }
    }

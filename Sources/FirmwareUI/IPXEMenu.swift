@@ -24,6 +24,7 @@ public struct IPXEMenu: Sendable, Equatable {
 
     /// Reads the menu off the screen; nil when no menu is drawn (no single highlighted row).
     public static func read(from screen: Screen) -> IPXEMenu? {
+        guard screen.columns >= 3 else { return nil }
         let span = 1..<(screen.columns - 1)
         struct Style: Hashable { var background: UInt8?; var reverse: Bool }
         func style(_ row: Int) -> Style {

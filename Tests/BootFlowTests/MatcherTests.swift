@@ -1,0 +1,89 @@
+import Matching
+import Terminal
+import Testing
+
+func chunk(_ s: String, at offset: UInt64 = 0) -> TextChunk {
+    var c = TextChunk()
+    c.bytes = Array(s.utf8)
+    c.offsets = (0..<UInt64(c.bytes.count)).map { $0 + offset }
+    return c
+}
+
+@Suite struct StreamMatcherTests {
+    @Test func literalIsFoundAcrossEverySplit() throws {
+        let text = "iPXE 1.21.1\r\nPress Ctrl-B for the iPXE command line..."
+        let expected = text.utf8.count - " for the iPXE command line...".utf8.count
+        for cut in 0...text.utf8.count {
+            var m = try StreamMatcher([.literal("login:"), .literal("Ctrl-B")])
+            let all = chunk(text, at: 500)
+            var first = TextChunk(); first.bytes = Array(all.bytes[..<cut]); first.offsets = Array(all.offsets[..<cut])
+            var second = TextChunk(); second.bytes = Array(all.bytes[cut...]); second.offsets = Array(all.offsets[cut...])
+            let hit = m.scan(first) ?? m.scan(second)
+            let match = try #require(hit?.match, "split at \(cut)")
+            #expect(match.patternIndex == 1)
+            #expect(match.text == "Ctrl-B")
+            #expect(match.end == 500 + UInt64(expected))
+            #expect(match.start == match.end - 6)
+        }
+    }
+
+    @Test func regexesMatchWithClassesGroupsAndRepeats() throws {
+        var m = try StreamMatcher([.regex("Linux version (\\d+\\.)+\\d+-\\d+-amd64"), .literal("never")])
+        let scanned = m.scan(chunk("[    0.000000] Linux version 6.1.0-27-amd64 (debian-kernel@lists)"))
+        let r = try #require(scanned)
+        #expect(r.match.text == "Linux version 6.1.0-27-amd64")
+        #expect(r.match.patternIndex == 0)
+        var ci = try StreamMatcher([.regex("(?i)login incorrect|password:")])
+        #expect(ci.scan(chunk("PASSWORD: "))?.match.text == "PASSWORD:")
+        var anchored = try StreamMatcher([.regex("^# ")])
+        #expect(anchored.scan(chunk("echo # not this\r\n# ")).map { $0.match.start } == 17)
+        var braces = try StreamMatcher([.regex("x{2,3}y"), .regex("[^a-z ]+!")])
+        #expect(braces.scan(chunk("xy xxxxy"))?.match.text == "xxxy")
+        #expect(braces.scan(chunk("abc ABC!"))?.match.text == "ABC!")
+    }
+
+    @Test func theRestOfAChunkIsLeftForTheNextWait() throws {
+        let c = chunk("dhcp ok\r\niPXE> chain\r\niPXE> ")
+        var first = try StreamMatcher([.literal("iPXE> ")])
+        let sa = first.scan(c)
+        let a = try #require(sa)
+        var second = try StreamMatcher([.literal("iPXE> ")])
+        let sb = second.scan(c, from: a.next)
+        let b = try #require(sb)
+        #expect(a.match.start == 9 && b.match.start == 22)
+    }
+
+    @Test func pathologicalPatternsRunInLinearTime() throws {
+        // (a*)*b on a long run of a's takes exponential time in a backtracking engine.
+        var m = try StreamMatcher([.regex("(a*)*b"), .regex("(a|aa)+c")])
+        let long = String(repeating: "a", count: 200_000)
+        #expect(m.scan(chunk(long)) == nil)
+        #expect(m.scan(chunk("b"))?.match.patternIndex == 0)
+    }
+
+    @Test func badPatternsAreRejectedWithAReason() {
+        for (p, reason) in [("", "empty"), ("a$", "'$'"), ("(a)\\1", "backreferences"), ("*a", "nothing to repeat"),
+                            ("(ab", "missing ')'"), ("[z-a]", "out of order"), ("x*", "empty string"), ("(?=a)", "only (?:")] {
+            do {
+                _ = try StreamMatcher([p.isEmpty ? .literal(p) : .regex(p)])
+                Issue.record("\(p) was accepted")
+            } catch {
+                #expect(error.description.contains(reason), "\(p): \(error)")
+            }
+        }
+    }
+
+    @Test func aMatchFarIntoALongLogHasItsExactOffset() throws {
+        var m = try StreamMatcher([.literal("apu2 login: ")])
+        var fed: UInt64 = 0
+        let line = "[    1.234567] some driver: probing device with debug output enabled\r\n"
+        for _ in 0..<20_000 {
+            #expect(m.scan(chunk(line, at: fed)) == nil)
+            fed += UInt64(line.utf8.count)
+        }
+        let last = m.scan(chunk("Debian\r\napu2 login: ", at: fed))
+        let hit = try #require(last)
+        #expect(hit.match.start == fed + 8)
+        #expect(m.position == fed + 20)
+    }
+}

@@ -1,0 +1,50 @@
+import BootFlow
+import JSONDocument
+import Testing
+
+@Suite struct RunSpecTests {
+    @Test func theIssuesExampleParses() throws {
+        let spec = try RunSpec.parse(yaml: """
+        power: cycle
+        firmware:
+          boot_menu: {key: F10, entry: "iPXE"}
+        ipxe:
+          interrupt: true
+          commands: ["dhcp net0", "chain http://192.168.4.2:8000/menu.ipxe"]
+          menu_entry: "Xen Linux dev"
+        login: {prompt: "login:", username: root, password: debian, shell_prompt: "# "}
+        commands:
+          - {send: "uname -r", expect: "4.14", timeout_s: 10}
+        timeouts: {firmware: 60, ipxe: 60, kernel: 300, login: 60}
+        repeat: 1
+        """)
+        #expect(spec.power == .cycle)
+        #expect(spec.firmware.bootMenu?.key == .f10)
+        #expect(spec.ipxe?.commands.count == 2 && spec.ipxe?.menuEntry == "Xen Linux dev")
+        #expect(spec.login?.password == "debian")
+        #expect(spec.commands.first?.expect == .literal("4.14"))
+        #expect(spec.timeouts.kernel == 300 && spec.repeatCount == 1)
+    }
+
+    @Test func mistakesNameTheirField() {
+        let cases: [(String, String)] = [
+            ("powr: on", "unknown field \"powr\""),
+            ("power: sideways", "power: must be one of"),
+            ("ipxe: {commands: [dhcp], interrupt: false}", "ipxe.interrupt: commands and script are typed at iPXE>"),
+            ("ipxe: {script: [boot], menu_entry: x}", "ipxe.script: give either a script"),
+            ("login: {username: root}\ncommands: [{send: ls, expect_regex: 'a$'}]", "commands[0].expect_regex"),
+            ("commands: [ls]", "shell commands need a login section"),
+            ("repeat: 0", "repeat: must be between 1 and 10000"),
+            ("timeouts: {kernel: soon}", "timeouts.kernel: must be a number"),
+            ("firmware: {boot_menu: {key: F13, entry: iPXE}}", "unknown key \"F13\""),
+        ]
+        for (yaml, message) in cases {
+            do {
+                _ = try RunSpec.parse(yaml: yaml)
+                Issue.record("accepted: \(yaml)")
+            } catch {
+                #expect(error.description.contains(message), "\(yaml) → \(error)")
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+import FirmwareUI
+import Foundation
+import Terminal
+import Testing
+
+func fixture(_ name: String) throws -> [UInt8] {
+    let url = Bundle.module.url(forResource: "Fixtures/\(name)", withExtension: nil)!
+    return Array(try Data(contentsOf: url))
+}
+
+/// The fixture's bytes up to (not including) the first occurrence of `marker`.
+func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
+    let m = Array(marker.utf8)
+    for i in 0...(bytes.count - m.count) where bytes[i..<(i + m.count)].elementsEqual(m) { return Array(bytes[..<i]) }
+    return bytes
+}
+
+@Suite struct TerminalModelTests {
+    @Test func realIPXEMenuIsReadWithTitleItemsGapAndTheNavigatedSelection() throws {
+        // Captured from QEMU (SeaBIOS 1.16.2 + iPXE): menu drawn, Down, Down, Up, Down, then Enter.
+        let bytes = prefix(try fixture("qemu-ipxe-menu-navigate.bin"), before: "\r\n\n\n\n\n\n\n")
+        var t = Terminal()
+        t.feed(bytes)
+        let menu = try #require(IPXEMenu.read(from: t.screen))
+        #expect(menu.title == "3mdeb lab boot menu")
+        #expect(menu.items.map(\.label) == ["--- Boot options ---", "Debian stable netinst", "Xen Linux dev", "Xen Linux release",
+                                             "Linux kernel dev", "iPXE shell"])
+        #expect(menu.items.map(\.isGap) == [true, false, false, false, false, false])
+        #expect(menu.selected?.label == "Xen Linux release")
+        #expect(menu.selected?.row == 6)  // ESC[07;02H: row 7, 1-based
+        #expect(menu.item(labelled: "xen linux DEV")?.row == 5)
+        #expect(t.screen.cell(row: 6, column: 3).attributes == CellAttributes(bold: true, background: 1))
+        #expect(t.screen.cell(row: 5, column: 3).attributes.background == 4)
+        #expect(!t.screen.cursorVisible || t.screen.cursorVisible)  // iPXE leaves the cursor as it is
+    }
+
+    @Test func countdownIsNotPartOfTheDefaultItemsLabel() throws {
+        let bytes = prefix(try fixture("qemu-ipxe-shell-chain.bin"), before: "\r\n\n\n\n\n\n\n")
+        var t = Terminal()
+        t.feed(bytes)
+        let menu = try #require(IPXEMenu.read(from: t.screen))
+        #expect(menu.selected?.label == "Debian stable netinst")
+        #expect(t.screen.text(row: 4).hasSuffix("Debian stable netinst"))  // the "(9)" was overwritten when the countdown stopped
+        #expect(t.lines.tail(400).contains("Configuring (net0 52:54:00:12:34:56)...... ok"))
+        #expect(t.lines.tail(400).contains("\"net7\": no such network device"))
+    }
+
+    @Test func splittingTheRealBytesAtEveryBoundaryGivesTheSameScreenAndText() throws {
+        for name in ["qemu-ipxe-menu-navigate.bin", "qemu-ipxe-shell-chain.bin"] {
+            let bytes = try fixture(name)
+            var whole = Terminal()
+            let wholeText = whole.feed(bytes)
+            for cut in 0...bytes.count {
+                var t = Terminal()
+                var text = t.feed(bytes[..<cut])
+                let rest = t.feed(bytes[cut...])
+                text.bytes += rest.bytes
+                text.offsets += rest.offsets
+                #expect(t.screen == whole.screen, "\(name) split at \(cut)")
+                #expect(text == wholeText, "\(name) split at \(cut)")
+                if t.screen != whole.screen || text != wholeText { return }
+            }
+        }
+    }
+
+    @Test func textStreamDropsEscapesAndKeepsCaptureOffsets() {
+        var t = Terminal(offset: 1000)
+        let text = t.feed(Array("a\u{1b}[0;41;1mb\u{1b}]0;title\u{07}c\r\n".utf8))
+        #expect(text.string == "abc\r\n")
+        #expect(text.offsets == [1000, 1010, 1021, 1022, 1023])
+        #expect(t.offset == 1024)
+    }
+
+    @Test func cursorAddressingEraseScrollAndWrap() {
+        var t = Terminal(rows: 4, columns: 10)
+        t.feed(Array("\u{1b}[2;3HXY\u{1b}[1;1Habc\u{1b}[K".utf8))
+        #expect(t.screen.text(row: 0) == "abc")
+        #expect(t.screen.text(row: 1) == "  XY")
+        t.feed(Array("\u{1b}[2J\u{1b}[H0123456789wrap".utf8))
+        #expect(t.screen.text(row: 0) == "0123456789")
+        #expect(t.screen.text(row: 1) == "wrap")
+        t.feed(Array("\r\nl3\r\nl4\r\nl5".utf8))  // scrolls the first line off
+        #expect(t.screen.text(row: 0) == "wrap")
+        #expect(t.screen.text(row: 3) == "l5")
+        t.feed(Array("\u{1b}[?7l\u{1b}[4;1H0123456789ZZ".utf8))  // autowrap off: the last column is overwritten
+        #expect(t.screen.text(row: 3) == "012345678Z")
+        t.feed(Array("\u{1b}[1;1Hab\u{8}X\tT".utf8))
+        #expect(t.screen.text(row: 0) == "aXap    T")  // TAB moves, it does not erase
+        t.feed(Array("\u{1b}[?25l".utf8))
+        #expect(!t.screen.cursorVisible)
+        t.feed(Array("\u{1b}[7m\u{1b}[2;1HR\u{1b}[27;32;104mG".utf8))
+        #expect(t.screen.cell(row: 1, column: 0).attributes.reverse)
+        #expect(t.screen.cell(row: 1, column: 1).attributes == CellAttributes(foreground: 2, background: 12))
+    }
+
+    @Test func utf8IsDecodedEvenWhenSplit() {
+        var t = Terminal()
+        let bytes = Array("zażółć".utf8)
+        for b in bytes { t.feed([b]) }
+        #expect(t.screen.text(row: 0) == "zażółć")
+    }
+
+    @Test func randomInputNeverCrashesAndKeepsTheCursorOnScreen() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = Array("\u{1b}[;?0123456789HJKmABCDrsu()#]\u{07}\u{18}\r\n\u{8}\tabc".utf8) + [0xff, 0xc3, 0x80, 0xe2]
+        for _ in 0..<300 {
+            var t = Terminal(rows: Int.random(in: 1...30, using: &rng), columns: Int.random(in: 1...100, using: &rng))
+            var chunk: [UInt8] = []
+            for _ in 0..<Int.random(in: 0...3000, using: &rng) {
+                chunk.append(Bool.random(using: &rng) ? alphabet.randomElement(using: &rng)! : UInt8.random(in: 0...255, using: &rng))
+            }
+            t.feed(chunk)
+            _ = IPXEMenu.read(from: t.screen)
+            #expect(t.screen.cursorRow < t.screen.rows && t.screen.cursorColumn < t.screen.columns)
+        }
+    }
+
+    @Test func hugeParametersAreClampedNotOverflowed() {
+        var t = Terminal()
+        t.feed(Array("\u{1b}[99999999999999999999999;99999999999999999999999H\u{1b}[99999999999999999999L\u{1b}[9999999999999999999999999999m".utf8))
+        #expect(t.screen.cursorRow == 24 && t.screen.cursorColumn == 79)
+    }
+
+    @Test func firmwareBootMenuEntryIsFoundByLabel() {
+        let lines = ["Select boot device:", "", "1. USB MSC Drive Generic Flash Disk 8.07", "2. AHCI/0: SATA SSD", "3. iPXE (PCI 00:00.0)"]
+        let (key, labels) = FirmwareBootMenu.choose("ipxe", in: lines)
+        #expect(key == UInt8(ascii: "3"))
+        #expect(labels.count == 3)
+    }
+}
