@@ -311,10 +311,10 @@ public struct BootStrategy: Sendable {
             var raw: [UInt8] = []
             if case .data(_, let bytes, _) = devices.capture.readPersisted(from: echo.end, limit: Int(min(1 << 20, end.start - echo.end))) { raw = bytes }
             var plain = Terminal()
-            var text = plain.feed(raw).string
+            var bytes = plain.feed(raw).bytes
             // The prompt's line ("root@apu2:~# ") is not output.
-            if let lastBreak = text.lastIndex(of: "\n") { text = String(text[..<lastBreak]) } else { text = "" }
-            text = text.trimmingCharacters(in: "\r\n ")
+            if let lastBreak = bytes.lastIndex(of: 0x0a) { bytes.removeSubrange(lastBreak...) } else { bytes = [] }
+            let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: "\r\n ")
             var passed = true
             if let expect = command.expect {
                 var m = try StreamMatcher([expect])
@@ -349,9 +349,11 @@ func escapeRegex(_ s: String) -> String {
 
 extension String {
     func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s.removeFirst() }
-        while let l = s.last, set.contains(l) { s.removeLast() }
+        // By scalar: "\r\n" is one Character, a lone "\r" another.
+        let strip = Set(set.unicodeScalars)
+        var s = Substring(self).unicodeScalars
+        while let f = s.first, strip.contains(f) { s.removeFirst() }
+        while let l = s.last, strip.contains(l) { s.removeLast() }
         return String(s)
     }
 }

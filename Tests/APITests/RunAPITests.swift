@@ -1,0 +1,197 @@
+import AgentClock
+import AgentRuntime
+@testable import Configuration
+import Foundation
+import Testing
+
+nonisolated(unsafe) let thirdOfFive: [String: Any] = [
+    "name": "third entry",
+    "power": "cycle",
+    "ipxe": ["commands": ["dhcp net0", "chain http://192.168.4.2:8000/menu.ipxe"], "menu_entry": "Xen Linux dev"],
+    "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
+    "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 10]],
+    "timeouts": ["firmware": 10, "ipxe": 10, "kernel": 10, "login": 10],
+]
+
+func spec(_ base: [String: Any] = thirdOfFive, _ change: (inout [String: Any]) -> Void) -> [String: Any] {
+    var s = base
+    change(&s)
+    return s
+}
+
+/// Follows the run's event stream until it ends, then returns the run.
+func finishedRun(_ http: HTTP, _ id: String) async throws -> [String: Any] {
+    let port = http.port, token = http.token ?? ""
+    let sawEnd = try await onThread { () -> Bool in
+        let s = try TestSocket.connect(port: port)
+        defer { s.close() }
+        s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n\r\n".utf8))
+        var acc: [UInt8] = []
+        return s.receiveBlocking(until: "event: run_finished", into: &acc)
+    }
+    #expect(sawEnd)
+    return try await http.request("GET", "/api/v1/runs/\(id)").json
+}
+
+func failure(_ run: [String: Any]) -> [String: Any] {
+    ((run["iterations"] as? [[String: Any]])?.first?["failure"] as? [String: Any]) ?? [:]
+}
+
+@Suite(.serialized) struct RunAPITests {
+    @Test func aRunPicksTheThirdOfFiveEntriesLogsInAndPasses() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, c in
+            let a = c["alice"]!
+            let posted = try await a.request("POST", "/api/v1/runs", json: thirdOfFive)
+            #expect(posted.status == 202)
+            let id = posted.json["id"] as! String
+            let run = try await finishedRun(a, id)
+            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
+            let it = (run["iterations"] as! [[String: Any]])[0]
+            let stages = (it["stages"] as! [[String: Any]]).map { $0["name"] as! String }
+            #expect(stages == ["power", "firmware", "ipxe_interrupt", "ipxe_command", "ipxe_command", "ipxe_menu", "kernel", "login", "command"])
+            #expect((it["menu"] as? [String])?.contains("Xen Linux dev") == true)
+            #expect(await agent.hardware.simulator!.lastCommandLine?.contains("rte.entry=xen-linux-dev") == true)
+            let reaction = (it["stages"] as! [[String: Any]])[2]["reaction_us"] as? Double
+            #expect(reaction != nil && reaction! < 1_000_000)
+            // The run took its own lease and gave it back; the transcript is the run's serial bytes.
+            #expect(try await a.request("GET", "/api/v1/leases").json["current"] == nil)
+            let transcript = try await a.request("GET", "/api/v1/runs/\(id)/transcript")
+            #expect(transcript.text.contains("Xen Linux dev") && transcript.text.contains("rte.entry=xen-linux-dev"))
+            let list = try await a.request("GET", "/api/v1/runs").json["runs"] as? [[String: Any]]
+            #expect(list?.first?["id"] as? String == id)
+        }
+    }
+
+    @Test func failuresStopAtTheRightStageWithAUsefulMessage() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
+            let a = c["alice"]!
+            let cases: [([String: Any], String, String)] = [
+                (spec { $0["ipxe"] = ["commands": ["dhcp net0", "chain http://192.168.4.2:8000/menu.ipxe"], "menu_entry": "Xen Linux prod"] },
+                 "ipxe_menu", "has no entry \"Xen Linux prod\"; entries: Debian stable netboot | Debian stable netinst | Xen Linux dev"),
+                (spec { $0["login"] = ["username": "root", "password": "wrong"] }, "login", "Login incorrect"),
+                (spec { $0["login"] = ["username": "root", "password": "debian", "prompt": "gettyless:"]; $0["timeouts"] = ["kernel": 2] },
+                 "kernel", "the login prompt \"gettyless:\" did not appear within 2 s"),
+                (spec { $0["ipxe"] = ["commands": ["dhcp net7"], "menu_entry": "Xen Linux dev"] }, "ipxe_command", "iPXE: Could not configure net7"),
+            ]
+            for (body, stage, message) in cases {
+                let id = try await a.request("POST", "/api/v1/runs", json: body).json["id"] as! String
+                let run = try await finishedRun(a, id)
+                #expect(run["state"] as? String == "failed")
+                let f = failure(run)
+                #expect(f["stage"] as? String == stage, "\(f)")
+                #expect((f["message"] as? String ?? "").contains(message), "\(f["message"] ?? "")")
+                #expect(!(f["last_lines"] as? [String] ?? []).isEmpty)
+            }
+        }
+    }
+
+    @Test func aMissedCtrlBFailsInTheInterruptStage() async throws {
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.simulator.ctrlBWindowMilliseconds = 0
+        try await withAgent(config) { _, c in
+            let id = try await c["alice"]!.request("POST", "/api/v1/runs", json: thirdOfFive).json["id"] as! String
+            let run = try await finishedRun(c["alice"]!, id)
+            let f = failure(run)
+            #expect(f["stage"] as? String == "ipxe_interrupt")
+            #expect((f["message"] as? String ?? "").contains("the window was missed"))
+        }
+    }
+
+    @Test func repeatTwentyReportsCountsAndStageStatistics() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
+            let id = try await c["alice"]!.request("POST", "/api/v1/runs", json: spec { $0["repeat"] = 20 }).json["id"] as! String
+            let run = try await finishedRun(c["alice"]!, id)
+            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "")")
+            let summary = run["summary"] as! [String: Any]
+            #expect(summary["iterations"] as? Int == 20 && summary["passed"] as? Int == 20 && summary["failed"] as? Int == 0)
+            let stages = summary["stages"] as! [String: [String: Any]]
+            #expect(stages["kernel"]?["count"] as? Int == 20)
+            #expect(stages["ipxe_command"]?["count"] as? Int == 40)
+            for (name, s) in stages {
+                let lo = s["min_ms"] as! Double, mid = s["median_ms"] as! Double, hi = s["max_ms"] as! Double
+                #expect(lo <= mid && mid <= hi && lo >= 0, "\(name)")
+            }
+            // Each iteration powered the board up again: 20 power stages, 20 distinct capture ranges.
+            let its = run["iterations"] as! [[String: Any]]
+            #expect(Set(its.map { $0["capture_from"] as! Int }).count == 20)
+        }
+    }
+
+    @Test func runsRespectLeasesAndCanBeCancelled() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, c in
+            let (a, b) = (c["alice"]!, c["bob"]!)
+            let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "manual"]).json["token"] as! String
+            // bob may not run on alice's device without waiting...
+            let refused = try await b.request("POST", "/api/v1/runs", json: spec { $0["wait_s"] = 0 })
+            #expect(refused.status == 409 && refused.json["holder"] as? String == "alice")
+            // ...alice runs under her own lease, and cancels it mid-way: the DUT ends up off.
+            let id = try await a.request("POST", "/api/v1/runs", json: spec { $0["timeouts"] = ["kernel": 600]; $0["login"] = ["username": "root", "prompt": "never:"] },
+                                         leaseToken: token).json["id"] as! String
+            #expect(try await b.request("DELETE", "/api/v1/runs/\(id)").status == 403)
+            let events = try await onThread { () -> Bool in
+                let s = try TestSocket.connect(port: a.port)
+                defer { s.close() }
+                s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
+                var acc: [UInt8] = []
+                return s.receiveBlocking(until: "\"stage\":\"kernel\"", into: &acc)
+            }
+            #expect(events)
+            let cancelled = try await a.request("DELETE", "/api/v1/runs/\(id)")
+            #expect(cancelled.status == 200 && cancelled.json["state"] as? String == "cancelled")
+            #expect(!agent.hardware.simulatedBank!.isActive("relay"))
+            #expect(try await a.request("GET", "/api/v1/leases").json["current"] != nil, "alice keeps her lease")
+            expectBadSpec(try await a.request("POST", "/api/v1/runs", json: ["power": "sideways"]), 422, "power: must be one of")
+            expectBadSpec(try await a.request("POST", "/api/v1/runs", json: ["repeat": "many"]), 400, "repeat: must be an integer")
+            expectBadSpec(try await a.request("GET", "/api/v1/runs/run-nope"), 404, "no run run-nope")
+        }
+    }
+
+    func expectBadSpec(_ r: RawHTTPResponse, _ status: Int, _ detail: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(r.status == status, sourceLocation: sourceLocation)
+        #expect((r.json["detail"] as? String ?? "").contains(detail), "\(r.json)", sourceLocation: sourceLocation)
+    }
+
+    @Test func aDaemonKilledMidRunMarksTheRunInterruptedAtTheNextStart() async throws {
+        let dir = scratchDirectory()
+        var yaml = try String(contentsOfFile: packageRoot + "/deploy/simulated.yaml", encoding: .utf8)
+        yaml = yaml.replacingOccurrences(of: "timing: realistic", with: "timing: fast")
+        let configPath = dir + "/agent.yaml"
+        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let port = 20000 + Int.random(in: 0..<20000)
+        func startDaemon() throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rte-agent")
+            p.arguments = ["serve", "--config", configPath, "--listen", "127.0.0.1:\(port)", "--state-dir", dir + "/state"]
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            return p
+        }
+        let http = HTTP(port: port, token: nil)
+        func waitUntilServing() async throws {
+            for _ in 0..<500 {
+                if (try? await http.request("GET", "/api/v1/health"))?.status == 200 { return }
+                try await onThread { usleep(10_000) }
+            }
+            throw TimeoutError(what: "daemon did not come up")
+        }
+        let first = try startDaemon()
+        try await waitUntilServing()
+        let id = try await http.request("POST", "/api/v1/runs", json: spec { $0["timeouts"] = ["kernel": 600]; $0["login"] = ["username": "root", "prompt": "never:"] }).json["id"] as! String
+        let reachedKernel = try await onThread { () -> Bool in
+            let s = try TestSocket.connect(port: port)
+            defer { s.close() }
+            s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            var acc: [UInt8] = []
+            return s.receiveBlocking(until: "\"stage\":\"kernel\"", into: &acc)
+        }
+        #expect(reachedKernel)
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        let second = try startDaemon()
+        defer { second.terminate(); second.waitUntilExit() }
+        try await waitUntilServing()
+        let run = try await http.request("GET", "/api/v1/runs/\(id)").json
+        #expect(run["state"] as? String == "interrupted")
+        #expect((run["message"] as? String ?? "").contains("in stage kernel"))
+    }
+}
