@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "rte-agent", targets: ["rte-agent"]),
+        .executable(name: "rte-bench", targets: ["rte-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
@@ -45,6 +46,8 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+
+        .executableTarget(name: "rte-bench", dependencies: ["BootFlow", "Matching", "Terminal", "Serial", "AgentClock"]),
 
         .testTarget(name: "HardwareTests", dependencies: [
             "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime",
