@@ -74,42 +74,39 @@ public struct Problem: Error, Sendable {
     }
 }
 
-/// Reads a JSON object body field by field, rejecting unknown fields and wrong types with the field's name.
+extension Problem {
+    /// A document field error as a problem: 400 when malformed, 422 when well-formed but unacceptable.
+    static func from(_ e: DocumentError) -> Problem {
+        let text = e.path.isEmpty ? e.message : "field \"\(e.path)\" \(e.message)"
+        return e.kind == .malformed ? badRequest(text) : unprocessable(text)
+    }
+}
+
+/// A JSON object request body read field by field (JSONDocument's FieldReader), its errors as problems.
 struct JSONBody {
-    let object: [String: JSONValue]
+    let fields: FieldReader
 
     init(_ request: HTTPRequest, allowed: Set<String>, allowEmpty: Bool = false) throws(Problem) {
-        if request.body.isEmpty && allowEmpty { object = [:]; return }
-        let value: JSONValue
-        do { value = try JSONDecoder().decode(JSONValue.self, from: Data(request.body)) } catch {
-            throw Problem.badRequest("the body is not valid JSON")
+        var value = JSONValue.object([:])
+        if !(request.body.isEmpty && allowEmpty) {
+            guard let parsed = JSONValue.parse(json: request.body) else { throw Problem.badRequest("the body is not valid JSON") }
+            guard case .object = parsed else { throw Problem.badRequest("the body must be a JSON object, got \(parsed.typeName)") }
+            value = parsed
         }
-        guard case .object(let o) = value else { throw Problem.badRequest("the body must be a JSON object, got \(value.typeName)") }
-        for key in o.keys.sorted() where !allowed.contains(key) {
-            throw Problem.badRequest("unknown field \"\(key)\" (allowed: \(allowed.sorted().joined(separator: ", ")))")
-        }
-        object = o
+        do { fields = try FieldReader(value, allowed: allowed) } catch { throw Problem.from(error) }
     }
 
     func string(_ key: String) throws(Problem) -> String? {
-        guard let v = object[key], v != .null else { return nil }
-        guard case .string(let s) = v else { throw Problem.badRequest("field \"\(key)\" must be a string, got \(v.typeName)") }
-        return s
+        do { return try fields.string(key) } catch { throw Problem.from(error) }
     }
 
     func int(_ key: String) throws(Problem) -> Int? {
-        guard let v = object[key], v != .null else { return nil }
-        guard case .number(let n) = v, n == n.rounded(), abs(n) < 1e12 else {
-            throw Problem.badRequest("field \"\(key)\" must be an integer, got \(v.typeName == "a number" ? "a fraction" : v.typeName)")
-        }
-        return Int(n)
+        do { return try fields.int(key) } catch { throw Problem.from(error) }
     }
 
     func bool(_ key: String) throws(Problem) -> Bool? {
-        guard let v = object[key], v != .null else { return nil }
-        guard case .bool(let b) = v else { throw Problem.badRequest("field \"\(key)\" must be true or false, got \(v.typeName)") }
-        return b
+        do { return try fields.bool(key) } catch { throw Problem.from(error) }
     }
 
-    func value(_ key: String) -> JSONValue? { object[key] }
+    func value(_ key: String) -> JSONValue? { fields.value(key) }
 }

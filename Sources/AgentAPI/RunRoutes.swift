@@ -12,9 +12,7 @@ enum RunRoutes {
         router.add(.POST, "/api/v1/runs", g.user { r, id in
             guard let doc = JSONValue.parse(json: r.body) else { throw Problem.badRequest("the body is not valid JSON (a run spec)") }
             let spec: RunSpec
-            do { spec = try RunSpec.parse(doc) } catch let error as DocumentError {
-                throw error.kind == .malformed ? Problem.badRequest(error.description) : Problem.unprocessable(error.description)
-            }
+            do { spec = try RunSpec.parse(doc) } catch let error as DocumentError { throw Problem.from(error) }
             let record = try await engine.submit(spec, user: id.user, leaseToken: r.header("x-lease-token"))
             ctx.metrics.count("runs_submitted_total")
             return json(202, record, headers: [("Location", "/api/v1/runs/\(record.id)")])

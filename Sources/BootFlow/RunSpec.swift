@@ -87,7 +87,7 @@ public struct RunSpec: Sendable, Equatable {
                 guard let key = Key(name: keyName) else {
                     throw DocumentError(path: m.at("key"), message: "unknown key \"\(keyName)\" (known: \(Key.allCases.map(\.rawValue).joined(separator: ", ")))", kind: .invalid)
                 }
-                guard let entry = try m.string("entry"), !entry.isEmpty else {
+                guard let entry = try m.text("entry"), !entry.isEmpty else {
                     throw DocumentError(path: m.at("entry"), message: "is required: the boot menu entry to pick, e.g. \"iPXE\"", kind: .invalid)
                 }
                 let prompt = try m.string("prompt").map(Pattern.literal) ?? .regex("(?i)press (\\S+ )+(key )?(now )?for boot menu")
@@ -99,7 +99,7 @@ public struct RunSpec: Sendable, Equatable {
         if let i = try r.object("ipxe", allowed: ["interrupt", "commands", "script", "menu_entry", "dhcp_retries"]) {
             let commands = try i.strings("commands") ?? []
             let script = try i.strings("script").map { $0.flatMap { $0.split(separator: "\n", omittingEmptySubsequences: true).map(String.init) } } ?? []
-            let entry = try i.string("menu_entry")
+            let entry = try i.text("menu_entry")
             // Commands or a script need the shell; only a menu pick can do without Ctrl-B.
             let interrupt = try i.bool("interrupt") ?? (!commands.isEmpty || !script.isEmpty)
             if !interrupt && (!commands.isEmpty || !script.isEmpty) {
@@ -120,7 +120,7 @@ public struct RunSpec: Sendable, Equatable {
             guard let user = try l.string("username"), !user.isEmpty else {
                 throw DocumentError(path: l.at("username"), message: "is required", kind: .invalid)
             }
-            login = Login(prompt: try l.string("prompt") ?? "login:", username: user, password: try l.string("password"),
+            login = Login(prompt: try l.string("prompt") ?? "login:", username: user, password: try l.text("password"),
                           passwordPrompt: try l.string("password_prompt") ?? "Password:", shellPrompt: try l.string("shell_prompt") ?? "# ")
         }
 
@@ -131,9 +131,9 @@ public struct RunSpec: Sendable, Equatable {
                 commands.append(Command(send: s, expect: nil, timeoutSeconds: 30)); continue
             }
             c = try FieldReader(item, path: "commands[\(n)]", allowed: ["send", "expect", "expect_regex", "timeout_s"])
-            guard let send = try c.string("send") else { throw DocumentError(path: c.at("send"), message: "is required", kind: .invalid) }
+            guard let send = try c.text("send") else { throw DocumentError(path: c.at("send"), message: "is required", kind: .invalid) }
             var expect: Pattern?
-            if let e = try c.string("expect") { expect = .literal(e) }
+            if let e = try c.text("expect") { expect = .literal(e) }
             if let e = try c.string("expect_regex") {
                 guard expect == nil else { throw DocumentError(path: c.at("expect_regex"), message: "give expect or expect_regex, not both", kind: .invalid) }
                 do { _ = try StreamMatcher([.regex(e)]) } catch {

@@ -121,11 +121,14 @@ public struct FieldReader {
 
     public func string(_ key: String) throws(DocumentError) -> String? {
         guard let v = value(key) else { return nil }
-        switch v {
-        case .string(let s): return s
-        case .number(let n): return n == n.rounded() ? String(Int64(n)) : String(n)  // YAML `expect: 4.14` means the text
-        default: throw DocumentError(path: at(key), message: "must be a string, got \(v.typeName)")
-        }
+        guard case .string(let s) = v else { throw DocumentError(path: at(key), message: "must be a string, got \(v.typeName)") }
+        return s
+    }
+
+    /// Text where YAML may have read a number (`expect: 4.14`, `password: 1234`).
+    public func text(_ key: String) throws(DocumentError) -> String? {
+        if case .number(let n)? = value(key) { return n == n.rounded() && abs(n) < 1e15 ? String(Int64(n)) : String(n) }
+        return try string(key)
     }
 
     public func number(_ key: String, range: ClosedRange<Double>? = nil) throws(DocumentError) -> Double? {

@@ -85,6 +85,47 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         }
     }
 
+    @Test func theFirmwareBootMenuAndAWholeIPXEScriptBootANewKernel() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, c in
+            let body = spec { s in
+                s["firmware"] = ["boot_menu": ["key": "F10", "entry": "iPXE"]]
+                s["ipxe"] = ["commands": ["dhcp net0"],
+                             "script": ["kernel http://192.168.4.2:8000/dev/bzImage console=ttyS0,115200 rte.entry=my-new-kernel", "boot"]]
+                s["commands"] = [["send": "cat /proc/cmdline", "expect_regex": "rte\\.entry=my-new-\\w+"]]
+            }
+            let id = try await c["alice"]!.request("POST", "/api/v1/runs", json: body).json["id"] as! String
+            let run = try await finishedRun(c["alice"]!, id)
+            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
+            let stages = ((run["iterations"] as! [[String: Any]])[0]["stages"] as! [[String: Any]])
+            #expect(stages.map { $0["name"] as! String } == ["power", "firmware", "boot_menu", "ipxe_interrupt", "ipxe_command", "ipxe_script", "ipxe_script", "kernel", "login", "command"])
+            #expect((stages[2]["detail"] as? String ?? "").contains("3. iPXE"))
+            #expect(await agent.hardware.simulator!.lastCommandLine == "console=ttyS0,115200 rte.entry=my-new-kernel")
+        }
+    }
+
+    @Test func dhcpFailuresAreRetriedAndReportedWithIPXEsOwnText() async throws {
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.simulator.dhcpFailures = 2
+        try await withAgent(config) { _, c in
+            let a = c["alice"]!
+            // Two failures, two retries: the third attempt works.
+            let ok = try await finishedRun(a, try await a.request("POST", "/api/v1/runs", json: spec { s in
+                s["ipxe"] = ["commands": ["dhcp", "chain http://192.168.4.2:8000/menu.ipxe"], "menu_entry": "Xen Linux dev", "dhcp_retries": 2]
+            }).json["id"] as! String)
+            #expect(ok["state"] as? String == "passed", "\(failure(ok))")
+            let dhcp = ((ok["iterations"] as! [[String: Any]])[0]["stages"] as! [[String: Any]])[3]
+            #expect(dhcp["detail"] as? String == "dhcp: ok after 3 attempts")
+            // The next boot fails twice again; one retry is not enough and iPXE's words are in the failure.
+            let bad = try await finishedRun(a, try await a.request("POST", "/api/v1/runs", json: spec { s in
+                s["ipxe"] = ["commands": ["dhcp"], "menu_entry": "Xen Linux dev", "dhcp_retries": 1]
+            }).json["id"] as! String)
+            let f = failure(bad)
+            #expect(f["stage"] as? String == "ipxe_command")
+            #expect((f["message"] as? String ?? "").contains("No configuration methods succeeded"), "\(f)")
+            #expect((f["message"] as? String ?? "").contains("after 2 attempts"))
+        }
+    }
+
     @Test func aMissedCtrlBFailsInTheInterruptStage() async throws {
         var config = try apiConfig(stateDir: scratchDirectory())
         config.simulator.ctrlBWindowMilliseconds = 0
@@ -140,8 +181,8 @@ func failure(_ run: [String: Any]) -> [String: Any] {
             #expect(cancelled.status == 200 && cancelled.json["state"] as? String == "cancelled")
             #expect(!agent.hardware.simulatedBank!.isActive("relay"))
             #expect(try await a.request("GET", "/api/v1/leases").json["current"] != nil, "alice keeps her lease")
-            expectBadSpec(try await a.request("POST", "/api/v1/runs", json: ["power": "sideways"]), 422, "power: must be one of")
-            expectBadSpec(try await a.request("POST", "/api/v1/runs", json: ["repeat": "many"]), 400, "repeat: must be an integer")
+            expectBadSpec(try await a.request("POST", "/api/v1/runs", json: ["power": "sideways"]), 422, "field \"power\" must be one of")
+            expectBadSpec(try await a.request("POST", "/api/v1/runs", json: ["repeat": "many"]), 400, "field \"repeat\" must be an integer")
             expectBadSpec(try await a.request("GET", "/api/v1/runs/run-nope"), 404, "no run run-nope")
         }
     }
@@ -158,24 +199,29 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         let configPath = dir + "/agent.yaml"
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         let port = 20000 + Int.random(in: 0..<20000)
-        func startDaemon() throws -> Process {
+        /// Starts the daemon and returns once it says it is serving (its own log line, no polling).
+        func startDaemon() async throws -> Process {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rte-agent")
             p.arguments = ["serve", "--config", configPath, "--listen", "127.0.0.1:\(port)", "--state-dir", dir + "/state"]
-            p.standardError = FileHandle.nullDevice
+            let log = Pipe()
+            p.standardError = log
             try p.run()
+            let handle = log.fileHandleForReading
+            let up = try await onThread { () -> Bool in
+                var seen = Data()
+                while !String(decoding: seen, as: UTF8.self).contains("API on http://") {
+                    let d = handle.availableData
+                    if d.isEmpty { return false }
+                    seen += d
+                }
+                return true
+            }
+            guard up else { throw TimeoutError(what: "the daemon exited before serving") }
             return p
         }
         let http = HTTP(port: port, token: nil)
-        func waitUntilServing() async throws {
-            for _ in 0..<500 {
-                if (try? await http.request("GET", "/api/v1/health"))?.status == 200 { return }
-                try await onThread { usleep(10_000) }
-            }
-            throw TimeoutError(what: "daemon did not come up")
-        }
-        let first = try startDaemon()
-        try await waitUntilServing()
+        let first = try await startDaemon()
         let id = try await http.request("POST", "/api/v1/runs", json: spec { $0["timeouts"] = ["kernel": 600]; $0["login"] = ["username": "root", "prompt": "never:"] }).json["id"] as! String
         let reachedKernel = try await onThread { () -> Bool in
             let s = try TestSocket.connect(port: port)
@@ -187,9 +233,8 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         #expect(reachedKernel)
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
-        let second = try startDaemon()
+        let second = try await startDaemon()
         defer { second.terminate(); second.waitUntilExit() }
-        try await waitUntilServing()
         let run = try await http.request("GET", "/api/v1/runs/\(id)").json
         #expect(run["state"] as? String == "interrupted")
         #expect((run["message"] as? String ?? "").contains("in stage kernel"))
