@@ -17,10 +17,13 @@ public final class Agent: Sendable {
     public let metrics: Metrics
     public let router: Router
     public let runs: RunEngine
+    public let consolePort: ConsolePort?
     public var config: AgentConfig { hardware.config }
 
-    init(hardware: Hardware, leases: LeaseBook, http: HTTPServer, metrics: Metrics, router: Router, runs: RunEngine) {
+    init(hardware: Hardware, leases: LeaseBook, http: HTTPServer, metrics: Metrics, router: Router, runs: RunEngine,
+         consolePort: ConsolePort?) {
         self.hardware = hardware; self.leases = leases; self.http = http; self.metrics = metrics; self.router = router; self.runs = runs
+        self.consolePort = consolePort
     }
 
     /// The run engine over this hardware: runs drive power and the console the same way a client would.
@@ -90,11 +93,20 @@ public final class Agent: Sendable {
             _ = await hardware.shutdown()
             throw error
         }
+        var consolePort: ConsolePort?
+        if let port = config.http.consolePort {
+            do { consolePort = try ConsolePort(host: config.http.consoleHost, port: port, ctx: ctx) } catch {
+                server.stop()
+                _ = await hardware.shutdown()
+                throw HTTPServerError(description: "console port \(config.http.consoleHost):\(port): \(error)")
+            }
+            log("console on telnet://\(config.http.consoleHost):\(consolePort!.port) (typing needs a lease bound to the client's address)")
+        }
         if !config.auth.enabled {
             log("WARNING: authentication is OFF (\(config.sourceFile)); listening on loopback \(config.http.host) only")
         }
         log("\(config.dut.name): API on http://\(config.http.host):\(server.port), serial \(config.serial.device)")
-        return Agent(hardware: hardware, leases: leases, http: server, metrics: metrics, router: router, runs: runs)
+        return Agent(hardware: hardware, leases: leases, http: server, metrics: metrics, router: router, runs: runs, consolePort: consolePort)
     }
 
     public var port: Int { http.port }
@@ -102,6 +114,7 @@ public final class Agent: Sendable {
     /// Stops serving, then puts the hardware in its safe state.
     public func shutdown() async -> [String] {
         http.stop()
+        await consolePort?.stop()
         await runs.shutdown()
         return await hardware.shutdown()
     }

@@ -111,7 +111,11 @@ public struct HTTPConfig: Sendable {
     /// Raw TCP console port (ser2net style); nil = off.
     public var consolePort: Int?
     public var consoleHost: String
+    /// Telnet negotiation on the console port (char mode); false for raw TCP clients like socat.
+    public var consoleTelnet: Bool = true
 }
+
+public enum ConsoleProtocol: String, CaseIterable, Sendable { case telnet, raw }
 
 public struct TokenConfig: Sendable, Equatable {
     public var user: String
@@ -295,7 +299,8 @@ extension AgentConfig {
             maxConnections: try hR?.int("max_connections", default: 256, range: 1...65536) ?? 256,
             tlsCertificate: cert, tlsKey: key,
             consolePort: consolePort,
-            consoleHost: try hR?.string("console_host", default: host) ?? host)
+            consoleHost: try hR?.string("console_host", default: host) ?? host,
+            consoleTelnet: (try hR?.choice("console_protocol", default: ConsoleProtocol.telnet) ?? .telnet) == .telnet)
         try hR?.rejectUnknownKeys()
 
         let stateDirectory = try root.string("state_dir", default: "/var/lib/rte-agent")

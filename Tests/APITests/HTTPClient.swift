@@ -17,8 +17,16 @@ struct RawHTTPResponse {
 struct TestSocket: Sendable {
     let fd: Int32
 
-    static func connect(port: Int) throws -> TestSocket {
+    /// `from` picks the local address (another 127.x.y.z stands for another client machine).
+    static func connect(port: Int, from source: String? = nil) throws -> TestSocket {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let b = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            guard b == 0 else { Glibc.close(fd); throw TimeoutError(what: "bind to \(source) failed: errno \(errno)") }
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
