@@ -26,6 +26,7 @@ let package = Package(
         .target(name: "Serial", dependencies: ["POSIXIO", "Configuration", "AgentClock"]),
         .target(name: "Power", dependencies: ["GPIO", "Configuration", "AgentClock"]),
         .target(name: "SimulatedDUT", dependencies: ["GPIO", "POSIXIO", "Configuration"]),
+        .target(name: "QEMUDUT", dependencies: ["Power", "Serial", "POSIXIO", "Configuration", "AgentClock"]),
 
         .target(name: "JSONDocument", dependencies: [.product(name: "Yams", package: "Yams")]),
         // Boot automation: terminal model, pattern matching, firmware UIs, the boot strategy, runs.
@@ -39,7 +40,7 @@ let package = Package(
         .target(name: "Auth", dependencies: ["Configuration"]),
         .target(name: "Leases", dependencies: ["Auth", "AgentClock", "POSIXIO"]),
         .target(name: "AgentAPI", dependencies: ["HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
-        .target(name: "AgentRuntime", dependencies: ["AgentAPI", "Runs", "BootFlow", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
+        .target(name: "AgentRuntime", dependencies: ["AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
 
         .executableTarget(name: "rte-agent", dependencies: [
             "AgentRuntime", "Configuration", "AgentClock", "POSIXIO", "BootFlow", "Runs",

@@ -5,6 +5,7 @@ import POSIXIO
 import Power
 import Serial
 import SimulatedDUT
+import QEMUDUT
 
 /// Everything the agent drives, assembled from the config: GPIO lines, DUT power, the serial
 /// port and its capture, and (for the demo backend) the simulated apu2 behind them.
@@ -17,15 +18,16 @@ public final class Hardware: Sendable {
     public let capture: SerialCapture
     public let simulator: SimulatedAPU2?
     public let simulatedBank: InMemoryGPIOBank?
+    public let machine: QEMUMachine?
 
     public struct StartError: Error, CustomStringConvertible {
         public var description: String
     }
 
     init(config: AgentConfig, clock: any AgentClock, gpio: GPIOController?, power: any DUTPower, serial: SerialPort,
-         capture: SerialCapture, simulator: SimulatedAPU2?, simulatedBank: InMemoryGPIOBank?) {
+         capture: SerialCapture, simulator: SimulatedAPU2?, simulatedBank: InMemoryGPIOBank?, machine: QEMUMachine?) {
         self.config = config; self.clock = clock; self.gpio = gpio; self.power = power; self.serial = serial
-        self.capture = capture; self.simulator = simulator; self.simulatedBank = simulatedBank
+        self.capture = capture; self.simulator = simulator; self.simulatedBank = simulatedBank; self.machine = machine
     }
 
     /// Requests the lines, opens the port, starts the simulator when configured.
@@ -55,22 +57,31 @@ public final class Hardware: Sendable {
         case .qemu:
             gpio = config.gpio.lines.isEmpty ? nil
                 : try GPIOController.start(backend: InMemoryGPIOBank(clock: clock), configs: config.gpio.lines, clock: clock)
-        }
-        let power: any DUTPower
-        if let powerOverride {
-            power = powerOverride
-        } else if let gpio {
-            power = await GPIOPowerController(gpio: gpio, profile: config.power, clock: clock)
-        } else {
-            throw StartError(description: "\(config.sourceFile): dut.backend \(config.dut.backend.rawValue) has no power control")
+            // QEMU's serial pty changes at every start; the agent follows it through this link.
+            config.serial.device = config.serial.device.hasPrefix("/") ? config.serial.device : "\(config.stateDirectory)/\(config.serial.device)"
         }
         let log = try CaptureLog(directory: "\(config.stateDirectory)/serial", maxFileBytes: config.serial.logMaxFileBytes,
                                  maxFiles: config.serial.logMaxFiles)
         let capture = SerialCapture(capacity: config.serial.ringBytes, log: log, clock: clock)
         let serial = try SerialPort(config: config.serial, capture: capture)
         serial.start()
+        let power: any DUTPower
+        var machine: QEMUMachine?
+        if let powerOverride {
+            power = powerOverride
+        } else if config.dut.backend == .qemu {
+            let m = QEMUMachine(config: config.qemu, stateDirectory: config.stateDirectory, serialLink: config.serial.device,
+                                serial: serial, clock: clock, cycleOffMilliseconds: config.power.cycleOffMilliseconds)
+            machine = m
+            power = m
+        } else if let gpio {
+            power = await GPIOPowerController(gpio: gpio, profile: config.power, clock: clock)
+        } else {
+            await serial.stop()
+            throw StartError(description: "\(config.sourceFile): dut.backend \(config.dut.backend.rawValue) has no power control")
+        }
         return Hardware(config: config, clock: clock, gpio: gpio, power: power, serial: serial, capture: capture,
-                        simulator: simulator, simulatedBank: bank)
+                        simulator: simulator, simulatedBank: bank, machine: machine)
     }
 
     /// Outputs to their safe values, simulator stopped, port closed. Safe to call twice.
@@ -78,6 +89,7 @@ public final class Hardware: Sendable {
         var problems: [String] = []
         if let gpio { problems += await gpio.shutdown().map { $0.description } }
         await simulator?.stop()
+        await machine?.shutdown()
         await serial.stop()
         return problems
     }

@@ -95,7 +95,7 @@ public struct BootStrategy: Sendable {
         /// Waits for patterns; a timeout becomes a stage failure saying what was awaited.
         func wait(_ patterns: [Pattern], _ seconds: Double, _ what: String) async throws -> Match {
             do { return try await console.expect(patterns, timeout: .milliseconds(Int64(seconds * 1000))) } catch {
-                if error == .cancelled { throw ConsoleWaitError.cancelled }
+                if isCancellation(error) { throw ConsoleWaitError.cancelled }
                 throw StageFailure(expected: what, message: "\(what) did not appear within \(format(seconds)) s")
             }
         }
@@ -165,7 +165,7 @@ public struct BootStrategy: Sendable {
                     do {
                         _ = try await console.expect([.literal("iPXE> ")], timeout: .seconds(min(10, t.ipxe)))
                     } catch {
-                        if (error as? ConsoleWaitError) == .cancelled { throw ConsoleWaitError.cancelled }
+                        if isCancellation(error) { throw ConsoleWaitError.cancelled }
                         throw StageFailure(expected: "iPXE> after Ctrl-B",
                                            message: "Ctrl-B was sent \(format((r ?? 0) / 1000)) ms after the prompt but no iPXE> shell came: the window was missed or the key did not reach the DUT")
                     }
@@ -239,8 +239,23 @@ public struct BootStrategy: Sendable {
             let seconds = Duration.milliseconds(Int64(t.ipxe * 1000))
             var menu: IPXEMenu
             do { menu = try await console.waitForScreen(timeout: seconds) { IPXEMenu.read(from: $0) } } catch {
-                if (error as? ConsoleWaitError) == .cancelled { throw ConsoleWaitError.cancelled }
+                if isCancellation(error) { throw ConsoleWaitError.cancelled }
                 throw StageFailure(expected: "an iPXE menu", message: "no iPXE menu was drawn within \(format(t.ipxe)) s")
+            }
+            // iPXE draws the menu row by row: wait for the entry to appear, and call it missing only
+            // once the menu has stopped changing for a moment.
+            let menuDeadline = clock.now() + seconds
+            while menu.item(labelled: label) == nil && clock.now() < menuDeadline {
+                let shown = menu
+                do {
+                    menu = try await console.waitForScreen(timeout: .milliseconds(500)) { screen in
+                        guard let m = IPXEMenu.read(from: screen), m != shown else { return nil }
+                        return m
+                    }
+                } catch {
+                    if isCancellation(error) { throw ConsoleWaitError.cancelled }
+                    break
+                }
             }
             rec.menu = menu.items.map { ($0.isGap ? "(gap) " : "") + $0.label }
             guard let target = menu.item(labelled: label) else {
@@ -259,7 +274,7 @@ public struct BootStrategy: Sendable {
                         return m
                     }
                 } catch {
-                    if (error as? ConsoleWaitError) == .cancelled { throw ConsoleWaitError.cancelled }
+                    if isCancellation(error) { throw ConsoleWaitError.cancelled }
                     throw StageFailure(expected: "the highlight to move \(key.rawValue) from \"\(selected.label)\"",
                                        message: "after \(key.rawValue) the highlight stayed on \"\(selected.label)\"")
                 }
@@ -285,7 +300,7 @@ public struct BootStrategy: Sendable {
                 if login.password == nil { patterns.removeFirst() }
                 let m: Match
                 do { m = try await console.expect(patterns, timeout: .seconds(min(10, t.login))) } catch {
-                    if (error as? ConsoleWaitError) == .cancelled { throw ConsoleWaitError.cancelled }
+                    if isCancellation(error) { throw ConsoleWaitError.cancelled }
                     if attempt < 3 { try console.send([0x0d]); _ = try? await console.expect([.literal(login.prompt)], timeout: .seconds(5)); continue }
                     throw StageFailure(expected: "\"\(login.passwordPrompt)\" after the user name", message: "no password prompt or shell after sending the user name")
                 }
@@ -332,6 +347,9 @@ public struct BootStrategy: Sendable {
         }
     }
 }
+
+/// True for a wait that ended because the run was cancelled (not a timeout).
+func isCancellation(_ error: any Error) -> Bool { (error as? ConsoleWaitError) == .cancelled }
 
 func format(_ x: Double) -> String {
     let r = (x * 10).rounded() / 10

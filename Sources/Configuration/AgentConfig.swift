@@ -15,6 +15,7 @@ public struct AgentConfig: Sendable {
     public var auth: AuthConfig
     public var leases: LeaseConfig
     public var simulator: SimulatorConfig
+    public var qemu: QEMUConfig = QEMUConfig(binary: "qemu-system-x86_64", arguments: [], softOffSeconds: 30)
     public var compat: CompatConfig
 }
 
@@ -149,6 +150,15 @@ public struct SimulatorConfig: Sendable {
     public var dhcpFailures: Int
     /// Overrides the Ctrl-B window (0 makes every Ctrl-B come too late, to test that failure).
     public var ctrlBWindowMilliseconds: Int? = nil
+}
+
+/// The QEMU virtual apu2 backend: the agent adds the serial pty, the QMP socket and `-S`.
+public struct QEMUConfig: Sendable {
+    public var binary: String
+    /// Machine, CPU, memory, network, firmware settings (relative file paths are inside state_dir).
+    public var arguments: [String]
+    /// How long a soft power-off (ACPI) may take before the state is reported as still on.
+    public var softOffSeconds: Int
 }
 
 public struct CompatConfig: Sendable {
@@ -353,6 +363,16 @@ extension AgentConfig {
             ctrlBWindowMilliseconds: try simR?.int("ctrl_b_window_ms"))
         try simR?.rejectUnknownKeys()
 
+        // qemu
+        var qR = try root.section("qemu")
+        let qemu = QEMUConfig(binary: try qR?.string("binary", default: "qemu-system-x86_64") ?? "qemu-system-x86_64",
+                              arguments: try qR?.stringList("args") ?? [],
+                              softOffSeconds: try qR?.int("soft_off_s", default: 30, range: 1...3600) ?? 30)
+        try qR?.rejectUnknownKeys()
+        if dut.backend == .qemu && qemu.arguments.isEmpty {
+            throw ConfigError(file: file, keyPath: "qemu.args", message: "the qemu backend needs the machine's arguments (see deploy/qemu-apu2.yaml)")
+        }
+
         // compat
         var cR = try root.section("compat")
         let compat = CompatConfig(
@@ -363,7 +383,7 @@ extension AgentConfig {
 
         return AgentConfig(
             sourceFile: file, dut: dut, serial: serial, gpio: GPIOConfig(lines: lines), power: power, http: http,
-            stateDirectory: stateDirectory, auth: auth, leases: leases, simulator: simulator, compat: compat)
+            stateDirectory: stateDirectory, auth: auth, leases: leases, simulator: simulator, qemu: qemu, compat: compat)
     }
 
     private static func parseLine(_ r: inout YAMLReader, role: String, defaultChip: String?, consumer: String) throws(ConfigError) -> GPIOLineConfig {

@@ -75,3 +75,29 @@ public struct TCPListener: Sendable {
         Glibc.close(descriptor.rawValue)
     }
 }
+
+/// A connected unix-domain stream socket.
+public enum UnixSocket {
+    /// Connects to `path`, retrying while the server has not created it yet (one try per 10 ms).
+    public static func connect(path: String, attempts: Int = 1) throws(Errno) -> FileDescriptor {
+        var last = Errno(ENOENT)
+        for attempt in 0..<max(1, attempts) {
+            if attempt > 0 { usleep(10_000) }
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw Errno.current }
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8)
+            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { Glibc.close(fd); throw Errno(ENAMETOOLONG) }
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+                for (i, b) in bytes.enumerated() { raw[i] = b }
+                raw[bytes.count] = 0
+            }
+            let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            if r == 0 { return FileDescriptor(rawValue: fd) }
+            last = Errno.current
+            Glibc.close(fd)
+        }
+        throw last
+    }
+}

@@ -26,6 +26,7 @@ public struct PowerError: Error, CustomStringConvertible, Sendable {
     public var kind: Kind
     public var detail: String
     public var description: String { detail }
+    public init(kind: Kind, detail: String) { self.kind = kind; self.detail = detail }
 }
 
 /// Power for a device under test, whatever drives it (GPIO lines of an RTE, a QEMU process).
@@ -39,6 +40,7 @@ public protocol DUTPower: Sendable {
 /// Counts of what was done, for status and metrics.
 public struct PowerCounters: Sendable, Codable, Equatable {
     public var actions: [String: Int] = [:]
+    public init() {}
 }
 
 /// An apu2 (or similar board) on an RTE: relay = supply, power and reset buttons through

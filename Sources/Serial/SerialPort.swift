@@ -40,6 +40,7 @@ public final class SerialPort: Sendable {
         var bytesRead: UInt64 = 0
         var bytesWritten: UInt64 = 0
         var reopenCount: UInt64 = 0
+        var opens: UInt64 = 0
         var lastError: String?
         var running = true
         var started = false
@@ -72,6 +73,27 @@ public final class SerialPort: Sendable {
             SerialPortStatus(device: config.device, state: s.state.rawValue, baud: config.baud, bytesRead: s.bytesRead,
                              bytesWritten: s.bytesWritten, reopenCount: s.reopenCount, lastError: s.lastError,
                              captureStart: capture.startOffset, captureEnd: capture.endOffset)
+        }
+    }
+
+    /// How many times the device has been opened so far.
+    public var openCount: UInt64 { shared.withLock { $0.opens } }
+
+    /// Retries a failed open now instead of after the back-off (the device was just re-created).
+    public func retryOpenNow() { wake.wake() }
+
+    /// Suspends until the device has been opened more than `count` times (or the port stopped).
+    public func waitUntilOpened(after count: UInt64) async {
+        while true {
+            let done = shared.withLock { $0.opens > count || !$0.running }
+            if done { return }
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let ready = shared.withLock { s -> Bool in
+                    if s.opens > count || !s.running { return true }
+                    s.openWaiters.append(c); return false
+                }
+                if ready { c.resume() }
+            }
         }
     }
 
@@ -138,7 +160,7 @@ public final class SerialPort: Sendable {
             }
             backoff = config.reopenInitialMilliseconds
             let waiters = shared.withLock { s -> [CheckedContinuation<Void, Never>] in
-                s.fd = fd; s.state = .open; s.lastError = nil
+                s.fd = fd; s.state = .open; s.lastError = nil; s.opens += 1
                 if everOpened { s.reopenCount += 1 }
                 let w = s.openWaiters; s.openWaiters.removeAll(); return w
             }

@@ -183,7 +183,7 @@ func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
             #expect(try await a.request("POST", "/api/v1/power", json: ["action": "on"], leaseToken: token).json["state"] as? String == "on")
             // Wait (through the stream API) until the simulated board reaches its login prompt.
             let s = try TestSocket.connect(port: agent.port)
-            s.send(Array("GET /api/v1/serial/stream?from=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
+            s.send(Array("GET /api/v1/serial/stream?from=0 HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
             var acc: [UInt8] = []
             #expect(await s.receive(until: "login: ", into: &acc))
             s.close()

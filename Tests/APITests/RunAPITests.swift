@@ -25,7 +25,7 @@ func finishedRun(_ http: HTTP, _ id: String) async throws -> [String: Any] {
     let sawEnd = try await onThread { () -> Bool in
         let s = try TestSocket.connect(port: port)
         defer { s.close() }
-        s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n\r\n".utf8))
+        s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n\r\n".utf8))
         var acc: [UInt8] = []
         return s.receiveBlocking(until: "event: run_finished", into: &acc)
     }
@@ -172,7 +172,7 @@ func failure(_ run: [String: Any]) -> [String: Any] {
             let events = try await onThread { () -> Bool in
                 let s = try TestSocket.connect(port: a.port)
                 defer { s.close() }
-                s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
+                s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
                 var acc: [UInt8] = []
                 return s.receiveBlocking(until: "\"stage\":\"kernel\"", into: &acc)
             }
@@ -226,7 +226,7 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         let reachedKernel = try await onThread { () -> Bool in
             let s = try TestSocket.connect(port: port)
             defer { s.close() }
-            s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\n\r\n".utf8))
             var acc: [UInt8] = []
             return s.receiveBlocking(until: "\"stage\":\"kernel\"", into: &acc)
         }

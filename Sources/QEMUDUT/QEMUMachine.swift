@@ -1,0 +1,180 @@
+import AgentClock
+import Configuration
+import Foundation
+import POSIXIO
+import Power
+import Serial
+
+/// A QEMU x86 machine as the device under test: power is the QEMU process and its QMP socket,
+/// the console is QEMU's serial pseudo-terminal, opened by the agent's own termios code through
+/// a stable link (as `/dev/ttyS1` is on an RTE).
+///
+/// QEMU starts paused (`-S`) and runs only once the agent has the new pty open, so not even the
+/// first byte of the SeaBIOS banner is lost.
+public actor QEMUMachine: DUTPower {
+    public let config: QEMUConfig
+    let stateDirectory: String
+    let serialLink: String
+    let serial: SerialPort
+    let clock: any AgentClock
+    let cycleOff: Duration
+    private var process: Process?
+    private var qmpPath: String { "\(stateDirectory)/qemu-qmp.sock" }
+    public private(set) var counters = PowerCounters()
+
+    public init(config: QEMUConfig, stateDirectory: String, serialLink: String, serial: SerialPort, clock: any AgentClock,
+                cycleOffMilliseconds: Int) {
+        self.config = config; self.stateDirectory = stateDirectory; self.serialLink = serialLink; self.serial = serial
+        self.clock = clock; cycleOff = .milliseconds(cycleOffMilliseconds)
+    }
+
+    public nonisolated var stateSource: String { get async { "process" } }
+
+    public func state() async -> PowerState { process?.isRunning == true ? .on : .off }
+
+    public func perform(_ action: PowerAction) async throws(PowerError) -> PowerState {
+        counters.actions[action.rawValue, default: 0] += 1
+        let running = process?.isRunning == true
+        switch action {
+        case .on:
+            if !running { try await start() }
+        case .hardOff, .longPress:
+            await stop()
+        case .off:
+            if running {
+                try await qmp("system_powerdown")
+                // The OS decides; report what happened within the configured time.
+                let deadline = clock.now() + .seconds(config.softOffSeconds)
+                while process?.isRunning == true && clock.now() < deadline {
+                    try? await clock.sleep(for: .milliseconds(50))
+                }
+            }
+        case .press:
+            if running { try await qmp("system_powerdown") } else { try await start() }
+        case .reset:
+            guard running else { throw PowerError(kind: .refused, detail: "the DUT is off; reset needs it on (power on first)") }
+            try await qmp("system_reset")
+        case .cycle:
+            await stop()
+            try? await clock.sleep(for: cycleOff)
+            try await start()
+        }
+        return await state()
+    }
+
+    private func start() async throws(PowerError) {
+        unlink(qmpPath)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: config.binary.hasPrefix("/") ? config.binary : "/usr/bin/env")
+        let args = config.arguments.map { $0.replacingOccurrences(of: "{state_dir}", with: stateDirectory) }
+        p.arguments = (config.binary.hasPrefix("/") ? [] : [config.binary]) + args
+            + ["-serial", "pty", "-qmp", "unix:\(qmpPath),server=on,wait=off", "-S"]
+        p.currentDirectoryURL = URL(fileURLWithPath: stateDirectory)
+        // QEMU names its pty on stdout ("char device redirected to /dev/pts/5 (label serial0)")
+        // and says what is wrong on stderr: both come here.
+        let output = Pipe()
+        p.standardError = output
+        p.standardOutput = output
+        p.standardInput = FileHandle.nullDevice
+        do { try p.run() } catch {
+            throw PowerError(kind: .hardware, detail: "cannot start \(config.binary): \(error)")
+        }
+        process = p
+        let handle = output.fileHandleForReading
+        let found: (String?, String) = await withCheckedContinuation { c in
+            Thread {
+                var text = ""
+                while true {
+                    let d = handle.availableData
+                    if d.isEmpty { c.resume(returning: (nil, text)); return }
+                    text += String(decoding: d, as: UTF8.self)
+                    if let r = text.range(of: "redirected to "), let end = text[r.upperBound...].firstIndex(of: " ") {
+                        c.resume(returning: (String(text[r.upperBound..<end]), text))
+                        // Keep draining so QEMU never blocks on a full pipe.
+                        while !handle.availableData.isEmpty {}
+                        return
+                    }
+                }
+            }.start()
+        }
+        guard let pty = found.0 else {
+            process = nil
+            throw PowerError(kind: .hardware, detail: "QEMU did not start: \(found.1.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        let opens = serial.openCount
+        do { try replaceSymlink(serialLink, pointingTo: pty) } catch {
+            await stop()
+            throw PowerError(kind: .hardware, detail: "cannot link \(serialLink) to \(pty): \(error)")
+        }
+        serial.retryOpenNow()
+        await serial.waitUntilOpened(after: opens)
+        try await qmp("cont")
+    }
+
+    private func stop() async {
+        guard let p = process else { return }
+        if p.isRunning {
+            try? await qmp("quit")
+            let deadline = clock.now() + .seconds(3)
+            while p.isRunning && clock.now() < deadline { try? await clock.sleep(for: .milliseconds(10)) }
+            if p.isRunning { p.terminate() }
+        }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            Thread { p.waitUntilExit(); c.resume() }.start()
+        }
+        process = nil
+    }
+
+    /// Runs one QMP command on a fresh connection (QMP serves one client at a time).
+    private func qmp(_ command: String) async throws(PowerError) {
+        let path = qmpPath
+        let result: String? = await withCheckedContinuation { c in
+            Thread { c.resume(returning: QMP.execute(command, socketPath: path)) }.start()
+        }
+        if let result { throw PowerError(kind: .hardware, detail: "QMP \(command): \(result)") }
+    }
+
+    /// Ends the machine (agent shutdown).
+    public func shutdown() async { await stop() }
+}
+
+/// The QEMU Machine Protocol over its unix socket: greeting, capabilities, one command.
+enum QMP {
+    /// nil on success, else what went wrong.
+    static func execute(_ command: String, socketPath: String) -> String? {
+        let fd: FileDescriptor
+        do { fd = try UnixSocket.connect(path: socketPath, attempts: 100) } catch { return "cannot connect to \(socketPath): \(error)" }
+        defer { fd.close() }
+        var pending: [UInt8] = []
+        func line() -> String? {
+            var buf = [UInt8](repeating: 0, count: 4096)
+            while true {
+                if let nl = pending.firstIndex(of: 0x0a) {
+                    let l = String(decoding: pending[..<nl], as: UTF8.self)
+                    pending.removeSubrange(...nl)
+                    return l
+                }
+                let n = buf.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress, $0.count) }
+                if n <= 0 { return nil }
+                pending += buf[0..<n]
+            }
+        }
+        func send(_ text: String) -> Bool { (try? fd.writeAll(Array((text + "\n").utf8))) != nil }
+        /// The reply to the last command (events in between are skipped).
+        func reply() -> String? {
+            while let l = line() {
+                if l.contains("\"return\"") { return nil }
+                if l.contains("\"error\"") { return l }
+            }
+            return "connection closed"
+        }
+        guard line() != nil else { return "no QMP greeting" }
+        guard send("{\"execute\": \"qmp_capabilities\"}") else { return "write failed" }
+        if let e = reply() { return e }
+        guard send("{\"execute\": \"\(command)\"}") else { return "write failed" }
+        let r = reply()
+        // `quit` may close the socket before answering; that is its success.
+        if command == "quit" && r == "connection closed" { return nil }
+        return r
+    }
+}
