@@ -63,6 +63,31 @@ func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
         }
     }
 
+    @Test func aRealLinuxBootAndLoginReadTheSameByteByByteAsWhole() throws {
+        // QEMU apu2 rig: SeaBIOS, iPXE menu (two Downs), kernel log, getty login, a command.
+        let bytes = try fixture("qemu-linux-boot-login.bin")
+        var whole = Terminal()
+        let wholeText = whole.feed(bytes)
+        // One byte at a time crosses every possible boundary in one pass.
+        var t = Terminal()
+        var text = TextChunk()
+        for b in bytes {
+            let c = t.feed([b])
+            text.bytes += c.bytes
+            text.offsets += c.offsets
+        }
+        #expect(t.screen == whole.screen)
+        #expect(text == wholeText)
+        let lines = whole.lines.tail(400)
+        #expect(wholeText.string.contains("] Linux version 6.1.0-"))
+        #expect(wholeText.string.contains("Command line: console=ttyS0,115200 rte.entry=xen-linux-dev\r\n"))
+        #expect(lines.contains("apu2 login: root"))
+        #expect(lines.contains("console=ttyS0,115200 rte.entry=xen-linux-dev"))
+        #expect(whole.screen.text(row: whole.screen.cursorRow).hasPrefix("root@apu2:~#"))
+        // The kernel's RIS (ESC c) wiped iPXE's blue menu: nothing highlighted is left.
+        #expect(IPXEMenu.read(from: whole.screen) == nil)
+    }
+
     @Test func textStreamDropsEscapesAndKeepsCaptureOffsets() {
         var t = Terminal(offset: 1000)
         let text = t.feed(Array("a\u{1b}[0;41;1mb\u{1b}]0;title\u{07}c\r\n".utf8))
