@@ -159,6 +159,7 @@ public enum AgentRoutes {
         HardwareRoutes.add(&router, ctx, g)
         SerialRoutes.add(&router, ctx, g)
         RunRoutes.add(&router, ctx, g)
+        CompatRoutes.add(&router, ctx, g)
         return router
     }
 

@@ -871,6 +871,136 @@ let openAPIDocument = #"""
      }
     ]
    }
+  },
+  "/api/v1/gpio": {
+   "get": {
+    "summary": "RTE compatibility: list the numbered lines",
+    "tags": [
+     "compat"
+    ],
+    "security": [],
+    "responses": {
+     "200": {
+      "description": "Lines",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "array",
+         "items": {
+          "$ref": "#/components/schemas/LegacyLine"
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/gpio/{n}": {
+   "get": {
+    "summary": "RTE compatibility: one line's state",
+    "tags": [
+     "compat"
+    ],
+    "security": [],
+    "parameters": [
+     {
+      "name": "n",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "integer"
+      },
+      "description": "the line's compat_number"
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "The line",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/LegacyLine"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "patch": {
+    "summary": "RTE compatibility: set a line, or hold it for `time` seconds then revert (a button press)",
+    "tags": [
+     "compat"
+    ],
+    "security": [],
+    "parameters": [
+     {
+      "name": "n",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "integer"
+      },
+      "description": "the line's compat_number"
+     }
+    ],
+    "description": "No token: accepted from the address the current lease is bound to, or, when nobody holds the device, from compat.trusted_networks.",
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+         "state"
+        ],
+        "properties": {
+         "state": {
+          "type": "integer",
+          "enum": [
+           0,
+           1
+          ]
+         },
+         "direction": {
+          "type": "string",
+          "enum": [
+           "out"
+          ]
+         },
+         "time": {
+          "type": "number",
+          "minimum": 0,
+          "maximum": 600
+         }
+        }
+       }
+      }
+     }
+    },
+    "responses": {
+     "200": {
+      "description": "The line after the write",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/LegacyLine"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
   }
  },
  "components": {
@@ -1154,6 +1284,35 @@ let openAPIDocument = #"""
      "wait_s": {
       "type": "integer",
       "minimum": 0
+     }
+    }
+   },
+   "LegacyLine": {
+    "type": "object",
+    "properties": {
+     "id": {
+      "type": "integer"
+     },
+     "name": {
+      "type": "string"
+     },
+     "direction": {
+      "type": "string",
+      "enum": [
+       "in",
+       "out"
+      ]
+     },
+     "state": {
+      "type": "integer",
+      "enum": [
+       0,
+       1
+      ],
+      "description": "open-collector lines: 1 = driven low; regular lines: 1 = high"
+     },
+     "time": {
+      "type": "number"
      }
     }
    }

@@ -375,9 +375,11 @@ extension AgentConfig {
 
         // compat
         var cR = try root.section("compat")
+        // An absent or empty list means loopback only; allow_anonymous_writes: false closes it.
+        let networks = try cR?.stringList("trusted_networks") ?? []
         let compat = CompatConfig(
             enabled: try cR?.bool("enabled", default: false) ?? false,
-            trustedNetworks: try cR?.stringList("trusted_networks") ?? ["127.0.0.0/8", "::1/128"],
+            trustedNetworks: networks.isEmpty ? ["127.0.0.0/8", "::1/128"] : networks,
             allowAnonymousWrites: try cR?.bool("allow_anonymous_writes", default: true) ?? true)
         try cR?.rejectUnknownKeys()
 

@@ -19,6 +19,7 @@ func apiConfig(stateDir: String, auth: Bool = true, timing: String = "fast") thr
     var c = try AgentConfig.parse(yaml: yaml, file: "test.yaml")
     c.stateDirectory = stateDir
     c.http.port = 0
+    c.http.consolePort = nil  // tests that need the TCP console ask for a free port (0)
     c.http.maxBodyBytes = 64 * 1024
     c.power.cycleOffMilliseconds = 50
     return c

@@ -80,6 +80,8 @@ struct TestSocket: Sendable {
 struct HTTP: Sendable {
     var port: Int
     var token: String?
+    /// Local address to connect from (another 127.x address plays another machine).
+    var source: String? = nil
 
     /// Runs on its own thread: a blocking socket read on the cooperative pool (2 threads on a
     /// 2-core CI machine) would starve the very server tasks it is waiting for.
@@ -101,7 +103,7 @@ struct HTTP: Sendable {
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         if let payload { head += "Content-Type: application/json\r\nContent-Length: \(payload.count)\r\n" }
         head += "\r\n"
-        let s = try TestSocket.connect(port: port)
+        let s = try TestSocket.connect(port: port, from: source)
         defer { s.close() }
         s.send(Array(head.utf8) + (payload ?? []))
         var raw: [UInt8] = []
