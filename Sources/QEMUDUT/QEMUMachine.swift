@@ -20,6 +20,7 @@ public actor QEMUMachine: DUTPower {
     let cycleOff: Duration
     private var process: Process?
     private var qmpPath: String { "\(stateDirectory)/qemu-qmp.sock" }
+    private var pidPath: String { "\(stateDirectory)/qemu.pid" }
     public private(set) var counters = PowerCounters()
 
     public init(config: QEMUConfig, stateDirectory: String, serialLink: String, serial: SerialPort, clock: any AgentClock,
@@ -62,13 +63,23 @@ public actor QEMUMachine: DUTPower {
         return await state()
     }
 
+    /// A QEMU left running by an agent that was killed would hold the DUT's "power": end it.
+    private func killStale() {
+        guard let text = try? String(contentsOfFile: pidPath, encoding: .utf8),
+              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else { return }
+        let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
+        if comm.hasPrefix("qemu") { kill(pid, SIGKILL) }
+        unlink(pidPath)
+    }
+
     private func start() async throws(PowerError) {
+        killStale()
         unlink(qmpPath)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: config.binary.hasPrefix("/") ? config.binary : "/usr/bin/env")
         let args = config.arguments.map { $0.replacingOccurrences(of: "{state_dir}", with: stateDirectory) }
         p.arguments = (config.binary.hasPrefix("/") ? [] : [config.binary]) + args
-            + ["-serial", "pty", "-qmp", "unix:\(qmpPath),server=on,wait=off", "-S"]
+            + ["-serial", "pty", "-qmp", "unix:\(qmpPath),server=on,wait=off", "-pidfile", pidPath, "-S"]
         p.currentDirectoryURL = URL(fileURLWithPath: stateDirectory)
         // QEMU names its pty on stdout ("char device redirected to /dev/pts/5 (label serial0)")
         // and says what is wrong on stderr: both come here.

@@ -1,0 +1,195 @@
+import AgentClock
+@testable import Configuration
+import Foundation
+import GPIO
+import Synchronization
+import Testing
+
+/// Set by scripts/rig/gpio-sim-init's caller: these tests run inside the gpio-sim VM only.
+let inGPIOSimVM = ProcessInfo.processInfo.environment["RTE_IN_GPIO_SIM_VM"] == "1"
+
+/// The gpio-sim line's sysfs directory (what the "wire" sees).
+func simLine(_ offset: Int) -> String {
+    let platform = "/sys/devices/platform"
+    let sim = (try? FileManager.default.contentsOfDirectory(atPath: platform))?.first { $0.hasPrefix("gpio-sim.") } ?? "gpio-sim.0"
+    let chip = (try? FileManager.default.contentsOfDirectory(atPath: "\(platform)/\(sim)"))?.first { $0.hasPrefix("gpiochip") } ?? "gpiochip0"
+    return "\(platform)/\(sim)/\(chip)/sim_gpio\(offset)"
+}
+
+func wire(_ offset: Int) -> Int {
+    Int((try? String(contentsOfFile: simLine(offset) + "/value", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
+}
+
+func setPull(_ offset: Int, _ pull: String) throws {
+    try pull.write(toFile: simLine(offset) + "/pull", atomically: false, encoding: .utf8)
+}
+
+func rteLines(chip: String = "rte-sim") -> [GPIOLineConfig] {
+    func l(_ role: String, _ offset: Int?, name: String? = nil, direction: LineDirection = .output, activeLow: Bool = false) -> GPIOLineConfig {
+        GPIOLineConfig(role: role, chip: chip, offset: offset, lineName: name, direction: direction, activeLow: activeLow,
+                       drive: .pushPull, bias: .asIs, safeValue: false, initialValue: false, consumer: "rte-agent-test",
+                       compatNumber: nil, compatOpenCollector: false)
+    }
+    return [l("relay", nil, name: "relay"), l("reset_button", 8, activeLow: true), l("power_button", 9, activeLow: true),
+            l("power_led", 12, direction: .input)]
+}
+
+@Suite(.serialized, .enabled(if: inGPIOSimVM, "runs inside the gpio-sim VM (scripts/rig/gpio-sim-run)"))
+struct LibgpiodOnGPIOSimTests {
+    @Test func linesAreRequestedByNameAndDriveTheWireWithTheirPolarity() async throws {
+        let gpio = try GPIOController.start(backend: LibgpiodBackend(), configs: rteLines(), clock: SystemClock())
+        // Requested at their safe values: relay off (low), buttons released (active-low: high).
+        #expect(wire(0) == 0 && wire(8) == 1 && wire(9) == 1)
+        try await gpio.set("relay", active: true)
+        try await gpio.set("power_button", active: true)
+        #expect(wire(0) == 1, "relay active = high")
+        #expect(wire(9) == 0, "power_button active = pulled low")
+        #expect(try await gpio.get("power_button"))
+        let status = await gpio.status()
+        #expect(status.first { $0.role == "relay" }?.offset == 0, "found by its name")
+        #expect(await gpio.restoreSafeState().isEmpty)
+        #expect(wire(0) == 0 && wire(9) == 1, "safe state on the wire")
+        _ = await gpio.shutdown()
+    }
+
+    @Test func pulseAndLongPressLastAsLongAsAskedOnTheWire() async throws {
+        let gpio = try GPIOController.start(backend: LibgpiodBackend(), configs: rteLines(), clock: SystemClock())
+        defer { Task { _ = await gpio.shutdown() } }
+        for (ms, long) in [(200, false), (1000, true)] {
+            // Sample the wire on its own thread and time the low (pressed) period.
+            let samples = Mutex<[(UInt64, Int)]>([])
+            let stop = Mutex(false)
+            let sampler = Thread {
+                var last = -1
+                while !stop.withLock({ $0 }) {
+                    let v = wire(9)
+                    if v != last { last = v; let t = monotonicNanoseconds(); samples.withLock { $0.append((t, v)) } }
+                }
+            }
+            sampler.start()
+            if long { try await gpio.longPress("power_button", for: .milliseconds(ms)) } else { try await gpio.pulse("power_button", for: .milliseconds(ms)) }
+            try await Task.sleep(for: .milliseconds(50))
+            stop.withLock { $0 = true }
+            let edges = samples.withLock { $0 }
+            let fall = try #require(edges.first { $0.1 == 0 }?.0)
+            let rise = try #require(edges.last { $0.1 == 1 }?.0)
+            let held = Double(rise - fall) / 1e6
+            print("gpio-sim: \(long ? "long press" : "pulse") of \(ms) ms held the line low for \(String(format: "%.1f", held)) ms")
+            #expect(held >= Double(ms) - 5 && held <= Double(ms) + 100, "\(held) ms")
+        }
+    }
+
+    @Test func missingChipUnknownLineAndBusyLineSayWhatFailed() {
+        do {
+            _ = try LibgpiodBackend().request(rteLines(chip: "gpiochip9"))
+            Issue.record("a missing chip was accepted")
+        } catch {
+            #expect(error.kind == .chipNotFound && error.description.contains("gpiochip9"), "\(error)")
+        }
+        var unknown = rteLines()
+        unknown[0].lineName = "warp_drive"
+        do {
+            _ = try LibgpiodBackend().request(unknown)
+            Issue.record("an unknown line name was accepted")
+        } catch {
+            #expect(error.kind == .lineNotFound && error.description.contains("warp_drive"), "\(error)")
+        }
+        var busy = rteLines()
+        busy.append(GPIOLineConfig(role: "spi_vcc", chip: "rte-sim", offset: 3, lineName: nil, direction: .output, activeLow: false,
+                                   drive: .pushPull, bias: .asIs, safeValue: false, initialValue: false, consumer: "rte-agent-test",
+                                   compatNumber: nil, compatOpenCollector: false))
+        do {
+            _ = try LibgpiodBackend().request(busy)
+            Issue.record("a line held by the kernel was handed out")
+        } catch {
+            #expect(error.kind == .busy, "\(error)")
+            #expect(error.description.contains("line 3 (spi_vcc)") && error.description.contains("Device or resource busy"), "\(error)")
+        }
+        // All or nothing: the lines requested before the failure were given back.
+        #expect((try? LibgpiodBackend().request(rteLines()))?.count == 4)
+    }
+
+    @Test func thePowerLEDInputFollowsThePull() async throws {
+        let gpio = try GPIOController.start(backend: LibgpiodBackend(), configs: rteLines(), clock: SystemClock())
+        try setPull(12, "pull-up")
+        #expect(try await gpio.get("power_led"))
+        try setPull(12, "pull-down")
+        #expect(try await !gpio.get("power_led"))
+        do {
+            try await gpio.set("power_led", active: true)
+            Issue.record("an input was driven")
+        } catch {
+            #expect(error.kind == .notAnOutput)
+        }
+        _ = await gpio.shutdown()
+    }
+
+    @Test func theDaemonRestoresSafeValuesAndGivesTheLinesBackOnSIGTERM() async throws {
+        let dir = NSTemporaryDirectory() + "rte-gpio-sim-daemon"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let yaml = """
+        dut: {name: apu2-gpio-sim, board: apu2, backend: gpio}
+        serial: {device: /dev/null}
+        gpio:
+          chip: rte-sim
+          lines:
+            relay: {name: relay}
+            reset_button: {offset: 8, active_low: true}
+            power_button: {offset: 9, active_low: true}
+        http: {listen: "127.0.0.1:18555"}
+        state_dir: \(dir)
+        auth: {enabled: false}
+        """
+        try yaml.write(toFile: dir + "/agent.yaml", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: packageRootForHardware + "/.build/debug/rte-agent")
+        p.arguments = ["serve", "--config", dir + "/agent.yaml"]
+        let log = Pipe()
+        p.standardError = log
+        try p.run()
+        var text = ""
+        while !text.contains("API on http://") {
+            let d = log.fileHandleForReading.availableData
+            if d.isEmpty { break }
+            text += String(decoding: d, as: UTF8.self)
+        }
+        #expect(text.contains("API on http://"), "\(text)")
+        #expect(wire(0) == 0 && wire(9) == 1, "requested at safe values")
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        text += String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationStatus == 0, "\(text)")
+        #expect(text.contains("outputs back to their safe values"))
+        // Given back: another program can take them now.
+        #expect((try? LibgpiodBackend().request(rteLines()))?.count == 4)
+    }
+}
+
+let packageRootForHardware: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    while url.path != "/" {
+        url.deleteLastPathComponent()
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
+    }
+    return FileManager.default.currentDirectoryPath
+}()
+
+/// On the host: boot the gpio-sim VM and run the tests above inside it.
+@Suite(.enabled(if: !inGPIOSimVM && ProcessInfo.processInfo.environment["RTE_SKIP_RIG"] != "1", "boots the gpio-sim VM from the host; RTE_SKIP_RIG=1 skips the QEMU rigs"))
+struct GPIOSimRigTests {
+    @Test func theLibgpiodBackendPassesAgainstRealKernelGPIOLines() throws {
+        let testBinary = CommandLine.arguments[0]
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: packageRootForHardware + "/scripts/rig/gpio-sim-run")
+        p.arguments = ["cd \(packageRootForHardware) && RTE_IN_GPIO_SIM_VM=1 \(testBinary) --testing-library swift-testing --filter LibgpiodOnGPIOSimTests"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        for line in text.split(separator: "\n") where line.contains("gpio-sim:") { print(line) }
+        #expect(p.terminationStatus == 0, "\(text.suffix(4000))")
+        #expect(text.contains("Suite LibgpiodOnGPIOSimTests passed"), "\(text.suffix(4000))")
+    }
+}
