@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "rte-agent", targets: ["rte-agent"]),
         .executable(name: "rte-bench", targets: ["rte-bench"]),
+        .executable(name: "rtectl", targets: ["rtectl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
@@ -48,6 +49,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        .target(name: "AgentClient", dependencies: ["POSIXIO"]),
+        .executableTarget(name: "rtectl", dependencies: [
+            "AgentClient", "JSONDocument", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(name: "rte-bench", dependencies: ["BootFlow", "Matching", "Terminal", "Serial", "AgentClock"]),
 
         .testTarget(name: "HardwareTests", dependencies: [

@@ -1,0 +1,105 @@
+import AgentClient
+import ArgumentParser
+import Foundation
+import JSONDocument
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Run a boot test spec on the board, or look at a run.",
+        subcommands: [Start.self, Show.self, Transcript.self], defaultSubcommand: Start.self)
+
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "start", abstract: "rtectl run SPEC.yaml [--follow]")
+        @OptionGroup var c: Connection
+        @Argument(help: "The run spec (YAML or JSON).") var spec: String
+        @Flag(help: "Show the stages as they happen, then the result.") var follow = false
+
+        func run() async throws {
+            guard let text = try? String(contentsOfFile: spec, encoding: .utf8) else { throw ValidationError("cannot read \(spec)") }
+            let doc: JSONValue
+            do { doc = try JSONValue.parse(yaml: text) } catch { throw ValidationError("\(spec): \(error)") }
+            let body = try JSONSerialization.jsonObject(with: Data(doc.serialized()))
+            let client = try c.client()
+            let r = try client.call("POST", "/api/v1/runs", json: body)
+            let id = r.object["id"] as? String ?? ""
+            guard follow else {
+                if c.json { return c.printJSON(r) }
+                print("run \(id) accepted; follow it with: rtectl run show \(id)")
+                return
+            }
+            if !c.json { print("run \(id): \(r.object["name"] as? String ?? spec)") }
+            let started = Date()
+            var pending = ""
+            try client.stream("/api/v1/runs/\(id)/events") { bytes in
+                pending += String(decoding: bytes, as: UTF8.self)
+                while let end = pending.range(of: "\n\n") {
+                    let event = String(pending[..<end.lowerBound])
+                    pending.removeSubrange(..<end.upperBound)
+                    guard let line = event.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }),
+                          let o = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any] else { continue }
+                    if c.json { continue }
+                    let t = String(format: "%7.1fs", Date().timeIntervalSince(started))
+                    switch o["type"] as? String {
+                    case "stage_started": print("\(t)  [\(o["iteration"] ?? 1)] \(o["stage"] ?? "")…")
+                    case "stage_finished":
+                        let res = o["result"] as? [String: Any] ?? [:]
+                        let ok = (res["passed"] as? Bool) == true
+                        print("\(t)  [\(o["iteration"] ?? 1)] \(o["stage"] ?? "") \(ok ? "ok" : "FAILED") in \(Int(res["duration_ms"] as? Double ?? 0)) ms: \(res["detail"] ?? "")")
+                    case "run_finished": return false
+                    default: break
+                    }
+                }
+                return true
+            }
+            let final = try client.call("GET", "/api/v1/runs/\(id)")
+            if c.json { c.printJSON(final) } else { printResult(final.object) }
+            if final.object["state"] as? String != "passed" { throw ExitCode(Status.failed.rawValue) }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A run's state, stage timings and results.")
+        @OptionGroup var c: Connection
+        @Argument var id: String
+
+        func run() async throws {
+            let r = try c.client().call("GET", "/api/v1/runs/\(id)")
+            if c.json { return c.printJSON(r) }
+            printResult(r.object)
+        }
+    }
+
+    struct Transcript: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The serial bytes of a run.")
+        @OptionGroup var c: Connection
+        @Argument var id: String
+
+        func run() async throws {
+            let r = try c.client().call("GET", "/api/v1/runs/\(id)/transcript")
+            FileHandle.standardOutput.write(Data(r.body))
+        }
+    }
+}
+
+/// The result as a table: one row per stage with min/median/max over the iterations.
+func printResult(_ run: [String: Any]) {
+    print("run \(run["id"] ?? "") \(run["state"] ?? "")" + ((run["message"] as? String).map { ": \($0)" } ?? ""))
+    if let s = run["summary"] as? [String: Any] {
+        print("iterations \(s["iterations"] ?? 0): \(s["passed"] ?? 0) passed, \(s["failed"] ?? 0) failed")
+        let stages = s["stages"] as? [String: [String: Any]] ?? [:]
+        let order = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? Array(stages.keys)
+        var seen = Set<String>()
+        print("stage            count  fail    min ms  median ms    max ms")
+        for name in order where seen.insert(name).inserted {
+            guard let st = stages[name] else { continue }
+            func ms(_ k: String) -> String { String(format: "%9.1f", st[k] as? Double ?? 0) }
+            print(name.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: "%6d%6d", st["count"] as? Int ?? 0, st["failures"] as? Int ?? 0)
+                  + " " + ms("min_ms") + "  " + ms("median_ms") + " " + ms("max_ms"))
+        }
+    }
+    for it in run["iterations"] as? [[String: Any]] ?? [] {
+        guard let f = it["failure"] as? [String: Any] else { continue }
+        print("iteration \(it["index"] ?? 0) failed in \(f["stage"] ?? ""): \(f["message"] ?? "")")
+        for l in (f["last_lines"] as? [String] ?? []).suffix(5) { print("    | \(l)") }
+    }
+}
