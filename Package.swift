@@ -62,7 +62,7 @@ let package = Package(
             "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "JSONDocument", "AgentRuntime", "AgentClock", "Serial",
         ], resources: [.copy("Fixtures")]),
         .testTarget(name: "APITests", dependencies: [
-            "AgentRuntime", "AgentAPI", "AgentClock", "Auth", "Configuration", "GPIO",
+            "AgentRuntime", "AgentAPI", "AgentClock", "Auth", "Configuration", "GPIO", "POSIXIO",
         ]),
     ],
     swiftLanguageModes: [.v6]

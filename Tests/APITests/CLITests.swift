@@ -1,0 +1,120 @@
+import AgentRuntime
+@testable import Configuration
+import Foundation
+import POSIXIO
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs rtectl (the built binary) as a user would, with its own lease store.
+func rtectl(_ args: [String], agent: Agent, user: String, stateDir: String,
+            stdin: FileHandle? = nil, stdout: FileHandle? = nil) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rtectl")
+    p.arguments = args
+    p.environment = ["RTE_AGENT": "http://127.0.0.1:\(agent.port)", "RTE_TOKEN": tokens[user]!, "RTECTL_STATE_DIR": stateDir,
+                     "HOME": stateDir, "PATH": "/usr/bin:/bin"]
+    if let stdin { p.standardInput = stdin }
+    if let stdout { p.standardOutput = stdout; p.standardError = stdout }
+    try p.run()
+    return p
+}
+
+func rtectlOutput(_ args: [String], agent: Agent, user: String, stateDir: String) async throws -> (Int32, String) {
+    try await onThread {
+        let pipe = Pipe()
+        let p = try rtectl(args, agent: agent, user: user, stateDir: stateDir, stdout: pipe.fileHandleForWriting)
+        try pipe.fileHandleForWriting.close()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+@Suite(.serialized) struct CLITests {
+    @Test func reserveConflictRunFollowAndExitCodes() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, _ in
+            let aliceState = scratchDirectory("alice"), bobState = scratchDirectory("bob")
+            let (ok, out) = try await rtectlOutput(["reserve", "--ttl", "10m", "--purpose", "cli test"], agent: agent, user: "alice", stateDir: aliceState)
+            #expect(ok == 0 && out.contains("reserved lease-"), "\(out)")
+            let (busy, why) = try await rtectlOutput(["reserve", "--ttl", "10m"], agent: agent, user: "bob", stateDir: bobState)
+            #expect(busy == 3, "device busy")
+            #expect(why.contains("holder: alice") && why.contains("cli test"), "\(why)")
+            // alice's run uses her stored lease; --follow prints stages, then the table.
+            let specPath = aliceState + "/spec.yaml"
+            try """
+            name: cli third entry
+            power: cycle
+            ipxe: {commands: ["dhcp net0", "chain http://192.168.4.2:8000/menu.ipxe"], menu_entry: "Xen Linux dev"}
+            login: {username: root, password: debian}
+            commands: [{send: "cat /proc/cmdline", expect: "rte.entry=xen-linux-dev"}]
+            timeouts: {firmware: 10, ipxe: 10, kernel: 10, login: 10}
+            """.write(toFile: specPath, atomically: true, encoding: .utf8)
+            let (passed, log) = try await rtectlOutput(["run", specPath, "--follow"], agent: agent, user: "alice", stateDir: aliceState)
+            #expect(passed == 0, "\(log)")
+            #expect(log.contains("ipxe_menu ok") && log.contains("run run-") && log.contains(" passed"), "\(log)")
+            #expect(log.contains("stage            count"), "\(log)")
+            // A failing run exits 1; bad usage 2; an unreachable agent 4.
+            try "power: cycle\nlogin: {username: root, password: nope}\ntimeouts: {kernel: 10, login: 5}\n".write(toFile: specPath, atomically: true, encoding: .utf8)
+            #expect(try await rtectlOutput(["run", specPath, "--follow"], agent: agent, user: "alice", stateDir: aliceState).0 == 1)
+            #expect(try await rtectlOutput(["power"], agent: agent, user: "alice", stateDir: aliceState).0 == 2)
+            let (json, body) = try await rtectlOutput(["status", "--json"], agent: agent, user: "bob", stateDir: bobState)
+            #expect(try json == 0 && (JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])?["dut"] as? String == "apu2-sim")
+            #expect(try await rtectlOutput(["release"], agent: agent, user: "alice", stateDir: aliceState).0 == 0)
+        }
+        let unreachable = try await onThread { () -> Int32 in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rtectl")
+            p.arguments = ["status", "--agent", "http://127.0.0.1:1"]
+            p.standardError = FileHandle.nullDevice
+            try p.run(); p.waitUntilExit()
+            return p.terminationStatus
+        }
+        #expect(unreachable == 4)
+    }
+
+    @Test func consoleRoundTripOverAPtyRestoresTheTerminal() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, c in
+            let state = scratchDirectory("console")
+            #expect(try await rtectlOutput(["reserve"], agent: agent, user: "alice", stateDir: state).0 == 0)
+            let pty = try PseudoTerminal.open()
+            let slave = FileHandle(forUpdatingAtPath: pty.slavePath)!
+            var before = termios()
+            tcgetattr(slave.fileDescriptor, &before)
+            let p = try rtectl(["console"], agent: agent, user: "alice", stateDir: state, stdin: slave, stdout: slave)
+            let master = pty.master
+            let read = { (text: String) async throws -> Bool in
+                try await onThread { () -> Bool in
+                    var acc: [UInt8] = []
+                    var buf = [UInt8](repeating: 0, count: 4096)
+                    let deadline = Date().addingTimeInterval(20)
+                    while Date() < deadline {
+                        var pfd = pollfd(fd: master.rawValue, events: Int16(POLLIN), revents: 0)
+                        if poll(&pfd, 1, 200) <= 0 { continue }
+                        let n = buf.withUnsafeMutableBytes { Glibc.read(master.rawValue, $0.baseAddress, $0.count) }
+                        if n <= 0 { continue }
+                        acc += buf[0..<n]
+                        if String(decoding: acc, as: UTF8.self).contains(text) { return true }
+                    }
+                    return false
+                }
+            }
+            #expect(try await read("Ctrl-] leaves"))
+            let leaseToken = (try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: state + "/lease-127_0_0_1_\(agent.port).json"))) as? [String: Any])?["token"] as? String
+            #expect(try await c["alice"]!.request("POST", "/api/v1/power", json: ["action": "on"], leaseToken: leaseToken).status == 200)
+            #expect(try await read("Press Ctrl-B"))
+            try master.writeAll([0x02])  // raw mode: goes out at once, no Enter needed
+            #expect(try await read("iPXE> "))
+            try master.writeAll(Array("echo via-rtectl\r".utf8))
+            #expect(try await read("via-rtectl\r\niPXE> "))
+            try master.writeAll([0x1d])  // Ctrl-]
+            try await onThread { p.waitUntilExit() }
+            #expect(p.terminationStatus == 0)
+            var after = termios()
+            tcgetattr(slave.fileDescriptor, &after)
+            #expect(after.c_lflag == before.c_lflag && after.c_iflag == before.c_iflag, "the terminal mode is restored")
+            pty.close()
+        }
+    }
+}
