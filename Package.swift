@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "AgentRuntime", dependencies: ["CPOSIXShims", "AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
 
         .executableTarget(name: "rte-agent", dependencies: [
-            "AgentRuntime", "Configuration", "AgentClock", "POSIXIO", "BootFlow", "Runs",
+            "AgentRuntime", "Configuration", "AgentClock", "POSIXIO", "BootFlow", "Runs", "HTTPServer", "AgentClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -1,5 +1,7 @@
 import AgentClock
 import AgentRuntime
+import AgentClient
+import HTTPServer
 import BootFlow
 import Runs
 import ArgumentParser
@@ -56,7 +58,31 @@ struct Serve: AsyncParsableCommand {
             printToStandardError("rte-agent: cannot start: \(error)")
             throw ExitCode(1)
         }
+        // systemd (Type=notify): ready once the API serves; the watchdog is fed while the agent
+        // itself answers (its own health endpoint over loopback), so a wedged server gets restarted.
+        SystemdNotify.send("READY=1\nSTATUS=serving \(config.dut.name) on port \(agent.port)")
+        var watchdog: Task<Void, Never>?
+        if let interval = SystemdNotify.watchdogInterval() {
+            let router = agent.router
+            let host = ["0.0.0.0", "::"].contains(config.http.host) ? "127.0.0.1" : config.http.host
+            let probe = config.http.tlsCertificate == nil ? try? AgentClient(url: "http://\(host.contains(":") ? "[\(host)]" : host):\(agent.port)", token: nil) : nil
+            watchdog = Task {
+                while !Task.isCancelled {
+                    // Through the real server when it speaks plain HTTP, else through the router.
+                    let healthy: Bool
+                    if let probe {
+                        healthy = await Task.detached { (try? probe.call("GET", "/api/v1/health"))?.status == 200 }.value
+                    } else {
+                        healthy = await router.handle(HTTPRequest(method: "GET", path: "/api/v1/health")).status == 200
+                    }
+                    if healthy { SystemdNotify.send("WATCHDOG=1") }
+                    try? await Task.sleep(for: interval)
+                }
+            }
+        }
         await waitForTerminationSignal()
+        watchdog?.cancel()
+        SystemdNotify.send("STOPPING=1")
         printToStandardError("rte-agent: stopping; outputs back to their safe values")
         let problems = await agent.shutdown()
         problems.forEach { printToStandardError("rte-agent: shutdown: \($0)") }

@@ -1,0 +1,121 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func run(_ args: [String], env: [String: String]? = nil) async throws -> (Int32, String) {
+    try await onThread {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        if let env { p.environment = env }
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+@Suite struct DeployTests {
+    @Test func theInstallScriptFillsAScratchRootAndTheInstalledConfigLoads() async throws {
+        let root = scratchDirectory("destdir")
+        var env = ProcessInfo.processInfo.environment
+        env["DESTDIR"] = root
+        let (status, out) = try await run([packageRoot + "/deploy/install", packageRoot + "/.build/debug/rte-agent"], env: env)
+        #expect(status == 0, "\(out)")
+        for (path, mode) in [("/usr/bin/rte-agent", 0o755), ("/lib/systemd/system/rte-agent.service", 0o644),
+                             ("/lib/udev/rules.d/99-rte-agent.rules", 0o644), ("/etc/rte-agent/rte-agent.yaml", 0o640)] {
+            let attrs = try FileManager.default.attributesOfItem(atPath: root + path)
+            #expect((attrs[.posixPermissions] as? Int) == mode, "\(path)")
+        }
+        let (check, said) = try await run([root + "/usr/bin/rte-agent", "check-config", "--config", root + "/etc/rte-agent/rte-agent.yaml"])
+        #expect(check == 0 && said.contains(": ok"), "\(said)")
+        // A second install keeps the site's config.
+        try "# edited on site\n".write(toFile: root + "/etc/rte-agent/rte-agent.yaml", atomically: true, encoding: .utf8)
+        #expect(try await run([packageRoot + "/deploy/install", packageRoot + "/.build/debug/rte-agent"], env: env).0 == 0)
+        #expect(try String(contentsOfFile: root + "/etc/rte-agent/rte-agent.yaml", encoding: .utf8) == "# edited on site\n")
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze"), "needs systemd-analyze"))
+    func theUnitPassesSystemdAnalyzeVerify() async throws {
+        // The unit as shipped, its binary path pointed at the built one (verify checks it exists).
+        let unit = try String(contentsOfFile: packageRoot + "/deploy/systemd/rte-agent.service", encoding: .utf8)
+            .replacingOccurrences(of: "/usr/bin/rte-agent", with: packageRoot + "/.build/debug/rte-agent")
+        let path = scratchDirectory("unit") + "/rte-agent.service"
+        try unit.write(toFile: path, atomically: true, encoding: .utf8)
+        let (status, out) = try await run(["systemd-analyze", "verify", path])
+        #expect(status == 0 && out.isEmpty, "\(out)")
+        #expect(unit.contains("Type=notify") && unit.contains("WatchdogSec=") && unit.contains("User=rte-agent"))
+    }
+
+    @Test func theUdevRulesParseAndMatchTheRTEsDevicesPrecisely() throws {
+        let text = try String(contentsOfFile: packageRoot + "/udev/99-rte-agent.rules", encoding: .utf8)
+        let known: Set<String> = ["SUBSYSTEM", "KERNEL", "KERNELS", "ATTRS", "ENV", "GROUP", "MODE", "SYMLINK", "OWNER"]
+        var rules = 0
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") && !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            rules += 1
+            var matches = 0
+            for field in line.components(separatedBy: ", ") {
+                let parts = field.components(separatedBy: CharacterSet(charactersIn: "=+!")).filter { !$0.isEmpty }
+                let key = parts[0].components(separatedBy: "{")[0]
+                #expect(known.contains(key), "unknown key in \(field)")
+                #expect(field.contains("==") || field.contains("=\"") || field.contains("+=\""), "operator in \(field)")
+                #expect(field.hasSuffix("\""), "quoted value in \(field)")
+                if field.contains("==") { matches += 1 }
+            }
+            // Every rule matches a subsystem and a specific device, never "any tty".
+            #expect(line.contains("SUBSYSTEM==") && matches >= 3, "\(line)")
+            #expect(line.contains("GROUP=\"rte-agent\"") && line.contains("MODE=\"0660\""), "\(line)")
+        }
+        #expect(rules >= 3)
+        #expect(text.contains("SYMLINK+=\"rte-dut-serial\""))
+    }
+
+    @Test func theDaemonTellsSystemdItIsReadyFeedsTheWatchdogAndSaysWhenItStops() async throws {
+        let dir = scratchDirectory("notify")
+        let socketPath = dir + "/notify.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in socketPath.utf8.enumerated() { raw[i] = b } }
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        try #require(bound == 0)
+        defer { close(fd) }
+        var tv = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        // The demo config without its fixed console port (another agent may hold it).
+        let yaml = try String(contentsOfFile: packageRoot + "/deploy/simulated.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "console_port: 13541", with: "")
+        try yaml.write(toFile: dir + "/agent.yaml", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rte-agent")
+        p.arguments = ["serve", "--config", dir + "/agent.yaml", "--listen", "127.0.0.1:0", "--state-dir", dir + "/state"]
+        var env = ProcessInfo.processInfo.environment
+        env["NOTIFY_SOCKET"] = socketPath
+        env["WATCHDOG_USEC"] = "200000"
+        p.environment = env
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let receive = { () async throws -> String in
+            try await onThread { () -> String in
+                var buf = [UInt8](repeating: 0, count: 512)
+                let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
+            }
+        }
+        let first = try await receive()
+        #expect(first.hasPrefix("READY=1") && first.contains("STATUS=serving apu2-sim"), "\(first)")
+        #expect(try await receive() == "WATCHDOG=1")
+        #expect(try await receive() == "WATCHDOG=1", "fed again every half interval")
+        kill(p.processIdentifier, SIGTERM)
+        var last = ""
+        while last == "WATCHDOG=1" || last.isEmpty { last = try await receive(); if last.isEmpty { break } }
+        #expect(last == "STOPPING=1")
+        try await onThread { p.waitUntilExit() }
+        #expect(p.terminationStatus == 0)
+    }
+}
