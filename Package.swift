@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "Auth", dependencies: ["Configuration"]),
         .target(name: "Leases", dependencies: ["Auth", "AgentClock", "POSIXIO"]),
         .target(name: "AgentAPI", dependencies: ["HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
-        .target(name: "AgentRuntime", dependencies: ["CPOSIXShims", "AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
+        .target(name: "AgentRuntime", dependencies: [.product(name: "Logging", package: "swift-log"), "CPOSIXShims", "AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
 
         .executableTarget(name: "rte-agent", dependencies: [
             "AgentRuntime", "Configuration", "AgentClock", "POSIXIO", "BootFlow", "Runs", "HTTPServer", "AgentClient",

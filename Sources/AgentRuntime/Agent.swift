@@ -27,13 +27,24 @@ public final class Agent: Sendable {
     }
 
     /// The run engine over this hardware: runs drive power and the console the same way a client would.
-    static func makeRunEngine(hardware: Hardware, leases: LeaseBook, clock: any AgentClock,
+    static func makeRunEngine(hardware: Hardware, leases: LeaseBook, clock: any AgentClock, metrics: Metrics,
                               log: @escaping @Sendable (String) -> Void) throws -> RunEngine {
         let serial = hardware.serial
         let power = hardware.power
         let devices = BootDevices(power: power, capture: hardware.capture, clock: clock) { bytes in try serial.write(bytes) }
         return try RunEngine(clock: clock, leases: leases, devices: devices, stateDirectory: hardware.config.stateDirectory,
-                             maxLeaseSeconds: hardware.config.leases.maxTTLSeconds) {
+                             maxLeaseSeconds: hardware.config.leases.maxTTLSeconds, observer: { event in
+            // Run counts and per-stage durations for Prometheus.
+            switch event.type {
+            case "stage_finished":
+                guard let r = event.result else { return }
+                metrics.observe("run_stage_duration_seconds", labels: ["stage": r.name], r.durationMs / 1000)
+                metrics.count("run_stages_total", labels: ["stage": r.name, "result": r.passed ? "passed" : "failed"])
+            case "run_finished":
+                metrics.count("runs_finished_total", labels: ["state": event.state?.rawValue ?? "unknown"])
+            default: break
+            }
+        }) {
             // A cancelled or broken run leaves the DUT off, the state the next user expects.
             do { _ = try await power.perform(.hardOff) } catch { log("safe state after a run failed: \(error)") }
         }
@@ -60,7 +71,7 @@ public final class Agent: Sendable {
                 log("expiry action failed: \(error)")
             }
         }
-        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, log: log)
+        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, log: log)
         let ctx = APIContext(config: config, clock: clock, startedAt: clock.now(), authenticator: Authenticator(config: config.auth),
                              leases: leases, power: power, gpio: hardware.gpio, serial: hardware.serial,
                              capture: hardware.capture, metrics: metrics, runs: runs)

@@ -66,6 +66,8 @@ public actor RunEngine {
     private let directory: String?
     private let maxLeaseSeconds: Int
     private let safeState: @Sendable () async -> Void
+    /// Sees every event as it is published (metrics).
+    private let observer: (@Sendable (RunEvent) -> Void)?
     private var runs: [String: RunRecord] = [:]
     private var order: [String] = []
     private var tasks: [String: Task<Void, Never>] = [:]
@@ -78,9 +80,10 @@ public actor RunEngine {
     private var stopping = false
 
     public init(clock: any AgentClock, leases: LeaseBook, devices: BootDevices, stateDirectory: String?, maxLeaseSeconds: Int,
-                safeState: @escaping @Sendable () async -> Void) throws {
+                observer: (@Sendable (RunEvent) -> Void)? = nil, safeState: @escaping @Sendable () async -> Void) throws {
         self.clock = clock; self.leases = leases; self.devices = devices; self.maxLeaseSeconds = maxLeaseSeconds
         self.safeState = safeState
+        self.observer = observer
         let directory = stateDirectory.map { $0 + "/runs" }
         self.directory = directory
         var restored: [RunRecord] = []
@@ -196,6 +199,7 @@ public actor RunEngine {
     private func unsubscribe(_ id: String, _ key: UUID) { subscribers[id]?.removeValue(forKey: key) }
 
     private func publish(_ e: RunEvent) {
+        observer?(e)
         history[e.run, default: []].append(e)
         if history[e.run]!.count > 10_000 { history[e.run]!.removeFirst(1000) }
         for c in subscribers[e.run]?.values ?? [:].values { c.yield(e) }

@@ -5,6 +5,7 @@ import HTTPServer
 import BootFlow
 import Runs
 import ArgumentParser
+import Logging
 import Configuration
 import POSIXIO
 #if canImport(Glibc)
@@ -51,11 +52,13 @@ struct Serve: AsyncParsableCommand {
         var config = try options.load()
         if let listen { do { config = try config.overridingListen(listen) } catch { throw ValidationError(error.description) } }
         if let stateDir { config.stateDirectory = stateDir }
+        LoggingSystem.bootstrap { JournalLogHandler(label: $0) }
+        let logger = Logger(label: "rte-agent")
         let agent: Agent
         do {
-            agent = try await Agent.start(config: config)
+            agent = try await Agent.start(config: config, log: { logger.log(level: logLevel(of: $0), "\($0)") })
         } catch {
-            printToStandardError("rte-agent: cannot start: \(error)")
+            logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
         // systemd (Type=notify): ready once the API serves; the watchdog is fed while the agent
@@ -83,9 +86,9 @@ struct Serve: AsyncParsableCommand {
         await waitForTerminationSignal()
         watchdog?.cancel()
         SystemdNotify.send("STOPPING=1")
-        printToStandardError("rte-agent: stopping; outputs back to their safe values")
+        logger.notice("stopping; outputs back to their safe values")
         let problems = await agent.shutdown()
-        problems.forEach { printToStandardError("rte-agent: shutdown: \($0)") }
+        problems.forEach { logger.error("shutdown: \($0)") }
     }
 }
 

@@ -97,8 +97,10 @@ func run(_ args: [String], env: [String: String]? = nil) async throws -> (Int32,
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = socketPath
         env["WATCHDOG_USEC"] = "200000"
+        env["JOURNAL_STREAM"] = "8:12345"  // what systemd sets when stderr goes to the journal
         p.environment = env
-        p.standardError = FileHandle.nullDevice
+        let stderr = Pipe()
+        p.standardError = stderr
         try p.run()
         let receive = { () async throws -> String in
             try await onThread { () -> String in
@@ -117,5 +119,10 @@ func run(_ args: [String], env: [String: String]? = nil) async throws -> (Int32,
         #expect(last == "STOPPING=1")
         try await onThread { p.waitUntilExit() }
         #expect(p.terminationStatus == 0)
+        // swift-log lines carry their syslog priority for the journal.
+        let log = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(log.contains("<4>rte-agent: WARNING: authentication is OFF"), "\(log)")
+        #expect(log.contains("<6>rte-agent: apu2-sim: API on http://"), "\(log)")
+        #expect(log.contains("<5>rte-agent: stopping"), "\(log)")
     }
 }

@@ -59,6 +59,11 @@ func failure(_ run: [String: Any]) -> [String: Any] {
             #expect(transcript.text.contains("Xen Linux dev") && transcript.text.contains("rte.entry=xen-linux-dev"))
             let list = try await a.request("GET", "/api/v1/runs").json["runs"] as? [[String: Any]]
             #expect(list?.first?["id"] as? String == id)
+            // Prometheus sees the run: its outcome and a duration histogram per stage.
+            let metrics = try await a.request("GET", "/metrics").text
+            #expect(metrics.contains("rte_runs_finished_total{state=\"passed\"} 1"), "\(metrics)")
+            #expect(metrics.contains("rte_run_stage_duration_seconds_bucket{stage=\"kernel\",le=\"+Inf\"} 1")
+                    || metrics.contains("rte_run_stage_duration_seconds_bucket{le=\"+Inf\",stage=\"kernel\"} 1"), "\(metrics)")
         }
     }
 
