@@ -1,6 +1,7 @@
 import AgentClient
 import ArgumentParser
 import Foundation
+import JSONDocument
 
 /// Exit statuses scripts can rely on.
 enum Status: Int32 { case ok = 0, failed = 1, usage = 2, busy = 3, unreachable = 4 }
@@ -75,14 +76,29 @@ struct RTECtl: AsyncParsableCommand {
 }
 
 struct Connection: ParsableArguments {
-    @Option(name: .long, help: "Agent URL (default: $RTE_AGENT or http://127.0.0.1:8000).")
+    @Option(name: .long, help: "Agent URL (default: the device's, $RTE_AGENT, or http://127.0.0.1:8000).")
     var agent: String?
-    @Option(name: .long, help: "API token (default: $RTE_TOKEN).")
+    @Option(name: .long, help: "API token (default: the device's, or $RTE_TOKEN).")
     var token: String?
+    @Option(name: .long, help: "A device named in ~/.config/rtectl/devices.yaml (default: $RTE_DEVICE).")
+    var device: String?
     @Flag(name: .long, help: "Print JSON instead of text.")
     var json = false
 
-    var agentURL: String { agent ?? ProcessInfo.processInfo.environment["RTE_AGENT"] ?? "http://127.0.0.1:8000" }
+    /// `devices: {lab1: {agent: http://rte-lab1:8000, token: ...}}` in $XDG_CONFIG_HOME/rtectl/devices.yaml.
+    var named: (agent: String?, token: String?) {
+        let env = ProcessInfo.processInfo.environment
+        guard let name = device ?? env["RTE_DEVICE"] else { return (nil, nil) }
+        let path = (env["XDG_CONFIG_HOME"] ?? NSHomeDirectory() + "/.config") + "/rtectl/devices.yaml"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8), let doc = try? JSONValue.parse(yaml: text),
+              case .object(let root) = doc, case .object(let devices)? = root["devices"], case .object(let d)? = devices[name] else {
+            return (nil, nil)
+        }
+        func string(_ k: String) -> String? { if case .string(let s)? = d[k] { return s }; return nil }
+        return (string("agent"), string("token"))
+    }
+
+    var agentURL: String { agent ?? named.agent ?? ProcessInfo.processInfo.environment["RTE_AGENT"] ?? "http://127.0.0.1:8000" }
 
     /// Where the lease token for this agent is kept between commands.
     var leaseFile: String {
@@ -98,7 +114,10 @@ struct Connection: ParsableArguments {
     }
 
     func client(withLease: Bool = true) throws -> AgentClient {
-        try AgentClient(url: agentURL, token: token ?? ProcessInfo.processInfo.environment["RTE_TOKEN"],
+        if let device = device ?? ProcessInfo.processInfo.environment["RTE_DEVICE"], named.agent == nil && agent == nil {
+            throw ValidationError("no device \"\(device)\" in ~/.config/rtectl/devices.yaml")
+        }
+        return try AgentClient(url: agentURL, token: token ?? named.token ?? ProcessInfo.processInfo.environment["RTE_TOKEN"],
                         leaseToken: withLease ? savedLease?["token"] as? String : nil)
     }
 

@@ -34,7 +34,7 @@ func rtectlOutput(_ args: [String], agent: Agent, user: String, stateDir: String
 
 @Suite(.serialized) struct CLITests {
     @Test func reserveConflictRunFollowAndExitCodes() async throws {
-        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, _ in
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, c in
             let aliceState = scratchDirectory("alice"), bobState = scratchDirectory("bob")
             let (ok, out) = try await rtectlOutput(["reserve", "--ttl", "10m", "--purpose", "cli test"], agent: agent, user: "alice", stateDir: aliceState)
             #expect(ok == 0 && out.contains("reserved lease-"), "\(out)")
@@ -62,6 +62,25 @@ func rtectlOutput(_ args: [String], agent: Agent, user: String, stateDir: String
             let (json, body) = try await rtectlOutput(["status", "--json"], agent: agent, user: "bob", stateDir: bobState)
             #expect(try json == 0 && (JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])?["dut"] as? String == "apu2-sim")
             #expect(try await rtectlOutput(["release"], agent: agent, user: "alice", stateDir: aliceState).0 == 0)
+            // A named device from the config file brings its own agent URL and token.
+            let config = scratchDirectory("xdg")
+            try FileManager.default.createDirectory(atPath: config + "/rtectl", withIntermediateDirectories: true)
+            try "devices:\n  lab1: {agent: \"http://127.0.0.1:\(agent.port)\", token: \(tokens["carol"]!)}\n"
+                .write(toFile: config + "/rtectl/devices.yaml", atomically: true, encoding: .utf8)
+            let named = try await onThread { () -> (Int32, String) in
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rtectl")
+                p.arguments = ["reserve", "--device", "lab1", "--purpose", "named"]
+                p.environment = ["XDG_CONFIG_HOME": config, "RTECTL_STATE_DIR": config, "HOME": config]
+                let pipe = Pipe()
+                p.standardOutput = pipe; p.standardError = pipe
+                try p.run()
+                let d = pipe.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                return (p.terminationStatus, String(decoding: d, as: UTF8.self))
+            }
+            #expect(named.0 == 0, "\(named.1)")
+            #expect(try await c["alice"]!.request("GET", "/api/v1/leases").json["current"].flatMap { ($0 as? [String: Any])?["holder"] as? String } == "carol")
         }
         let unreachable = try await onThread { () -> Int32 in
             let p = Process()

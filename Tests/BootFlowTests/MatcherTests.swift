@@ -87,3 +87,34 @@ func chunk(_ s: String, at offset: UInt64 = 0) -> TextChunk {
         #expect(m.position == fed + 20)
     }
 }
+
+@Suite struct MatcherOnRealBytesTests {
+    /// The boot's prompts, matched in the text of a real QEMU boot however the bytes arrive.
+    @Test func promptsInARealBootAreFoundAtTheSameOffsetsForAnyChunking() throws {
+        let bytes = try fixture("qemu-linux-boot-login.bin")
+        let patterns: [Pattern] = [.literal("Ctrl-B"), .regex("Linux version \\d+\\.\\d+\\.\\d+"), .literal("login: "), .literal("Password: "),
+                                   .regex("root@apu2:~# ")]
+        func matches(chunkSizes: () -> Int) throws -> [Match] {
+            var terminal = Terminal()
+            var matcher = try StreamMatcher(patterns)
+            var found: [Match] = []
+            var i = 0
+            while i < bytes.count {
+                let n = min(bytes.count - i, chunkSizes())
+                let text = terminal.feed(bytes[i..<(i + n)])
+                var from = 0
+                while let hit = matcher.scan(text, from: from) { found.append(hit.match); from = hit.next }
+                i += n
+            }
+            return found
+        }
+        let whole = try matches { bytes.count }
+        #expect(whole.map(\.patternIndex).contains(0) && whole.map(\.patternIndex).contains(1))
+        #expect(whole.map(\.patternIndex).contains(2) && whole.map(\.patternIndex).contains(3) && whole.map(\.patternIndex).contains(4))
+        #expect(whole.first { $0.patternIndex == 1 }?.text.hasPrefix("Linux version 6.1.0") == true)
+        // One byte at a time crosses every boundary; random chunk sizes cross them in other ways.
+        #expect(try matches { 1 } == whole)
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<20 { #expect(try matches { Int.random(in: 1...700, using: &rng) } == whole) }
+    }
+}
