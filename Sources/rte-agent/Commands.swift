@@ -52,6 +52,11 @@ struct Serve: AsyncParsableCommand {
         var config = try options.load()
         if let listen { do { config = try config.overridingListen(listen) } catch { throw ValidationError(error.description) } }
         if let stateDir { config.stateDirectory = stateDir }
+        // Caught from now on: a SIGTERM during start-up still ends in a clean, safe shutdown.
+        guard let signals = TerminationSignals.install() else {
+            printToStandardError("rte-agent: cannot install the SIGTERM handler")
+            throw ExitCode(1)
+        }
         LoggingSystem.bootstrap { JournalLogHandler(label: $0) }
         let logger = Logger(label: "rte-agent")
         let agent: Agent
@@ -83,7 +88,7 @@ struct Serve: AsyncParsableCommand {
                 }
             }
         }
-        await waitForTerminationSignal()
+        await signals.wait()
         watchdog?.cancel()
         SystemdNotify.send("STOPPING=1")
         logger.notice("stopping; outputs back to their safe values")
