@@ -193,7 +193,8 @@ func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
             var from: UInt64 = 0
             var pages = 0
             while from < end {
-                let page = try await a.request("GET", "/api/v1/serial/log?from=\(from)&limit=97")
+                // Page up to `end` only: the board keeps talking after the prompt.
+                let page = try await a.request("GET", "/api/v1/serial/log?from=\(from)&limit=\(Swift.min(97, end - from))")
                 #expect(page.status == 200)
                 #expect(page.json["from"] as? Int == Int(from))
                 let data = Data(base64Encoded: page.json["data"] as! String)!
