@@ -213,12 +213,14 @@ public struct BootStrategy: Sendable {
             var attempt = 0
             while true {
                 console.skipUnread()
-                try console.send(command + "\r")
+                // Typed against its echo, so the command's own text also stays out of the error scan.
+                guard try await console.typeEchoed(command, timeout: .seconds(5)) else {
+                    throw StageFailure(expected: "the echo of \"\(command)\"", message: "iPXE did not echo \"\(command)\" within 5 s")
+                }
+                try console.send("\r")
                 var patterns: [Pattern] = [BootStrategy.ipxeError, .literal("iPXE> ")]
                 // A chain that works prints "URL... ok" and runs the script: no prompt comes back.
                 if leavesShell { patterns.append(.literal("... ok")) }
-                // Waiting for the echo first keeps the command's own text out of the error scan.
-                _ = try await wait([.literal(command)], 5, "the echo of \"\(command)\"")
                 if leavesShell && (command == "boot" || command.hasPrefix("boot ")) { return ("\(command): sent", nil) }
                 let m = try await wait(patterns, t.ipxe, "iPXE> after \"\(command)\"")
                 if m.patternIndex == 0 {
@@ -295,7 +297,8 @@ public struct BootStrategy: Sendable {
             // come, ask for a fresh login prompt and try again.
             for attempt in 1...3 {
                 console.skipUnread()
-                try console.send(login.username + "\r")
+                _ = try await console.typeEchoed(login.username, timeout: .seconds(5))
+                try console.send("\r")
                 var patterns: [Pattern] = [.literal(login.passwordPrompt), .literal(login.shellPrompt), .literal("Login incorrect")]
                 if login.password == nil { patterns.removeFirst() }
                 let m: Match
@@ -319,12 +322,15 @@ public struct BootStrategy: Sendable {
 
         func shellCommand(_ command: RunSpec.Command, prompt: String) async throws -> (String, Double?) {
             console.skipUnread()
-            try console.send(command.send + "\r")
-            let echo = try await wait([.literal(command.send)], command.timeoutSeconds, "the echo of \"\(command.send)\"")
+            guard try await console.typeEchoed(command.send, timeout: .milliseconds(Int64(command.timeoutSeconds * 1000))) else {
+                throw StageFailure(expected: "the echo of \"\(command.send)\"", message: "the shell did not echo \"\(command.send)\"")
+            }
+            let echoEnd = console.readOffset
+            try console.send("\r")
             let end = try await wait([.literal(prompt)], command.timeoutSeconds, "the shell prompt after \"\(command.send)\"")
             // Everything between the echo and the next prompt is the command's output.
             var raw: [UInt8] = []
-            if case .data(_, let bytes, _) = devices.capture.readPersisted(from: echo.end, limit: Int(min(1 << 20, end.start - echo.end))) { raw = bytes }
+            if case .data(_, let bytes, _) = devices.capture.readPersisted(from: echoEnd, limit: Int(min(1 << 20, end.start - echoEnd))) { raw = bytes }
             var plain = Terminal()
             var bytes = plain.feed(raw).bytes
             // The prompt's line ("root@apu2:~# ") is not output.

@@ -132,6 +132,24 @@ public final class ConsoleSession {
 
     public func send(_ text: String) throws { try send(Array(text.utf8)) }
 
+    /// Types `text` a few bytes at a time, each chunk only once the DUT has echoed the one before:
+    /// firmware reading a UART without flow control drops characters when a whole line arrives
+    /// at once (iPXE under emulation turned "menu.ipxe" into "menipxe"). False when an echo did not come.
+    public func typeEchoed(_ text: String, chunkSize: Int = 4, timeout: Duration) async throws -> Bool {
+        let bytes = Array(text.utf8)
+        var i = 0
+        while i < bytes.count {
+            let part = Array(bytes[i..<Swift.min(bytes.count, i + chunkSize)])
+            try send(part)
+            do { _ = try await expect([.literal(String(decoding: part, as: UTF8.self))], timeout: timeout) } catch {
+                if error == .cancelled { throw error }
+                return false
+            }
+            i += chunkSize
+        }
+        return true
+    }
+
     /// Forgets text not yet read (after a key that makes earlier output irrelevant).
     public func skipUnread() {
         pending.removeAll()
