@@ -69,6 +69,13 @@ public struct RunSpec: Sendable, Equatable {
         try parse(JSONValue.parse(yaml: text))
     }
 
+    /// A text the run waits for: an empty one would match everywhere.
+    static func nonEmpty(_ r: FieldReader, _ key: String, text: Bool = false) throws(DocumentError) -> String? {
+        guard let v = text ? try r.text(key) : try r.string(key) else { return nil }
+        guard !v.isEmpty else { throw DocumentError(path: r.at(key), message: "must not be empty (it would match anywhere)", kind: .invalid) }
+        return v
+    }
+
     public static func parse(_ doc: JSONValue) throws(DocumentError) -> RunSpec {
         let r = try FieldReader(doc, allowed: ["name", "power", "firmware", "ipxe", "login", "commands", "timeouts", "repeat", "wait_s"])
         let power: PowerStep
@@ -81,7 +88,12 @@ public struct RunSpec: Sendable, Equatable {
 
         var firmware = Firmware(banner: [.literal("SeaBIOS"), .literal("coreboot"), .literal("PC Engines")], bootMenu: nil)
         if let f = try r.object("firmware", allowed: ["banner", "boot_menu"]) {
-            if let banners = try f.strings("banner") { firmware.banner = banners.map(Pattern.literal) }
+            if let banners = try f.strings("banner") {
+                guard !banners.isEmpty, !banners.contains("") else {
+                    throw DocumentError(path: f.at("banner"), message: "needs at least one non-empty text", kind: .invalid)
+                }
+                firmware.banner = banners.map(Pattern.literal)
+            }
             if let m = try f.object("boot_menu", allowed: ["key", "entry", "prompt"]) {
                 let keyName = try m.string("key") ?? "F10"
                 guard let key = Key(name: keyName) else {
@@ -90,7 +102,7 @@ public struct RunSpec: Sendable, Equatable {
                 guard let entry = try m.text("entry"), !entry.isEmpty else {
                     throw DocumentError(path: m.at("entry"), message: "is required: the boot menu entry to pick, e.g. \"iPXE\"", kind: .invalid)
                 }
-                let prompt = try m.string("prompt").map(Pattern.literal) ?? .regex("(?i)press (\\S+ )+(key )?(now )?for boot menu")
+                let prompt = try nonEmpty(m, "prompt").map(Pattern.literal) ?? .regex("(?i)press (\\S+ )+(key )?(now )?for boot menu")
                 firmware.bootMenu = BootMenu(key: key, entry: entry, prompt: prompt)
             }
         }
@@ -120,8 +132,8 @@ public struct RunSpec: Sendable, Equatable {
             guard let user = try l.string("username"), !user.isEmpty else {
                 throw DocumentError(path: l.at("username"), message: "is required", kind: .invalid)
             }
-            login = Login(prompt: try l.string("prompt") ?? "login:", username: user, password: try l.text("password"),
-                          passwordPrompt: try l.string("password_prompt") ?? "Password:", shellPrompt: try l.string("shell_prompt") ?? "# ")
+            login = Login(prompt: try nonEmpty(l, "prompt") ?? "login:", username: user, password: try l.text("password"),
+                          passwordPrompt: try nonEmpty(l, "password_prompt") ?? "Password:", shellPrompt: try nonEmpty(l, "shell_prompt") ?? "# ")
         }
 
         var commands: [Command] = []
@@ -133,7 +145,7 @@ public struct RunSpec: Sendable, Equatable {
             c = try FieldReader(item, path: "commands[\(n)]", allowed: ["send", "expect", "expect_regex", "timeout_s"])
             guard let send = try c.text("send") else { throw DocumentError(path: c.at("send"), message: "is required", kind: .invalid) }
             var expect: Pattern?
-            if let e = try c.text("expect") { expect = .literal(e) }
+            if let e = try nonEmpty(c, "expect", text: true) { expect = .literal(e) }
             if let e = try c.string("expect_regex") {
                 guard expect == nil else { throw DocumentError(path: c.at("expect_regex"), message: "give expect or expect_regex, not both", kind: .invalid) }
                 do { _ = try StreamMatcher([.regex(e)]) } catch {

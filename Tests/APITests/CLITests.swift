@@ -13,8 +13,7 @@ func rtectl(_ args: [String], agent: Agent, user: String, stateDir: String,
     let p = Process()
     p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rtectl")
     p.arguments = args
-    p.environment = ["RTE_AGENT": "http://127.0.0.1:\(agent.port)", "RTE_TOKEN": tokens[user]!, "RTECTL_STATE_DIR": stateDir,
-                     "HOME": stateDir, "PATH": "/usr/bin:/bin"]
+    p.environment = rtectlEnvironment(agent: agent, user: user, stateDir: stateDir)
     if let stdin { p.standardInput = stdin }
     if let stdout { p.standardOutput = stdout; p.standardError = stdout }
     try p.run()
@@ -22,14 +21,12 @@ func rtectl(_ args: [String], agent: Agent, user: String, stateDir: String,
 }
 
 func rtectlOutput(_ args: [String], agent: Agent, user: String, stateDir: String) async throws -> (Int32, String) {
-    try await onThread {
-        let pipe = Pipe()
-        let p = try rtectl(args, agent: agent, user: user, stateDir: stateDir, stdout: pipe.fileHandleForWriting)
-        try pipe.fileHandleForWriting.close()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
+    try await run([packageRoot + "/.build/debug/rtectl"] + args, env: rtectlEnvironment(agent: agent, user: user, stateDir: stateDir))
+}
+
+func rtectlEnvironment(agent: Agent, user: String, stateDir: String) -> [String: String] {
+    ["RTE_AGENT": "http://127.0.0.1:\(agent.port)", "RTE_TOKEN": tokens[user]!, "RTECTL_STATE_DIR": stateDir,
+     "HOME": stateDir, "PATH": "/usr/bin:/bin"]
 }
 
 @Suite(.serialized) struct CLITests {
@@ -67,29 +64,12 @@ func rtectlOutput(_ args: [String], agent: Agent, user: String, stateDir: String
             try FileManager.default.createDirectory(atPath: config + "/rtectl", withIntermediateDirectories: true)
             try "devices:\n  lab1: {agent: \"http://127.0.0.1:\(agent.port)\", token: \(tokens["carol"]!)}\n"
                 .write(toFile: config + "/rtectl/devices.yaml", atomically: true, encoding: .utf8)
-            let named = try await onThread { () -> (Int32, String) in
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rtectl")
-                p.arguments = ["reserve", "--device", "lab1", "--purpose", "named"]
-                p.environment = ["XDG_CONFIG_HOME": config, "RTECTL_STATE_DIR": config, "HOME": config]
-                let pipe = Pipe()
-                p.standardOutput = pipe; p.standardError = pipe
-                try p.run()
-                let d = pipe.fileHandleForReading.readDataToEndOfFile()
-                p.waitUntilExit()
-                return (p.terminationStatus, String(decoding: d, as: UTF8.self))
-            }
+            let named = try await run([packageRoot + "/.build/debug/rtectl", "reserve", "--device", "lab1", "--purpose", "named"],
+                                      env: ["XDG_CONFIG_HOME": config, "RTECTL_STATE_DIR": config, "HOME": config])
             #expect(named.0 == 0, "\(named.1)")
             #expect(try await c["alice"]!.request("GET", "/api/v1/leases").json["current"].flatMap { ($0 as? [String: Any])?["holder"] as? String } == "carol")
         }
-        let unreachable = try await onThread { () -> Int32 in
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rtectl")
-            p.arguments = ["status", "--agent", "http://127.0.0.1:1"]
-            p.standardError = FileHandle.nullDevice
-            try p.run(); p.waitUntilExit()
-            return p.terminationStatus
-        }
+        let unreachable = try await run([packageRoot + "/.build/debug/rtectl", "status", "--agent", "http://127.0.0.1:1"]).0
         #expect(unreachable == 4)
     }
 

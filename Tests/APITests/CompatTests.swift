@@ -81,18 +81,7 @@ import Testing
             let out = scratchDirectory("robot")
             let args = ["python3", "-m", "robot", "--outputdir", out, "--variable", "API_PORT:\(agent.port)",
                         "--variable", "CONSOLE_PORT:\(agent.consolePort!.port)", packageRoot + "/Tests/robot/rte-compat.robot"]
-            let (status, log) = try await onThread { () -> (Int32, String) in
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                p.arguments = args
-                let pipe = Pipe()
-                p.standardOutput = pipe
-                p.standardError = pipe
-                try p.run()
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                p.waitUntilExit()
-                return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-            }
+            let (status, log) = try await run(args)
             #expect(status == 0, "\(log)")
             #expect(log.contains("2 tests, 2 passed, 0 failed"), "\(log)")
         }

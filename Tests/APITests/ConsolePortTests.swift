@@ -66,29 +66,15 @@ import Testing
 @Suite struct TLSTests {
     @Test func theAPIServesHTTPSWithTheConfiguredCertificate() async throws {
         let dir = scratchDirectory()
-        let gen = Process()
-        gen.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        gen.arguments = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                         "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"]
-        gen.standardError = FileHandle.nullDevice
-        try gen.run(); gen.waitUntilExit()
-        try #require(gen.terminationStatus == 0, "openssl could not make a test certificate")
+        let gen = try await run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                                 "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"])
+        try #require(gen.0 == 0, "openssl could not make a test certificate: \(gen.1)")
         var config = try apiConfig(stateDir: dir + "/state")
         config.http.tlsCertificate = dir + "/cert.pem"
         config.http.tlsKey = dir + "/key.pem"
         try await withAgent(config) { agent, _ in
             let port = agent.port
-            let body = try await onThread { () -> String in
-                let curl = Process()
-                curl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                curl.arguments = ["curl", "-s", "--cacert", dir + "/cert.pem", "https://127.0.0.1:\(port)/api/v1/health"]
-                let out = Pipe()
-                curl.standardOutput = out
-                try curl.run()
-                let data = out.fileHandleForReading.readDataToEndOfFile()
-                curl.waitUntilExit()
-                return String(decoding: data, as: UTF8.self)
-            }
+            let (_, body) = try await run(["curl", "-s", "--cacert", dir + "/cert.pem", "https://127.0.0.1:\(port)/api/v1/health"])
             #expect(body.contains("\"status\":\"ok\""), "\(body)")
             // Plain HTTP on the TLS port gets no HTTP answer.
             let plain = try? await HTTP(port: port, token: nil).request("GET", "/api/v1/health")

@@ -4,22 +4,6 @@ import Testing
 import Glibc
 #endif
 
-func run(_ args: [String], env: [String: String]? = nil) async throws -> (Int32, String) {
-    try await onThread {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        if let env { p.environment = env }
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-}
-
 @Suite struct DeployTests {
     @Test func theInstallScriptFillsAScratchRootAndTheInstalledConfigLoads() async throws {
         let root = scratchDirectory("destdir")

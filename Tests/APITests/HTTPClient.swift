@@ -175,3 +175,20 @@ func scratchDirectory(_ name: String = #function) -> String {
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
+
+/// Runs a program (through env, so PATH finds it) and returns its exit status and output.
+func run(_ args: [String], env: [String: String]? = nil) async throws -> (Int32, String) {
+    try await onThread {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        if let env { p.environment = env }
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}

@@ -37,6 +37,9 @@ import Testing
             ("repeat: 0", "repeat: must be between 1 and 10000"),
             ("timeouts: {kernel: soon}", "timeouts.kernel: must be a number"),
             ("firmware: {boot_menu: {key: F13, entry: iPXE}}", "unknown key \"F13\""),
+            ("login: {username: root, shell_prompt: \"\"}", "login.shell_prompt: must not be empty"),
+            ("login: {username: root}\ncommands: [{send: ls, expect: \"\"}]", "commands[0].expect: must not be empty"),
+            ("firmware: {banner: [\"\"]}", "firmware.banner: needs at least one non-empty text"),
         ]
         for (yaml, message) in cases {
             do {

@@ -59,17 +59,21 @@ struct LibgpiodOnGPIOSimTests {
             // Sample the wire on its own thread and time the low (pressed) period.
             let samples = Mutex<[(UInt64, Int)]>([])
             let stop = Mutex(false)
+            let finished = DispatchSemaphore(value: 0)
             let sampler = Thread {
                 var last = -1
-                while !stop.withLock({ $0 }) {
+                var fell = false
+                // Runs until told to stop and the release edge has been seen (the press is over by then).
+                while !(stop.withLock({ $0 }) && fell && last == 1) {
                     let v = wire(9)
-                    if v != last { last = v; let t = monotonicNanoseconds(); samples.withLock { $0.append((t, v)) } }
+                    if v != last { last = v; if v == 0 { fell = true }; let t = monotonicNanoseconds(); samples.withLock { $0.append((t, v)) } }
                 }
+                finished.signal()
             }
             sampler.start()
             if long { try await gpio.longPress("power_button", for: .milliseconds(ms)) } else { try await gpio.pulse("power_button", for: .milliseconds(ms)) }
-            try await Task.sleep(for: .milliseconds(50))
             stop.withLock { $0 = true }
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in Thread { finished.wait(); c.resume() }.start() }
             let edges = samples.withLock { $0 }
             let fall = try #require(edges.first { $0.1 == 0 }?.0)
             let rise = try #require(edges.last { $0.1 == 1 }?.0)
@@ -142,7 +146,7 @@ struct LibgpiodOnGPIOSimTests {
         """
         try yaml.write(toFile: dir + "/agent.yaml", atomically: true, encoding: .utf8)
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: packageRootForHardware + "/.build/debug/rte-agent")
+        p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rte-agent")
         p.arguments = ["serve", "--config", dir + "/agent.yaml"]
         let log = Pipe()
         p.standardError = log
@@ -165,23 +169,14 @@ struct LibgpiodOnGPIOSimTests {
     }
 }
 
-let packageRootForHardware: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    while url.path != "/" {
-        url.deleteLastPathComponent()
-        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
-    }
-    return FileManager.default.currentDirectoryPath
-}()
-
 /// On the host: boot the gpio-sim VM and run the tests above inside it.
 @Suite(.enabled(if: !inGPIOSimVM && ProcessInfo.processInfo.environment["RTE_SKIP_RIG"] != "1", "boots the gpio-sim VM from the host; RTE_SKIP_RIG=1 skips the QEMU rigs"))
 struct GPIOSimRigTests {
     @Test func theLibgpiodBackendPassesAgainstRealKernelGPIOLines() throws {
         let testBinary = CommandLine.arguments[0]
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: packageRootForHardware + "/scripts/rig/gpio-sim-run")
-        p.arguments = ["cd \(packageRootForHardware) && RTE_IN_GPIO_SIM_VM=1 \(testBinary) --testing-library swift-testing --filter LibgpiodOnGPIOSimTests"]
+        p.executableURL = URL(fileURLWithPath: packageRoot + "/scripts/rig/gpio-sim-run")
+        p.arguments = ["cd \(packageRoot) && RTE_IN_GPIO_SIM_VM=1 \(testBinary) --testing-library swift-testing --filter LibgpiodOnGPIOSimTests"]
         let out = Pipe()
         p.standardOutput = out
         p.standardError = out
