@@ -53,7 +53,10 @@ let package = Package(
         .executableTarget(name: "rtectl", dependencies: [
             "AgentClient", "JSONDocument", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "rte-bench", dependencies: ["BootFlow", "Matching", "Terminal", "Serial", "AgentClock"]),
+        .executableTarget(name: "rte-bench", dependencies: [
+            "BootFlow", "Matching", "Terminal", "Serial", "Configuration", "POSIXIO", "AgentClock", "AgentClient",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
 
         .testTarget(name: "HardwareTests", dependencies: [
             "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime",

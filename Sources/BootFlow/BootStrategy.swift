@@ -100,10 +100,17 @@ public struct BootStrategy: Sendable {
             }
         }
 
-        /// Microseconds from the prompt's last byte arriving to now (just after the key was written).
-        func reaction(_ m: Match) -> Double? {
-            guard let arrived = console.arrivalTime(of: m.end - 1) else { return nil }
-            return max(0, (clock.now() - arrived).seconds * 1e6)
+        /// Waits for a prompt and answers it with `key` from the serial reader thread; returns
+        /// the match and the microseconds from the prompt's last byte arriving to the key written.
+        func react(_ patterns: [Pattern], _ key: [UInt8], _ seconds: Double, _ what: String) async throws -> (Match, Double?) {
+            do {
+                let (m, sentAt) = try await console.expect(patterns, thenSend: key, timeout: .milliseconds(Int64(seconds * 1000)))
+                guard let arrived = console.arrivalTime(of: m.end - 1) else { return (m, nil) }
+                return (m, max(0, (sentAt - arrived).seconds * 1e6))
+            } catch let e as ConsoleWaitError {
+                if e == .cancelled { throw ConsoleWaitError.cancelled }
+                throw StageFailure(expected: what, message: "\(what) did not appear within \(format(seconds)) s")
+            }
         }
 
         func finish() -> IterationResult {
@@ -136,9 +143,7 @@ public struct BootStrategy: Sendable {
 
         if let menu = spec.firmware.bootMenu {
             guard try await stage("boot_menu", {
-                let m = try await wait([menu.prompt], t.firmware, "the boot menu prompt \(menu.prompt)")
-                try console.send(menu.key.bytes)
-                let r = reaction(m)
+                let (_, r) = try await react([menu.prompt], menu.key.bytes, t.firmware, "the boot menu prompt \(menu.prompt)")
                 // The menu lists "N. label" lines; press the digit of the wanted one.
                 let entryPattern = Pattern.regex("(?i)[1-9a-z]\\. [^\\r\\n]*" + escapeRegex(menu.entry))
                 do {
@@ -159,9 +164,7 @@ public struct BootStrategy: Sendable {
         if let ipxe = spec.ipxe {
             if ipxe.interrupt {
                 guard try await stage("ipxe_interrupt", {
-                    let m = try await wait([.literal("Ctrl-B")], t.ipxe, "iPXE's \"Press Ctrl-B\" prompt")
-                    try console.send(Key.ctrlB.bytes)
-                    let r = reaction(m)
+                    let (_, r) = try await react([.literal("Ctrl-B")], Key.ctrlB.bytes, t.ipxe, "iPXE's \"Press Ctrl-B\" prompt")
                     do {
                         _ = try await console.expect([.literal("iPXE> ")], timeout: .seconds(min(10, t.ipxe)))
                     } catch {

@@ -10,9 +10,18 @@ public enum ConsoleWaitError: Error, Sendable {
     case cancelled
 }
 
-/// Follows the capture from one offset on: a pump task feeds a terminal model as bytes arrive,
-/// and waiters are woken at once (the reaction to a prompt starts here).
+/// Follows the capture from one offset on: a tap on the serial reader thread feeds a terminal
+/// model as bytes arrive, answers an armed prompt right there (no thread hop between the
+/// prompt's last byte and the key), and wakes waiters.
 final class ConsoleFeed: Sendable {
+    /// A prompt to answer the moment it appears.
+    struct Reaction {
+        var matcher: StreamMatcher
+        let response: [UInt8]
+        var match: Match?
+        var sentAt: Timestamp?
+        var writeError: String?
+    }
     struct State {
         var terminal: Terminal
         var backlog: [TextChunk] = []
@@ -20,39 +29,77 @@ final class ConsoleFeed: Sendable {
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
         var lostBytes: UInt64 = 0
+        var reaction: Reaction?
     }
     let state: Mutex<State>
     let clock: any AgentClock
-    private let pump: Mutex<Task<Void, Never>?> = Mutex(nil)
+    let capture: SerialCapture
+    let write: @Sendable ([UInt8]) throws -> Void
+    private let tap: Mutex<UInt64?> = Mutex(nil)
 
-    init(capture: SerialCapture, from offset: UInt64, clock: any AgentClock, rows: Int = 25, columns: Int = 80) {
+    init(capture: SerialCapture, from offset: UInt64, clock: any AgentClock, rows: Int = 25, columns: Int = 80,
+         write: @escaping @Sendable ([UInt8]) throws -> Void) {
         state = Mutex(State(terminal: Terminal(rows: rows, columns: columns, offset: offset)))
         self.clock = clock
-        let task = Task { [weak self] in
-            for await item in capture.subscribe(from: offset) {
-                guard let self else { return }
-                switch item {
-                case .data(let at, let bytes, _): self.ingest(bytes, at: at)
-                case .lost(let from, let resume): self.state.withLock { $0.lostBytes += resume - from }
-                case .event: break
-                }
-            }
-        }
-        pump.withLock { $0 = task }
+        self.capture = capture
+        self.write = write
+        let id = capture.addTap { [weak self] at, bytes in self?.ingest(bytes, at: at) }
+        tap.withLock { $0 = id }
+        // What arrived between `offset` and now (the tap takes it from here; overlaps are skipped).
+        let woken = state.withLock { s in catchUp(&s, to: capture.endOffset) }
+        woken.forEach { $0.resume() }
     }
 
-    func stop() { pump.withLock { $0?.cancel() } }
+    func stop() {
+        if let id = tap.withLock({ t -> UInt64? in defer { t = nil }; return t }) { capture.removeTap(id) }
+    }
 
-    private func ingest(_ bytes: [UInt8], at offset: UInt64) {
+    private func ingest(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) {
         let woken = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            let text = s.terminal.feed(bytes, at: offset)
-            if !text.isEmpty { s.backlog.append(text) }
-            s.version &+= 1
-            let w = Array(s.waiters.values)
-            s.waiters.removeAll()
-            return w
+            let next = s.terminal.offset
+            let end = offset + UInt64(bytes.count)
+            if end <= next { return [] }
+            // Bytes this feed has not seen yet came before the chunk (appends from another thread).
+            if offset > next { _ = catchUp(&s, to: offset) }
+            let skip = Int(s.terminal.offset > offset ? s.terminal.offset - offset : 0)
+            guard skip < bytes.count else { return [] }
+            return consume(&s, UnsafeRawBufferPointer(rebasing: bytes[skip...]).bindMemory(to: UInt8.self), at: offset + UInt64(skip))
         }
-        for w in woken { w.resume() }
+        woken.forEach { $0.resume() }
+    }
+
+    /// Feeds what the capture holds from the terminal's offset to `end`.
+    private func catchUp(_ s: inout State, to end: UInt64) -> [CheckedContinuation<Void, Never>] {
+        var woken: [CheckedContinuation<Void, Never>] = []
+        while s.terminal.offset < end {
+            switch capture.read(from: s.terminal.offset, limit: Int(min(end - s.terminal.offset, 1 << 20))) {
+            case .data(let at, let bytes, _):
+                if bytes.isEmpty { return woken }
+                woken += bytes.withUnsafeBufferPointer { consume(&s, $0, at: at) }
+            case .lost(let from, let resume):
+                s.lostBytes += resume - from
+                s.terminal.feed([UInt8](), at: resume)
+            }
+        }
+        return woken
+    }
+
+    private func consume(_ s: inout State, _ bytes: UnsafeBufferPointer<UInt8>, at offset: UInt64) -> [CheckedContinuation<Void, Never>] {
+        let text = s.terminal.feed(bytes, at: offset)
+        if !text.isEmpty {
+            s.backlog.append(text)
+            if var r = s.reaction, r.match == nil {
+                if let (m, _) = r.matcher.scan(text) {
+                    r.match = m
+                    do { try write(r.response); r.sentAt = clock.now() } catch { r.writeError = "\(error)" }
+                }
+                s.reaction = r  // also keeps a partial match for the next read
+            }
+        }
+        s.version &+= 1
+        let w = Array(s.waiters.values)
+        s.waiters.removeAll()
+        return w
     }
 
     var version: UInt64 { state.withLock { $0.version } }
@@ -94,6 +141,11 @@ final class ConsoleFeed: Sendable {
     }
 }
 
+/// Why a key armed for a prompt could not be written.
+public struct ConsoleWriteError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+}
+
 /// The console as a boot strategy uses it: wait for patterns in the text stream or for a state
 /// of the screen, and type. One session per run iteration; used from one task.
 public final class ConsoleSession {
@@ -115,7 +167,7 @@ public final class ConsoleSession {
         startOffset = start
         readOffset = start
         writer = write
-        feed = ConsoleFeed(capture: capture, from: start, clock: clock)
+        feed = ConsoleFeed(capture: capture, from: start, clock: clock, write: write)
     }
 
     deinit { feed.stop() }
@@ -176,7 +228,7 @@ public final class ConsoleSession {
                     readOffset = match.end
                     return match
                 }
-                if let last = chunk.offsets.last { readOffset = last + 1 }
+                if let end = chunk.endOffset { readOffset = end }
                 pending.removeFirst()
                 pendingIndex = 0
             }
@@ -190,6 +242,85 @@ public final class ConsoleSession {
                 if pending.isEmpty { throw .timedOut }
             }
         }
+    }
+
+    /// Waits for the first of `patterns` and answers it with `response` from the serial reader
+    /// thread the moment the prompt's last byte is read (the firmware's key window is short).
+    /// Returns the match and when the answer was written.
+    public func expect(_ patterns: [Pattern], thenSend response: [UInt8], timeout: Duration) async throws -> (match: Match, sentAt: Timestamp) {
+        var matcher: StreamMatcher
+        do { matcher = try StreamMatcher(patterns) } catch { preconditionFailure("patterns are validated with the spec: \(error)") }
+        // Text already here is scanned now; the reaction is armed under the same lock, so
+        // nothing that arrives in between is missed.
+        let early = feed.state.withLock { s -> Match? in
+            pending += s.backlog
+            s.backlog.removeAll()
+            while !pending.isEmpty {
+                if let (match, next) = matcher.scan(pending[0], from: pendingIndex) {
+                    pendingIndex = next
+                    if pendingIndex >= pending[0].bytes.count { pending.removeFirst(); pendingIndex = 0 }
+                    return match
+                }
+                pending.removeFirst()
+                pendingIndex = 0
+            }
+            readOffset = s.terminal.offset
+            s.reaction = ConsoleFeed.Reaction(matcher: matcher, response: response)
+            return nil
+        }
+        if let early {
+            readOffset = early.end
+            try send(response)
+            return (early, clock.now())
+        }
+        let deadline = clock.now() + timeout
+        while true {
+            let version = feed.version
+            let outcome = feed.state.withLock { s -> ConsoleFeed.Reaction? in
+                guard let r = s.reaction, r.match != nil else { return nil }
+                s.reaction = nil
+                return r
+            }
+            if let r = outcome, let match = r.match {
+                // The text up to the prompt is consumed; what followed it is left for the next wait.
+                skipText(before: match.end)
+                if let e = r.writeError { throw ConsoleWriteError(description: e) }
+                return (match, r.sentAt ?? clock.now())
+            }
+            var ended = Task.isCancelled
+            if !ended { ended = !(await feed.waitForOutput(after: version, until: deadline)) }
+            if ended {
+                let gaveUp = feed.state.withLock { s -> Bool in
+                    if s.reaction?.match != nil { return false }
+                    s.reaction = nil
+                    return true
+                }
+                if !gaveUp { continue }  // it matched just now
+                skipUnread()
+                throw Task.isCancelled ? ConsoleWaitError.cancelled : ConsoleWaitError.timedOut
+            }
+        }
+    }
+
+    /// Tells, from any task, whether a prompt is armed for `expect(_:thenSend:timeout:)`
+    /// (for monitors and tests that must produce the prompt only once it is).
+    public func armedProbe() -> @Sendable () -> Bool {
+        let feed = self.feed
+        return { feed.state.withLock { $0.reaction != nil } }
+    }
+
+    /// Drops unread text that lies before capture offset `end`.
+    private func skipText(before end: UInt64) {
+        pending += feed.takeText()
+        while let first = pending.first {
+            if let last = first.endOffset, last <= end { pending.removeFirst(); pendingIndex = 0; continue }
+            var i = pendingIndex
+            while i < first.bytes.count && first.offset(at: i) < end { i += 1 }
+            if i >= first.bytes.count { pending.removeFirst(); pendingIndex = 0; continue }
+            pendingIndex = i
+            break
+        }
+        readOffset = end
     }
 
     /// Waits until `read` finds what it looks for on the screen.

@@ -45,6 +45,16 @@ public struct SerialConfig: Sendable {
     public var reopenInitialMilliseconds: Int
     public var reopenMaxMilliseconds: Int
 
+    public init(device: String, baud: Int = 115200, dataBits: Int = 8, parity: Parity = .none, stopBits: Int = 1,
+                flowControl: FlowControl = .none, exclusive: Bool = true, ringBytes: Int = 16 << 20,
+                logMaxFileBytes: Int = 8 << 20, logMaxFiles: Int = 16,
+                reopenInitialMilliseconds: Int = 100, reopenMaxMilliseconds: Int = 5000) {
+        self.device = device; self.baud = baud; self.dataBits = dataBits; self.parity = parity; self.stopBits = stopBits
+        self.flowControl = flowControl; self.exclusive = exclusive; self.ringBytes = ringBytes
+        self.logMaxFileBytes = logMaxFileBytes; self.logMaxFiles = logMaxFiles
+        self.reopenInitialMilliseconds = reopenInitialMilliseconds; self.reopenMaxMilliseconds = reopenMaxMilliseconds
+    }
+
     public static let standardBauds: [Int] = [
         50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600,
         115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000,

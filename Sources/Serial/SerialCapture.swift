@@ -40,7 +40,11 @@ public final class SerialCapture: Sendable {
         var waiters: [Waiter] = []
         var nextWaiter: UInt64 = 0
         var lostTotal: UInt64 = 0
+        var taps: [(id: UInt64, tap: Tap)] = []
+        var nextTap: UInt64 = 0
     }
+    /// Called on the appending (serial reader) thread with each chunk and its offset.
+    public typealias Tap = @Sendable (_ offset: UInt64, _ bytes: UnsafeRawBufferPointer) -> Void
     let state: Mutex<State>
     public let capacity: Int
     private let log: CaptureLog?
@@ -68,7 +72,8 @@ public final class SerialCapture: Sendable {
         let t = time ?? clock.now()
         let offset: UInt64
         let waiters: [Waiter]
-        (offset, waiters) = state.withLock { s in
+        let taps: [(id: UInt64, tap: Tap)]
+        (offset, waiters, taps) = state.withLock { s in
             let offset = s.end
             var src = bytes
             // Only the last `capacity` bytes of a huge chunk can be kept.
@@ -93,11 +98,27 @@ public final class SerialCapture: Sendable {
             }
             let w = s.waiters
             s.waiters.removeAll(keepingCapacity: true)
-            return (offset, w)
+            return (offset, w, s.taps)
         }
-        // Wake followers before touching the disk: reaction time matters more than the log.
+        // Taps first (a boot console answering a prompt from this thread), then followers,
+        // then the disk: reaction time matters more than the log.
+        for t in taps { t.tap(offset, bytes) }
         for w in waiters { w.continuation.resume() }
         log?.append(bytes, offset: offset, at: t)
+    }
+
+    /// Registers a tap: synchronous, on the appending thread, for consumers that must react
+    /// without a thread hop. Keep it short; it delays everyone else.
+    public func addTap(_ tap: @escaping Tap) -> UInt64 {
+        state.withLock { s in
+            s.nextTap += 1
+            s.taps.append((s.nextTap, tap))
+            return s.nextTap
+        }
+    }
+
+    public func removeTap(_ id: UInt64) {
+        state.withLock { s in s.taps.removeAll { $0.id == id } }
     }
 
     public func append(_ bytes: [UInt8], at time: Timestamp? = nil) {

@@ -39,7 +39,10 @@ public struct Cell: Equatable, Sendable {
 public struct Screen: Sendable, Equatable {
     public let rows: Int
     public let columns: Int
-    public private(set) var cells: [Cell]
+    /// Rows in a ring: `top` is where row 0 is stored, so scrolling the whole screen (every line of
+    /// a kernel log) moves an index instead of the cells.
+    private var storage: [Cell]
+    private var top = 0
     public internal(set) var cursorRow = 0
     public internal(set) var cursorColumn = 0
     public internal(set) var cursorVisible = true
@@ -54,20 +57,33 @@ public struct Screen: Sendable, Equatable {
     public init(rows: Int = 25, columns: Int = 80) {
         self.rows = max(1, rows)
         self.columns = max(1, columns)
-        cells = Array(repeating: .blank, count: self.rows * self.columns)
+        storage = Array(repeating: .blank, count: self.rows * self.columns)
         scrollBottom = self.rows - 1
+    }
+
+    /// The cells row by row from the top.
+    public var cells: [Cell] {
+        let split = top * columns
+        return Array(storage[split...] + storage[..<split])
     }
 
     public static func == (a: Screen, b: Screen) -> Bool {
         a.cells == b.cells && a.cursorRow == b.cursorRow && a.cursorColumn == b.cursorColumn && a.cursorVisible == b.cursorVisible
     }
 
-    public func cell(row: Int, column: Int) -> Cell { cells[row * columns + column] }
+    /// Where row `row` starts in `storage`.
+    @inline(__always) private func base(_ row: Int) -> Int {
+        let r = top + row
+        return (r >= rows ? r - rows : r) * columns
+    }
+
+    public func cell(row: Int, column: Int) -> Cell { storage[base(row) + column] }
 
     /// The text of one row, trailing blanks removed.
     public func text(row: Int) -> String {
         var s = String.UnicodeScalarView()
-        for c in 0..<columns { s.append(cells[row * columns + c].character) }
+        let b = base(row)
+        for c in 0..<columns { s.append(storage[b + c].character) }
         var text = String(s)
         while text.last == " " { text.removeLast() }
         return text
@@ -88,11 +104,40 @@ public struct Screen: Sendable, Equatable {
             cursorColumn = 0
             lineFeed()
         }
-        cells[cursorRow * columns + cursorColumn] = Cell(character: scalar, attributes: attributes)
+        storage[base(cursorRow) + cursorColumn] = Cell(character: scalar, attributes: attributes)
         if cursorColumn == columns - 1 {
             if autowrap { wrapPending = true }
         } else {
             cursorColumn += 1
+        }
+    }
+
+    /// Draws printable ASCII, a row's worth at a time; same result as `put` per byte.
+    mutating func put(ascii run: UnsafeBufferPointer<UInt8>) {
+        guard autowrap else {
+            for b in run { put(Unicode.Scalar(b)) }
+            return
+        }
+        var i = 0
+        let attributes = self.attributes
+        while i < run.count {
+            if wrapPending {
+                wrapPending = false
+                cursorColumn = 0
+                lineFeed()
+            }
+            let n = min(run.count - i, columns - cursorColumn)
+            let start = base(cursorRow) + cursorColumn
+            storage.withUnsafeMutableBufferPointer { cells in
+                for k in 0..<n { cells[start + k] = Cell(character: Unicode.Scalar(run[i + k]), attributes: attributes) }
+            }
+            i += n
+            if cursorColumn + n == columns {
+                cursorColumn = columns - 1
+                wrapPending = true
+            } else {
+                cursorColumn += n
+            }
         }
     }
 
@@ -141,7 +186,8 @@ public struct Screen: Sendable, Equatable {
     mutating func clear(row: Int, from start: Int, to end: Int) {
         guard start <= end else { return }
         let e = erased
-        for c in max(0, start)...min(columns - 1, end) { cells[row * columns + c] = e }
+        let b = base(row)
+        for c in max(0, start)...min(columns - 1, end) { storage[b + c] = e }
     }
 
     mutating func eraseInLine(_ mode: Int) {
@@ -172,9 +218,15 @@ public struct Screen: Sendable, Equatable {
     mutating func scrollUp(_ n: Int) {
         let n = min(n, scrollBottom - scrollTop + 1)
         guard n > 0 else { return }
+        if scrollTop == 0 && scrollBottom == rows - 1 {
+            top = (top + n) % rows
+            for r in (rows - n)..<rows { clear(row: r, from: 0, to: columns - 1) }
+            return
+        }
         for r in scrollTop...scrollBottom {
             if r + n <= scrollBottom {
-                for c in 0..<columns { cells[r * columns + c] = cells[(r + n) * columns + c] }
+                let to = base(r), from = base(r + n)
+                for c in 0..<columns { storage[to + c] = storage[from + c] }
             } else {
                 clear(row: r, from: 0, to: columns - 1)
             }
@@ -184,9 +236,15 @@ public struct Screen: Sendable, Equatable {
     mutating func scrollDown(_ n: Int) {
         let n = min(n, scrollBottom - scrollTop + 1)
         guard n > 0 else { return }
+        if scrollTop == 0 && scrollBottom == rows - 1 {
+            top = (top + rows - n) % rows
+            for r in 0..<n { clear(row: r, from: 0, to: columns - 1) }
+            return
+        }
         for r in stride(from: scrollBottom, through: scrollTop, by: -1) {
             if r - n >= scrollTop {
-                for c in 0..<columns { cells[r * columns + c] = cells[(r - n) * columns + c] }
+                let to = base(r), from = base(r - n)
+                for c in 0..<columns { storage[to + c] = storage[from + c] }
             } else {
                 clear(row: r, from: 0, to: columns - 1)
             }
@@ -211,17 +269,17 @@ public struct Screen: Sendable, Equatable {
 
     mutating func deleteCharacters(_ n: Int) {
         let n = min(n, columns - cursorColumn)
-        let base = cursorRow * columns
+        let b = base(cursorRow)
         for c in cursorColumn..<columns {
-            cells[base + c] = c + n < columns ? cells[base + c + n] : erased
+            storage[b + c] = c + n < columns ? storage[b + c + n] : erased
         }
     }
 
     mutating func insertBlanks(_ n: Int) {
         let n = min(n, columns - cursorColumn)
-        let base = cursorRow * columns
+        let b = base(cursorRow)
         for c in stride(from: columns - 1, through: cursorColumn, by: -1) {
-            cells[base + c] = c - n >= cursorColumn ? cells[base + c - n] : erased
+            storage[b + c] = c - n >= cursorColumn ? storage[b + c - n] : erased
         }
     }
 

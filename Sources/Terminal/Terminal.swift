@@ -1,11 +1,104 @@
 /// Plain text taken out of a chunk of terminal output: printable bytes plus CR, LF and TAB,
 /// escape sequences and other controls removed, each byte with its offset in the capture.
+/// Offsets are kept as runs (text is mostly contiguous in the capture), not one per byte.
 public struct TextChunk: Sendable, Equatable {
+    /// `bytes[index...]` sit at `offset`, `offset + 1`, ... up to the next segment.
+    public struct Segment: Sendable, Equatable {
+        public var index: Int
+        public var offset: UInt64
+    }
+
     public var bytes: [UInt8] = []
-    public var offsets: [UInt64] = []
+    public private(set) var segments: [Segment] = []
+
     public init() {}
     public var isEmpty: Bool { bytes.isEmpty }
     public var string: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// Capture offset of `bytes[i]`.
+    public func offset(at i: Int) -> UInt64 {
+        var lo = 0, hi = segments.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if segments[mid].index <= i { lo = mid } else { hi = mid - 1 }
+        }
+        return segments[lo].offset + UInt64(i - segments[lo].index)
+    }
+
+    /// Capture offset just past the last byte (nil when empty).
+    public var endOffset: UInt64? { bytes.isEmpty ? nil : offset(at: bytes.count - 1) + 1 }
+
+    /// One offset per byte (for tests and small chunks; the hot paths use `offset(at:)`).
+    public var offsets: [UInt64] {
+        get {
+            var out: [UInt64] = []
+            out.reserveCapacity(bytes.count)
+            for (k, s) in segments.enumerated() {
+                let end = k + 1 < segments.count ? segments[k + 1].index : bytes.count
+                for i in s.index..<end { out.append(s.offset + UInt64(i - s.index)) }
+            }
+            return out
+        }
+        set {
+            segments.removeAll()
+            for (i, o) in newValue.enumerated() { noteOffset(o, forIndex: i) }
+        }
+    }
+
+    @inline(__always) private mutating func noteOffset(_ offset: UInt64, forIndex i: Int) {
+        if let last = segments.last, last.offset &+ UInt64(i - last.index) == offset { return }
+        segments.append(Segment(index: i, offset: offset))
+    }
+
+    public mutating func append(_ b: UInt8, at offset: UInt64) {
+        noteOffset(offset, forIndex: bytes.count)
+        bytes.append(b)
+    }
+
+    /// Appends bytes that sit one after the other in the capture from `offset` on.
+    public mutating func append(_ run: UnsafeBufferPointer<UInt8>, at offset: UInt64) {
+        guard !run.isEmpty else { return }
+        noteOffset(offset, forIndex: bytes.count)
+        bytes.append(contentsOf: run)
+    }
+
+    /// Appends `other.bytes[range]` with their offsets.
+    public mutating func append(_ other: TextChunk, _ range: Range<Int>) {
+        guard !range.isEmpty else { return }
+        var k = other.segmentIndex(containing: range.lowerBound)
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let s = other.segments[k]
+            let end = min(range.upperBound, k + 1 < other.segments.count ? other.segments[k + 1].index : other.bytes.count)
+            noteOffset(s.offset + UInt64(i - s.index), forIndex: bytes.count)
+            bytes.append(contentsOf: other.bytes[i..<end])
+            i = end
+            k += 1
+        }
+    }
+
+    public mutating func append(contentsOf other: TextChunk) { append(other, 0..<other.bytes.count) }
+
+    /// Drops the first `n` bytes.
+    public mutating func removeFirst(_ n: Int) {
+        guard n > 0 else { return }
+        if n >= bytes.count { bytes.removeAll(keepingCapacity: true); segments.removeAll(keepingCapacity: true); return }
+        let k = segmentIndex(containing: n)
+        let first = Segment(index: 0, offset: segments[k].offset + UInt64(n - segments[k].index))
+        var rest = [first]
+        for s in segments[(k + 1)...] { rest.append(Segment(index: s.index - n, offset: s.offset)) }
+        segments = rest
+        bytes.removeFirst(n)
+    }
+
+    private func segmentIndex(containing i: Int) -> Int {
+        var lo = 0, hi = segments.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if segments[mid].index <= i { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
+    }
 }
 
 /// A VT100/ANSI terminal fed incrementally with what the DUT sends: it keeps the screen (for
@@ -39,17 +132,39 @@ public struct Terminal: Sendable {
         if let start { offset = start }
         var text = TextChunk()
         text.bytes.reserveCapacity(bytes.count)
-        text.offsets.reserveCapacity(bytes.count)
-        for b in bytes {
-            step(b, &text)
-            offset &+= 1
+        if bytes.withContiguousStorageIfAvailable({ feed(buffer: $0, &text) }) == nil {
+            Array(bytes).withUnsafeBufferPointer { feed(buffer: $0, &text) }
         }
         return text
     }
 
+    private mutating func feed(buffer: UnsafeBufferPointer<UInt8>, _ text: inout TextChunk) {
+        var i = 0
+        let n = buffer.count
+        while i < n {
+            // Fast path: a run of printable ASCII in plain text (most of any boot log) is drawn,
+            // logged and passed on as a block.
+            if state == .ground && utf8Needed == 0 {
+                var j = i
+                while j < n && buffer[j] &- 0x20 < 0x5f { j += 1 }
+                if j > i {
+                    let run = UnsafeBufferPointer(rebasing: buffer[i..<j])
+                    screen.put(ascii: run)
+                    lines.put(run)
+                    text.append(run, at: offset)
+                    offset &+= UInt64(j - i)
+                    i = j
+                    continue
+                }
+            }
+            step(buffer[i], &text)
+            offset &+= 1
+            i += 1
+        }
+    }
+
     private mutating func emitText(_ b: UInt8, _ text: inout TextChunk) {
-        text.bytes.append(b)
-        text.offsets.append(offset)
+        text.append(b, at: offset)
     }
 
     private mutating func step(_ b: UInt8, _ text: inout TextChunk) {
@@ -275,23 +390,37 @@ public struct Terminal: Sendable {
 }
 
 /// Log-style lines: what a serial console shows when read as a log (CR returns to the start of
-/// the line and later text overwrites it, BS steps back), most recent last, bounded.
+/// the line and later text overwrites it, BS steps back), most recent last, bounded. Completed
+/// lines are kept as bytes and decoded only when asked for (a kernel log completes a line every
+/// hundred bytes).
 public struct LineLog: Sendable {
-    public private(set) var completed: [String] = []
+    /// Completed lines, each followed by LF, oldest first.
+    private var history: [UInt8] = []
+    private var lineStarts: [Int] = []
     public private(set) var completedCount = 0
     private var current: [UInt8] = []
     private var column = 0
-    public var keep = 200
+    public var keep = 400
 
     public init() {}
 
     public var partial: String { String(decoding: current, as: UTF8.self) }
 
+    public var completed: [String] { lines(lineStarts.count) }
+
     /// The last `n` lines including the unfinished one.
     public func tail(_ n: Int) -> [String] {
-        var all = completed.suffix(n)
+        var all = lines(n)
         if !current.isEmpty { all.append(partial) }
         return Array(all.suffix(n))
+    }
+
+    private func lines(_ n: Int) -> [String] {
+        let first = max(0, lineStarts.count - n)
+        return (first..<lineStarts.count).map { k in
+            let end = k + 1 < lineStarts.count ? lineStarts[k + 1] - 1 : history.count - 1
+            return String(decoding: history[lineStarts[k]..<end], as: UTF8.self)
+        }
     }
 
     mutating func put(_ b: UInt8) {
@@ -299,17 +428,35 @@ public struct LineLog: Sendable {
         column += 1
     }
 
+    mutating func put(_ run: UnsafeBufferPointer<UInt8>) {
+        let overwritten = min(run.count, max(0, current.count - column))
+        if overwritten > 0 {
+            current.replaceSubrange(column..<(column + overwritten), with: run[..<overwritten])
+        }
+        if overwritten < run.count { current.append(contentsOf: run[overwritten...]) }
+        column += run.count
+    }
+
     mutating func backspace() { if column > 0 { column -= 1 } }
     mutating func carriageReturn() { column = 0 }
 
     mutating func newline() {
-        var line = current
-        while line.last == 0x20 { line.removeLast() }
-        completed.append(String(decoding: line, as: UTF8.self))
+        var end = current.count
+        while end > 0 && current[end - 1] == 0x20 { end -= 1 }
+        lineStarts.append(history.count)
+        history.append(contentsOf: current[..<end])
+        history.append(0x0a)
         completedCount += 1
-        if completed.count > keep * 2 { completed.removeFirst(completed.count - keep) }
+        if lineStarts.count > keep * 2 { dropOldest(lineStarts.count - keep) }
         current.removeAll(keepingCapacity: true)
         column = 0
+    }
+
+    private mutating func dropOldest(_ n: Int) {
+        let cut = lineStarts[n]
+        history.removeFirst(cut)
+        lineStarts.removeFirst(n)
+        for k in lineStarts.indices { lineStarts[k] -= cut }
     }
 
     mutating func breakLine() {

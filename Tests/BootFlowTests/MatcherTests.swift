@@ -118,3 +118,41 @@ func chunk(_ s: String, at offset: UInt64 = 0) -> TextChunk {
         for _ in 0..<20 { #expect(try matches { Int.random(in: 1...700, using: &rng) } == whole) }
     }
 }
+
+@Suite struct LazyDFATests {
+    /// `a[ab]{13}!` needs 2^14 DFA states over random a/b text: the state cache is dropped and
+    /// rebuilt several times, and every match must still be the one a plain scan finds.
+    @Test func matchesStayExactWhenTheStateCacheOverflows() throws {
+        var rng = SystemRandomNumberGenerator()
+        var text = (0..<150_000).map { _ in Bool.random(using: &rng) ? UInt8(ascii: "a") : UInt8(ascii: "b") }
+        for p in [40_000, 90_000, 149_000] { text[p] = UInt8(ascii: "!") }
+        // Reference: the first "!" preceded by 14 bytes of a/b that start with "a", from `from` on.
+        func expected(from: Int) -> Int? {
+            for p in [40_000, 90_000, 149_000] where p - 14 >= from && text[p - 14] == UInt8(ascii: "a") { return p }
+            return nil
+        }
+        var m = try StreamMatcher([.regex("a[ab]{13}!")])
+        var c = TextChunk()
+        c.bytes = text
+        c.offsets = (0..<UInt64(text.count)).map { $0 + 7 }
+        var from = 0
+        while let r = m.scan(c, from: from) {
+            let p = try #require(expected(from: from))
+            #expect(r.match.end == UInt64(p) + 8)
+            #expect(r.match.start == UInt64(p - 14) + 7)
+            #expect(r.match.text.count == 15)
+            from = r.next
+        }
+        #expect(expected(from: from) == nil)
+    }
+
+    @Test func leftmostStartWinsAndTiesGoToTheEarlierPattern() throws {
+        var m = try StreamMatcher([.literal("login:"), .regex("apu2 login:"), .regex("gin:")])
+        let scanned = m.scan(chunk("Debian apu2 login: "))
+        let r = try #require(scanned)
+        #expect(r.match.patternIndex == 1)
+        #expect(r.match.text == "apu2 login:")
+        var tie = try StreamMatcher([.regex("[a-z]+:"), .literal("login:")])
+        #expect(tie.scan(chunk(" login:"))?.match.patternIndex == 0)
+    }
+}

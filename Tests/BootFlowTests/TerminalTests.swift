@@ -54,8 +54,7 @@ func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
                 var t = Terminal()
                 var text = t.feed(bytes[..<cut])
                 let rest = t.feed(bytes[cut...])
-                text.bytes += rest.bytes
-                text.offsets += rest.offsets
+                text.append(contentsOf: rest)
                 #expect(t.screen == whole.screen, "\(name) split at \(cut)")
                 #expect(text == wholeText, "\(name) split at \(cut)")
                 if t.screen != whole.screen || text != wholeText { return }
@@ -73,8 +72,7 @@ func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
         var text = TextChunk()
         for b in bytes {
             let c = t.feed([b])
-            text.bytes += c.bytes
-            text.offsets += c.offsets
+            text.append(contentsOf: c)
         }
         #expect(t.screen == whole.screen)
         #expect(text == wholeText)

@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Benchmark 5: size, memory, idle CPU and start-up of the release daemon.
+struct Footprint: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Binary size, RSS, idle CPU, start-up time.")
+    @Option(help: "The rte-agent binary (built with --static-swift-stdlib).") var agent = ".build/release/rte-agent"
+    @Option(help: "Seconds of idling to measure CPU over.") var idleSeconds = 60
+    @Option(help: "Append Markdown rows to this file.") var table: String?
+
+    func run() async throws {
+        var report = Report("footprint", table: table)
+        var st = stat()
+        guard stat(agent, &st) == 0 else { throw BenchError("no binary at \(agent)") }
+        let size = Double(st.st_size) / 1e6
+        let linked = try Child(["ldd", agent])
+        var libs: [String] = []
+        while let l = linked.readLine() { if l.contains("swift") { libs.append(l) } }
+        _ = linked.wait()
+        report.line("binary: \(fmt(size)) MB, Swift runtime libraries linked dynamically: \(libs.isEmpty ? "none (static stdlib)" : libs.joined(separator: ", "))")
+
+        var startups: [Double] = []
+        for _ in 0..<5 {
+            let d = try Daemon(binary: agent, config: try simulatedConfig(), stateDirectory: ".build/bench/footprint-state")
+            startups.append(d.startup * 1000)
+            d.stop()
+        }
+        let startup = Distribution(startups)
+        report.line("start-up to a listening socket (simulated apu2, 5 starts): median \(fmt(startup.p50)) ms, max \(fmt(startup.max)) ms")
+
+        let d = try Daemon(binary: agent, config: try simulatedConfig(), stateDirectory: ".build/bench/footprint-state")
+        defer { d.stop() }
+        let rssStart = statusKilobytes("VmRSS", pid: d.pid)! / 1024
+        let cpu0 = cpuSeconds(pid: d.pid)!, t0 = now()
+        try await Task.sleep(for: .seconds(idleSeconds))
+        let idleCPU = (cpuSeconds(pid: d.pid)! - cpu0) / (now() - t0) * 100
+        let rssIdle = statusKilobytes("VmRSS", pid: d.pid)! / 1024
+        report.line("idle: RSS \(fmt(rssStart)) MB after start, \(fmt(rssIdle)) MB after \(idleSeconds) s; CPU \(fmt(idleCPU, 3)) % over \(idleSeconds) s")
+        var total = 0
+        var after: [Double] = []
+        for _ in 0..<3 {
+            // Enough for 100 000 requests per round at the rates measured here.
+            var round = 0
+            while round < 100_000 {
+                let r = try WrkResult.run("http://127.0.0.1:\(d.port)/api/v1/status", connections: 50, seconds: 4)
+                round += r.requests
+            }
+            total += round
+            after.append(statusKilobytes("VmRSS", pid: d.pid)! / 1024)
+            report.line("RSS after \(total) requests: \(fmt(after.last!)) MB")
+        }
+        let growth = after.last! - after.first!
+        report.row("release binary, --static-swift-stdlib", agent: "\(fmt(size)) MB", target: "no Swift runtime to install", met: libs.isEmpty)
+        report.row("idle RSS / after 100k / after \(total / 1000)k requests", agent: "\(fmt(rssIdle)) / \(fmt(after.first!)) / \(fmt(after.last!)) MB",
+                   target: "no growth beyond noise", met: growth < 2)
+        report.row("idle CPU over \(idleSeconds) s", agent: "\(fmt(idleCPU, 3)) %", target: "≈ 0 (no busy polling)", met: idleCPU < 0.5)
+        report.row("start-up to listening socket (median of 5)", agent: "\(fmt(startup.p50)) ms")
+        try report.finish(summary: "\(fmt(size)) MB binary, RSS \(fmt(rssIdle)) MB idle → \(fmt(after.last!)) MB after \(total) requests, idle CPU \(fmt(idleCPU, 3)) %, start-up \(fmt(startup.p50)) ms")
+    }
+}

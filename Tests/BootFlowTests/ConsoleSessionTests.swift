@@ -1,0 +1,73 @@
+import AgentClock
+import BootFlow
+import Matching
+import Serial
+import Synchronization
+import Testing
+
+/// Keys written by a session, in order.
+final class KeyLog: Sendable {
+    let keys = Mutex<[[UInt8]]>([])
+    var all: [[UInt8]] { keys.withLock { $0 } }
+    func record(_ k: [UInt8]) { keys.withLock { $0.append(k) } }
+}
+
+@Suite struct ConsoleSessionTests {
+    @Test func anArmedPromptIsAnsweredOnTheAppendingThreadBeforeAppendReturns() async throws {
+        let capture = SerialCapture(capacity: 1 << 16)
+        let log = KeyLog()
+        let session = ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { log.record($0) }
+        let armed = session.armedProbe()
+        let dut = Task.detached { () -> [[[UInt8]]] in
+            capture.append(Array("iPXE initialising devices...ok\r\n".utf8))
+            while !armed() { await Task.yield() }
+            // A slow UART delivers the prompt in pieces; the key goes out with the piece that completes it.
+            var seen: [[[UInt8]]] = []
+            for piece in ["Press Ctr", "l-", "B for the iPXE command line...\r\niPXE> "] {
+                capture.append(Array(piece.utf8))
+                seen.append(log.all)  // what was written by the time append returned
+            }
+            return seen
+        }
+        let (match, _) = try await session.expect([.literal("Ctrl-B")], thenSend: [0x02], timeout: .seconds(30))
+        #expect(match.text == "Ctrl-B")
+        // No hop: the key was already written when append returned.
+        #expect(await dut.value == [[], [], [[0x02]]])
+        // What followed the prompt in the same read is left for the next wait.
+        let shell = try await session.expect([.literal("iPXE> ")], timeout: .seconds(5))
+        #expect(shell.end == capture.endOffset)
+        #expect(!armed())
+    }
+
+    @Test func aPromptThatAlreadyArrivedIsAnsweredAtOnce() async throws {
+        let capture = SerialCapture(capacity: 1 << 16)
+        capture.append(Array("SeaBIOS\r\nPress Ctrl-B to configure iPXE...\r\nbanner\r\n".utf8))
+        let log = KeyLog()
+        let session = ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { log.record($0) }
+        let (m, _) = try await session.expect([.literal("Ctrl-B")], thenSend: [0x02], timeout: .seconds(5))
+        #expect(m.start == 15)
+        #expect(log.all == [[0x02]])
+        #expect(try await session.expect([.literal("banner")], timeout: .seconds(5)).start == 44)
+    }
+
+    @Test func noPromptMeansATimeoutAndNoKey() async throws {
+        let capture = SerialCapture(capacity: 1 << 16)
+        let clock = ManualClock(start: Timestamp(secondsSinceEpoch: 1000))
+        let log = KeyLog()
+        let session = ConsoleSession(capture: capture, clock: clock, from: 0) { log.record($0) }
+        let armed = session.armedProbe()
+        let dut = Task.detached {
+            while !armed() { await Task.yield() }
+            capture.append(Array("iPXE initialising devices...ok\r\n".utf8))
+            clock.advance(by: .seconds(3))
+        }
+        await #expect(throws: ConsoleWaitError.timedOut) {
+            _ = try await session.expect([.literal("Ctrl-B")], thenSend: [0x02], timeout: .seconds(2))
+        }
+        await dut.value
+        // Disarmed: a late prompt gets no key.
+        capture.append(Array("Press Ctrl-B".utf8))
+        #expect(log.all.isEmpty)
+        #expect(!armed())
+    }
+}
