@@ -114,12 +114,16 @@ public struct Screen: Sendable, Equatable {
 
     /// Draws printable ASCII, a row's worth at a time; same result as `put` per byte.
     mutating func put(ascii run: UnsafeBufferPointer<UInt8>) {
+        let template = Cell(character: " ", attributes: attributes)
         guard autowrap else {
-            for b in run { put(Unicode.Scalar(b)) }
+            // Without wrap (iPXE turns it off) text past the last column overwrites that column.
+            let fit = min(run.count, columns - cursorColumn)
+            write(run.baseAddress!, count: fit, at: base(cursorRow) + cursorColumn, template)
+            if run.count > fit { write(run.baseAddress! + run.count - 1, count: 1, at: base(cursorRow) + columns - 1, template) }
+            cursorColumn = min(columns - 1, cursorColumn + run.count)
             return
         }
         var i = 0
-        let attributes = self.attributes
         while i < run.count {
             if wrapPending {
                 wrapPending = false
@@ -128,15 +132,24 @@ public struct Screen: Sendable, Equatable {
             }
             let n = min(run.count - i, columns - cursorColumn)
             let start = base(cursorRow) + cursorColumn
-            storage.withUnsafeMutableBufferPointer { cells in
-                for k in 0..<n { cells[start + k] = Cell(character: Unicode.Scalar(run[i + k]), attributes: attributes) }
-            }
+            write(run.baseAddress! + i, count: n, at: start, template)
             i += n
             if cursorColumn + n == columns {
                 cursorColumn = columns - 1
                 wrapPending = true
             } else {
                 cursorColumn += n
+            }
+        }
+    }
+
+    private mutating func write(_ source: UnsafePointer<UInt8>, count n: Int, at start: Int, _ template: Cell) {
+        storage.withUnsafeMutableBufferPointer { cells in
+            let target = cells.baseAddress! + start
+            var cell = template
+            for k in 0..<n {
+                cell.character = Unicode.Scalar(source[k])
+                target[k] = cell
             }
         }
     }

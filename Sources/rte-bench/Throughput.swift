@@ -11,7 +11,7 @@ struct Throughput: AsyncParsableCommand {
     @Option(help: "Where the real iPXE captures are.") var fixtures = "Tests/BootFlowTests/Fixtures"
     @Option(help: "Where to write the log for pexpect.") var logFile = ".build/bench/serial-log.bin"
     @Option var python = "python3"
-    @Option(help: "Seconds after which pexpect expect() runs on longer prefixes stop.") var pexpectBudget = 60.0
+    @Option(help: "Seconds after which pexpect expect() runs on longer prefixes stop.") var pexpectBudget = 30.0
     @Option(help: "Append Markdown rows to this file.") var table: String?
 
     static let prompt = "apu2 login: "

@@ -86,6 +86,32 @@ func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
         #expect(IPXEMenu.read(from: whole.screen) == nil)
     }
 
+    /// Printable runs are drawn a row at a time; the screen must be the same as drawing each
+    /// character on its own (a no-op sequence between characters makes every run one long).
+    @Test func drawingRunsEqualsDrawingCharacterByCharacterWithAndWithoutWrap() {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<300 {
+            var parts: [String] = []
+            for _ in 0..<Int.random(in: 1...6, using: &rng) {
+                let wrap = Bool.random(using: &rng) ? "\u{1b}[?7h" : "\u{1b}[?7l"
+                let at = "\u{1b}[\(Int.random(in: 1...5, using: &rng));\(Int.random(in: 1...10, using: &rng))H"
+                let text = String((0..<Int.random(in: 0...35, using: &rng)).map { _ in Character(Unicode.Scalar(UInt8.random(in: 0x21...0x7e, using: &rng))) })
+                parts.append(wrap + at + text)
+            }
+            var runs = Terminal(rows: 5, columns: 10)
+            var single = Terminal(rows: 5, columns: 10)
+            runs.feed(Array(parts.joined().utf8))
+            for p in parts {
+                // Split each part's text into one-character runs; its escape sequences stay whole.
+                let head = p.prefix { $0 != "H" } + "H"
+                single.feed(Array(head.utf8))
+                for c in p.dropFirst(head.count) { single.feed(Array("\(c)\u{1b}[?25h".utf8)) }
+            }
+            #expect(runs.screen == single.screen, "\(parts)")
+            if runs.screen != single.screen { return }
+        }
+    }
+
     @Test func textStreamDropsEscapesAndKeepsCaptureOffsets() {
         var t = Terminal(offset: 1000)
         let text = t.feed(Array("a\u{1b}[0;41;1mb\u{1b}]0;title\u{07}c\r\n".utf8))
