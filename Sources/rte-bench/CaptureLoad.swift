@@ -15,12 +15,17 @@ enum RecordStream {
 
     static func record(_ k: UInt64) -> [UInt8] {
         var r = [UInt8](repeating: 0, count: size)
-        let hex = Array("0123456789abcdef".utf8)
-        for i in 0..<16 { r[i] = hex[Int((k >> UInt64(60 - 4 * i)) & 0xf)] }
-        r[16] = 0x20
-        for i in 17..<62 { r[i] = UInt8(ascii: "a") + UInt8((k &+ UInt64(i)) % 26) }
-        r[62] = 0x0d; r[63] = 0x0a
+        r.withUnsafeMutableBufferPointer { write(k, to: $0.baseAddress!) }
         return r
+    }
+
+    static func write(_ k: UInt64, to r: UnsafeMutablePointer<UInt8>) {
+        let hex: StaticString = "0123456789abcdef"
+        for i in 0..<16 { r[i] = hex.utf8Start[Int((k >> UInt64(60 - 4 * i)) & 0xf)] }
+        r[16] = 0x20
+        let first = UInt8((k &+ 17) % 26)
+        for i in 17..<62 { r[i] = UInt8(ascii: "a") + (first + UInt8(i - 17)) % 26 }
+        r[62] = 0x0d; r[63] = 0x0a
     }
 
     /// The first offset in `bytes` (which start at `offset`) that is not what was sent, if any.
@@ -144,13 +149,15 @@ struct PTYWriter: ParsableCommand {
             _ = try pty.master.poll(events: Int16(POLLIN), timeoutMilliseconds: 30_000)
         } while try one.withUnsafeMutableBytes({ try pty.master.read(into: $0) }) == 0
         let recordsPerBlock = 1024
-        var block = [UInt8]()
+        var block = [UInt8](repeating: 0, count: recordsPerBlock * RecordStream.size)
         var k: UInt64 = 0
         var written: UInt64 = 0
         let start = now()
         while now() - start < Double(seconds) {
-            block.removeAll(keepingCapacity: true)
-            for _ in 0..<recordsPerBlock { block += RecordStream.record(k); k += 1 }
+            block.withUnsafeMutableBufferPointer { b in
+                for r in 0..<recordsPerBlock { RecordStream.write(k + UInt64(r), to: b.baseAddress! + r * RecordStream.size) }
+            }
+            k += UInt64(recordsPerBlock)
             try pty.master.writeAll(block)
             written += UInt64(block.count)
         }
