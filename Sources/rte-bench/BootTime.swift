@@ -28,7 +28,8 @@ struct BootTime: AsyncParsableCommand {
         }
         let server = try Child(["python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", web], quietErrors: true)
         defer { server.stop() }
-        guard let serving = server.readLine(), let portText = serving.components(separatedBy: " port ").last?.split(separator: " ").first,
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        guard let serving = server.output(containing: [" port ", "("]), let portText = serving.components(separatedBy: " port ").last?.split(separator: " ").first,
               let port = Int(portText) else { throw BenchError("http.server did not start") }
         let entries = [("netboot", "Debian stable netboot"), ("netinst", "Debian stable netinst"), ("xen-linux-dev", "Xen Linux dev"), ("linux-dev", "Linux dev")]
         func menu(default entry: String, timeoutMs: Int) -> String {

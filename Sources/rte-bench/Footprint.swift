@@ -20,7 +20,12 @@ struct Footprint: AsyncParsableCommand {
         var libs: [String] = []
         while let l = linked.readLine() { if l.contains("swift") { libs.append(l) } }
         _ = linked.wait()
-        report.line("binary: \(fmt(size)) MB, Swift runtime libraries linked dynamically: \(libs.isEmpty ? "none (static stdlib)" : libs.joined(separator: ", "))")
+        let stripped = ".build/bench/rte-agent.stripped"
+        try? FileManager.default.removeItem(atPath: stripped)
+        try FileManager.default.copyItem(atPath: agent, toPath: stripped)
+        guard try Child(["strip", stripped]).wait() == 0, stat(stripped, &st) == 0 else { throw BenchError("strip failed") }
+        let strippedSize = Double(st.st_size) / 1e6
+        report.line("binary: \(fmt(size)) MB (\(fmt(strippedSize)) MB stripped, as a package would ship it), Swift runtime libraries linked dynamically: \(libs.isEmpty ? "none (static stdlib)" : libs.joined(separator: ", "))")
 
         var startups: [Double] = []
         for _ in 0..<5 {
@@ -53,11 +58,11 @@ struct Footprint: AsyncParsableCommand {
             report.line("RSS after \(total) requests: \(fmt(after.last!)) MB")
         }
         let growth = after.last! - after.first!
-        report.row("release binary, --static-swift-stdlib", agent: "\(fmt(size)) MB", target: "no Swift runtime to install", met: libs.isEmpty)
+        report.row("release binary, --static-swift-stdlib (unstripped / stripped)", agent: "\(fmt(size)) / \(fmt(strippedSize)) MB", target: "no Swift runtime to install", met: libs.isEmpty)
         report.row("idle RSS / after 100k / after \(total / 1000)k requests", agent: "\(fmt(rssIdle)) / \(fmt(after.first!)) / \(fmt(after.last!)) MB",
                    target: "no growth beyond noise", met: growth < 2)
         report.row("idle CPU over \(idleSeconds) s", agent: "\(fmt(idleCPU, 3)) %", target: "≈ 0 (no busy polling)", met: idleCPU < 0.5)
         report.row("start-up to listening socket (median of 5)", agent: "\(fmt(startup.p50)) ms")
-        try report.finish(summary: "\(fmt(size)) MB binary, RSS \(fmt(rssIdle)) MB idle → \(fmt(after.last!)) MB after \(total) requests, idle CPU \(fmt(idleCPU, 3)) %, start-up \(fmt(startup.p50)) ms")
+        try report.finish(summary: "\(fmt(size)) MB binary (\(fmt(strippedSize)) MB stripped), RSS \(fmt(rssIdle)) MB idle → \(fmt(after.last!)) MB after \(total) requests, idle CPU \(fmt(idleCPU, 3)) %, start-up \(fmt(startup.p50)) ms")
     }
 }

@@ -128,6 +128,19 @@ final class Child: @unchecked Sendable {
         }
     }
 
+    /// Reads raw output until it contains every one of `marks` (for programs that print without
+    /// a line end or keep the line open).
+    func output(containing marks: [String]) -> String? {
+        var text = buffered
+        while !marks.allSatisfy({ text.contains($0) }) {
+            let data = output.fileHandleForReading.availableData
+            if data.isEmpty { return nil }
+            text += String(decoding: data, as: UTF8.self)
+        }
+        buffered = ""
+        return text
+    }
+
     /// Reads lines until one starts with `prefix`, echoing the others.
     func line(startingWith prefix: String, echo: Bool = true) -> String? {
         while let l = readLine() {
