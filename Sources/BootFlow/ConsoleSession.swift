@@ -220,18 +220,7 @@ public final class ConsoleSession {
     public func expect(with matcher: inout StreamMatcher, timeout: Duration) async throws(ConsoleWaitError) -> Match {
         let deadline = clock.now() + timeout
         while true {
-            while !pending.isEmpty {
-                let chunk = pending[0]
-                if let (match, next) = matcher.scan(chunk, from: pendingIndex) {
-                    pendingIndex = next
-                    if pendingIndex >= chunk.bytes.count { pending.removeFirst(); pendingIndex = 0 }
-                    readOffset = match.end
-                    return match
-                }
-                if let end = chunk.endOffset { readOffset = end }
-                pending.removeFirst()
-                pendingIndex = 0
-            }
+            if let match = scanPending(&matcher) { return match }
             let version = feed.version
             pending = feed.takeText()
             if !pending.isEmpty { continue }
@@ -255,21 +244,12 @@ public final class ConsoleSession {
         let early = feed.state.withLock { s -> Match? in
             pending += s.backlog
             s.backlog.removeAll()
-            while !pending.isEmpty {
-                if let (match, next) = matcher.scan(pending[0], from: pendingIndex) {
-                    pendingIndex = next
-                    if pendingIndex >= pending[0].bytes.count { pending.removeFirst(); pendingIndex = 0 }
-                    return match
-                }
-                pending.removeFirst()
-                pendingIndex = 0
-            }
+            if let match = scanPending(&matcher) { return match }
             readOffset = s.terminal.offset
             s.reaction = ConsoleFeed.Reaction(matcher: matcher, response: response)
             return nil
         }
         if let early {
-            readOffset = early.end
             try send(response)
             return (early, clock.now())
         }
@@ -307,6 +287,22 @@ public final class ConsoleSession {
     public func armedProbe() -> @Sendable () -> Bool {
         let feed = self.feed
         return { feed.state.withLock { $0.reaction != nil } }
+    }
+
+    /// Scans the unread text; on a match consumes it up to the match's end, else consumes it all.
+    private func scanPending(_ matcher: inout StreamMatcher) -> Match? {
+        while let chunk = pending.first {
+            if let (match, next) = matcher.scan(chunk, from: pendingIndex) {
+                pendingIndex = next
+                if pendingIndex >= chunk.bytes.count { pending.removeFirst(); pendingIndex = 0 }
+                readOffset = match.end
+                return match
+            }
+            if let end = chunk.endOffset { readOffset = end }
+            pending.removeFirst()
+            pendingIndex = 0
+        }
+        return nil
     }
 
     /// Drops unread text that lies before capture offset `end`.
