@@ -35,6 +35,7 @@ public final class Hardware: Sendable {
     public static func start(config: AgentConfig, clock: any AgentClock = SystemClock(),
                              powerOverride: (any DUTPower)? = nil) async throws -> Hardware {
         var config = config
+        config.stateDirectory = absolutePath(config.stateDirectory)
         do { try makeDirectories(config.stateDirectory) } catch {
             throw StartError(description: "state directory \(config.stateDirectory): \(error)")
         }

@@ -51,3 +51,39 @@ int rte_install_termination_pipe(int write_fd) {
     if (sigaction(SIGHUP, &sa, 0) != 0) return -1;
     return 0;
 }
+
+#include <spawn.h>
+
+extern char **environ;
+
+int rte_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int rte_spawn(const char *file, char *const argv[], char *const envp[], const char *directory,
+              int stdin_fd, int stdout_fd, int stderr_fd, int new_group, int *pid) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int r = posix_spawn_file_actions_init(&actions);
+    if (r != 0) return r;
+    r = posix_spawnattr_init(&attr);
+    if (r != 0) { posix_spawn_file_actions_destroy(&actions); return r; }
+    const int sources[3] = {stdin_fd, stdout_fd, stderr_fd};
+    for (int target = 0; target < 3 && r == 0; target++) {
+        if (sources[target] < 0)
+            r = posix_spawn_file_actions_addopen(&actions, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0);
+        else
+            r = posix_spawn_file_actions_adddup2(&actions, sources[target], target);
+    }
+    if (r == 0 && directory) r = posix_spawn_file_actions_addchdir_np(&actions, directory);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | (new_group ? POSIX_SPAWN_SETPGROUP : 0);
+    if (r == 0) r = posix_spawnattr_setsigmask(&attr, &none);
+    if (r == 0) r = posix_spawnattr_setsigdefault(&attr, &all);
+    if (r == 0 && new_group) r = posix_spawnattr_setpgroup(&attr, 0);
+    if (r == 0) r = posix_spawnattr_setflags(&attr, flags);
+    if (r == 0) r = posix_spawnp(pid, file, &actions, &attr, argv, envp ? envp : environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    return r;
+}

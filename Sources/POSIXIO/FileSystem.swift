@@ -11,6 +11,17 @@ public func makeDirectories(_ path: String) throws(Errno) {
     }
 }
 
+/// `path` made absolute against the working directory (a child started in another directory,
+/// such as QEMU in the state directory, must not resolve it again).
+public func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    guard getcwd(&buffer, buffer.count) != nil else { return path }
+    let cwd = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let rest = path.hasPrefix("./") ? String(path.dropFirst(2)) : path
+    return cwd == "/" ? "/" + rest : cwd + "/" + rest
+}
+
 public func listDirectory(_ path: String) throws(Errno) -> [String] {
     guard let dir = opendir(path) else { throw Errno.current }
     defer { closedir(dir) }

@@ -32,3 +32,16 @@ public func replaceSymlink(_ link: String, pointingTo target: String) throws(Err
     if symlink(target, tmp) != 0 { throw Errno.current }
     if rename(tmp, link) != 0 { let e = Errno.current; unlink(tmp); throw e }
 }
+
+/// Where a symbolic link points, or nil if `link` is not one.
+public func symlinkTarget(_ link: String) -> String? {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink(link, &buffer, buffer.count - 1)
+    guard n >= 0 else { return nil }
+    return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Removes `link` only while it still points at `target` (another owner may have replaced it).
+public func removeSymlink(_ link: String, ifPointingTo target: String) {
+    if symlinkTarget(link) == target { unlink(link) }
+}

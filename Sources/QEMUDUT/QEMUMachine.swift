@@ -18,7 +18,7 @@ public actor QEMUMachine: DUTPower {
     let serial: SerialPort
     let clock: any AgentClock
     let cycleOff: Duration
-    private var process: Process?
+    private var process: Subprocess?
     private var qmpPath: String { "\(stateDirectory)/qemu-qmp.sock" }
     private var pidPath: String { "\(stateDirectory)/qemu.pid" }
     public private(set) var counters = PowerCounters()
@@ -75,38 +75,36 @@ public actor QEMUMachine: DUTPower {
     private func start() async throws(PowerError) {
         killStale()
         unlink(qmpPath)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: config.binary.hasPrefix("/") ? config.binary : "/usr/bin/env")
         let args = config.arguments.map { $0.replacingOccurrences(of: "{state_dir}", with: stateDirectory) }
-        p.arguments = (config.binary.hasPrefix("/") ? [] : [config.binary]) + args
-            + ["-serial", "pty", "-qmp", "unix:\(qmpPath),server=on,wait=off", "-pidfile", pidPath, "-S"]
-        p.currentDirectoryURL = URL(fileURLWithPath: stateDirectory)
         // QEMU names its pty on stdout ("char device redirected to /dev/pts/5 (label serial0)")
         // and says what is wrong on stderr: both come here.
-        let output = Pipe()
-        p.standardError = output
-        p.standardOutput = output
-        p.standardInput = FileHandle.nullDevice
-        do { try p.run() } catch {
+        let p: Subprocess
+        do {
+            p = try Subprocess([config.binary] + args + ["-serial", "pty", "-qmp", "unix:\(qmpPath),server=on,wait=off", "-pidfile", pidPath, "-S"],
+                               directory: stateDirectory, input: .null, output: .pipe, error: .standardOutput)
+        } catch {
             throw PowerError(kind: .hardware, detail: "cannot start \(config.binary): \(error)")
         }
         process = p
-        let handle = output.fileHandleForReading
+        let reader = LineReader(p.standardOutput!)
         let found: (String?, String) = await withCheckedContinuation { c in
-            Thread {
+            startThread(name: "qemu-output") {
                 var text = ""
-                while true {
-                    let d = handle.availableData
-                    if d.isEmpty { c.resume(returning: (nil, text)); return }
-                    text += String(decoding: d, as: UTF8.self)
-                    if let r = text.range(of: "redirected to "), let end = text[r.upperBound...].firstIndex(of: " ") {
-                        c.resume(returning: (String(text[r.upperBound..<end]), text))
+                while let line = reader.readLine() {
+                    text += line + "\n"
+                    if let r = line.range(of: "redirected to "), let end = line[r.upperBound...].firstIndex(of: " ") {
+                        c.resume(returning: (String(line[r.upperBound..<end]), text))
                         // Keep draining so QEMU never blocks on a full pipe.
-                        while !handle.availableData.isEmpty {}
+                        _ = reader.readToEnd()
+                        reader.descriptor.close()
                         return
                     }
                 }
-            }.start()
+                reader.descriptor.close()
+                // Its output ended before naming the pty: it has exited (or is about to); reap it.
+                p.stop(grace: 2)
+                c.resume(returning: (nil, text))
+            }
         }
         guard let pty = found.0 else {
             process = nil
@@ -117,6 +115,13 @@ public actor QEMUMachine: DUTPower {
             await stop()
             throw PowerError(kind: .hardware, detail: "cannot link \(serialLink) to \(pty): \(error)")
         }
+        // However QEMU ends (powered off from inside, crashed, stopped), its pty number is free
+        // from then on: take the console's link away at once.
+        let link = serialLink
+        startThread(name: "qemu-exit") {
+            _ = p.wait()
+            removeSymlink(link, ifPointingTo: pty)
+        }
         serial.retryOpenNow()
         await serial.waitUntilOpened(after: opens)
         try await qmp("cont")
@@ -124,6 +129,10 @@ public actor QEMUMachine: DUTPower {
 
     private func stop() async {
         guard let p = process else { return }
+        // First take the console's link away: once QEMU is gone its pty number is free, and the
+        // serial port, retrying the link, must not open the next pty that number is given to
+        // (another QEMU's, another agent's DUT).
+        unlink(serialLink)
         if p.isRunning {
             try? await qmp("quit")
             let deadline = clock.now() + .seconds(3)
@@ -131,7 +140,7 @@ public actor QEMUMachine: DUTPower {
             if p.isRunning { p.terminate() }
         }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            Thread { p.waitUntilExit(); c.resume() }.start()
+            startThread(name: "qemu-wait") { _ = p.wait(); c.resume() }
         }
         process = nil
     }

@@ -18,117 +18,168 @@ struct BootTime: AsyncParsableCommand {
         while let l = prepare.readLine() { report.line("| \(l)") }
         guard prepare.wait() == 0 else { throw BenchError("scripts/rig/prepare failed") }
         let root = FileManager.default.currentDirectoryPath
+        // The agent picks "Xen Linux dev" by its label from a menu whose default is another entry;
+        // the floor's menu boots that entry by itself after 1 ms.
         let web = root + "/.build/bench/rig-web", floorDir = root + "/.build/bench/rig-floor"
-        for dir in [web, floorDir] {
-            try? FileManager.default.removeItem(atPath: dir)
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            for f in ["vmlinuz", "initrd.img", "sercon-port"] {
-                try FileManager.default.createSymbolicLink(atPath: "\(dir)/\(f)", withDestinationPath: "\(root)/.rig-cache/\(f)")
-            }
-        }
-        let server = try Child(["python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", web], quietErrors: true)
+        let server = try Child(["scripts/rig/serve", web], input: .pipe)
         defer { server.stop() }
-        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
-        guard let serving = server.output(containing: [" port ", "("]), let portText = serving.components(separatedBy: " port ").last?.split(separator: " ").first,
-              let port = Int(portText) else { throw BenchError("http.server did not start") }
-        let entries = [("netboot", "Debian stable netboot"), ("netinst", "Debian stable netinst"), ("xen-linux-dev", "Xen Linux dev"), ("linux-dev", "Linux dev")]
-        func menu(default entry: String, timeoutMs: Int) -> String {
-            var m = ["#!ipxe", "menu 3mdeb lab boot menu", "item --gap -- --- Boot options ---"]
-            m += entries.map { "item \($0.0) \($0.1)" } + ["item shell iPXE shell", "choose --default \(entry) --timeout \(timeoutMs) target && goto ${target}", ":shell", "shell"]
-            for (slug, _) in entries {
-                m += [":\(slug)", "kernel http://10.0.2.2:\(port)/vmlinuz console=ttyS0,115200 rte.entry=\(slug)", "initrd http://10.0.2.2:\(port)/initrd.img", "boot"]
-            }
-            return m.joined(separator: "\n") + "\n"
+        let floorServer = try Child(["scripts/rig/serve", floorDir, "--default", "xen-linux-dev", "--timeout-ms", "1"], input: .pipe)
+        defer { floorServer.stop() }
+        guard let portLine = server.readLine(), portLine.hasPrefix("port "), let port = Int(portLine.dropFirst(5)),
+              let floorLine = floorServer.readLine(), floorLine.hasPrefix("port "), let floorPort = Int(floorLine.dropFirst(5))
+        else { throw BenchError("scripts/rig/serve did not start") }
+        // The shipped QEMU config, pointed at the served directory (the daemon gets its own
+        // --listen and --state-dir). The floor's DHCP names the menu by its HTTP URL, so iPXE's
+        // autoboot fetches it the way the agent's `chain` does.
+        let shipped = try String(contentsOfFile: "deploy/qemu-apu2.yaml", encoding: .utf8)
+        guard shipped.contains("/opt/rte-rig"), shipped.contains("bootfile=menu.ipxe") else {
+            throw BenchError("deploy/qemu-apu2.yaml no longer serves /opt/rte-rig/menu.ipxe")
         }
-        // The agent picks "Xen Linux dev" by its label from a menu whose default is another entry.
-        try menu(default: "netboot", timeoutMs: 3000).write(toFile: web + "/menu.ipxe", atomically: true, encoding: .utf8)
-        try menu(default: "xen-linux-dev", timeoutMs: 1).write(toFile: floorDir + "/menu.ipxe", atomically: true, encoding: .utf8)
-        func config(tftp: String) -> String {
-            """
-            dut: {name: apu2-qemu, board: apu2, backend: qemu}
-            serial: {device: dut-serial, baud: 115200}
-            qemu:
-              args: ["-machine", "pc,accel=tcg", "-cpu", "max", "-m", "512", "-display", "none", "-nodefaults",
-                     "-fw_cfg", "name=etc/sercon-port,file=\(tftp)/sercon-port",
-                     "-netdev", "user,id=n0,tftp=\(tftp),bootfile=menu.ipxe", "-device", "e1000,netdev=n0", "-boot", "n"]
-            power: {cycle_off_ms: 200}
-            http: {listen: "127.0.0.1:0"}
-            state_dir: /tmp/unused
-            auth: {enabled: false}
-            """
+        let agentDaemon = try Daemon(binary: agent, config: shipped.replacingOccurrences(of: "/opt/rte-rig", with: web),
+                                     stateDirectory: ".build/bench/boot-agent")
+        defer { agentDaemon.stop() }
+        let floorDaemon = try Daemon(binary: agent, config: shipped.replacingOccurrences(of: "/opt/rte-rig", with: floorDir)
+                                        .replacingOccurrences(of: "bootfile=menu.ipxe", with: "bootfile=http://10.0.2.2:\(floorPort)/menu.ipxe"),
+                                     stateDirectory: ".build/bench/boot-floor")
+        defer { floorDaemon.stop() }
+        func leased(_ d: Daemon) throws -> AgentClient {
+            let lease = try d.client().call("POST", "/api/v1/leases", json: ["ttl_s": 3600]).object["token"] as! String
+            return try d.client(leaseToken: lease)
+        }
+        let agentClient = try leased(agentDaemon), floorClient = try leased(floorDaemon)
+
+        /// The agent's boot test, watched on the console like the floor's; also the run's own stage times.
+        let typed = ["dhcp", "chain http://10.0.2.2:\(port)/menu.ipxe"]
+        func agentBoot(_ c: AgentClient) async throws -> (trace: ConsoleTrace, stages: String, menuKeys: Int) {
+            let spec: [String: Any] = [
+                "name": "qemu apu2: Xen Linux dev", "power": "on",
+                "ipxe": ["commands": typed, "menu_entry": "Xen Linux dev"],
+                "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
+                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 20]],
+                "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
+            ]
+            let from = try captureEnd(c), t0 = now()
+            async let watched = onThread { try ConsoleTrace(following: c, from: from, since: t0) }
+            let posted = try c.call("POST", "/api/v1/runs", json: spec)
+            guard let id = posted.object["id"] as? String else { throw BenchError("run refused: \(posted.status)") }
+            var run: [String: Any] = [:]
+            repeat {
+                try await Task.sleep(for: .milliseconds(200))
+                run = try c.call("GET", "/api/v1/runs/\(id)").object
+            } while ["queued", "running"].contains(run["state"] as? String ?? "")
+            defer { _ = try? c.call("POST", "/api/v1/power", json: ["action": "hard_off"]) }
+            guard run["state"] as? String == "passed" else {
+                let detail = (try? JSONSerialization.data(withJSONObject: run["iterations"] ?? [], options: [.prettyPrinted])).map { String(decoding: $0, as: UTF8.self) } ?? ""
+                throw BenchError("the boot run failed: \(run["message"] ?? "")\n\(detail)")
+            }
+            let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
+            let trace = try await watched
+            guard trace.loginPrompt != nil else { throw BenchError("the agent's boot: no login prompt seen on the console") }
+            // "chose \"Xen Linux dev\" (row 7) with 2 key(s)"
+            let menuDetail = stages.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String ?? ""
+            let menuKeys = Int(menuDetail.components(separatedBy: " with ").last?.split(separator: " ").first ?? "") ?? 0
+            return (trace, stages.map { "\($0["name"] as! String) \(Int(($0["duration_ms"] as? Double) ?? 0)) ms" }.joined(separator: ", "), menuKeys)
         }
 
-        // The agent's boot tests.
-        var toLogin: [Double] = [], whole: [Double] = []
-        var stageLines: [String] = []
-        do {
-            let d = try Daemon(binary: agent, config: config(tftp: web), stateDirectory: ".build/bench/boot-agent")
-            defer { d.stop() }
-            let lease = try d.client().call("POST", "/api/v1/leases", json: ["ttl_s": 3600]).object["token"] as! String
-            let c = try d.client(leaseToken: lease)
-            for _ in 0..<boots {
-                let spec: [String: Any] = [
-                    "name": "qemu apu2: Xen Linux dev", "power": "on",
-                    "ipxe": ["commands": ["dhcp", "chain http://10.0.2.2:\(port)/menu.ipxe"], "menu_entry": "Xen Linux dev"],
-                    "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
-                    "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 20]],
-                    "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
-                ]
-                let posted = try c.call("POST", "/api/v1/runs", json: spec)
-                guard let id = posted.object["id"] as? String else { throw BenchError("run refused: \(posted.status)") }
-                var run: [String: Any] = [:]
-                repeat {
-                    try await Task.sleep(for: .milliseconds(200))
-                    run = try c.call("GET", "/api/v1/runs/\(id)").object
-                } while ["queued", "running"].contains(run["state"] as? String ?? "")
-                guard run["state"] as? String == "passed" else { throw BenchError("the boot run failed: \(run["message"] ?? "")") }
-                let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
-                let durations = stages.map { ($0["name"] as! String, ($0["duration_ms"] as? Double) ?? 0) }
-                let loginIndex = durations.firstIndex { $0.0 == "login" } ?? durations.count
-                toLogin.append(durations[..<loginIndex].reduce(0) { $0 + $1.1 } / 1000)
-                whole.append(durations.reduce(0) { $0 + $1.1 } / 1000)
-                stageLines.append(durations.map { "\($0.0) \(Int($0.1)) ms" }.joined(separator: ", "))
-                _ = try c.call("POST", "/api/v1/power", json: ["action": "hard_off"])
-            }
+        /// The floor: power on and watch the console; nobody types.
+        func floorBoot(_ c: AgentClient) async throws -> ConsoleTrace {
+            let from = try captureEnd(c), t0 = now()
+            _ = try c.call("POST", "/api/v1/power", json: ["action": "on"])
+            defer { _ = try? c.call("POST", "/api/v1/power", json: ["action": "hard_off"]) }
+            let trace = try await onThread { try ConsoleTrace(following: c, from: from, since: t0) }
+            guard trace.loginPrompt != nil else { throw BenchError("the floor boot did not reach the login prompt") }
+            return trace
         }
-        for (k, l) in stageLines.enumerated() { report.line("agent boot \(k + 1): \(l)") }
 
-        // The floor: power on and watch; nobody types.
-        var floors: [Double] = [], waits: [Double] = []
-        do {
-            let d = try Daemon(binary: agent, config: config(tftp: floorDir), stateDirectory: ".build/bench/boot-floor")
-            defer { d.stop() }
-            let lease = try d.client().call("POST", "/api/v1/leases", json: ["ttl_s": 3600]).object["token"] as! String
-            let c = try d.client(leaseToken: lease)
-            for _ in 0..<boots {
-                let from = (try c.call("GET", "/api/v1/status").object["serial"] as? [String: Any])?["capture_end"] as? Int ?? 0
-                let t0 = now()
-                _ = try c.call("POST", "/api/v1/power", json: ["action": "on"])
-                let (login, wait) = try await onThread { () throws -> (Double, Double) in
-                    var text = "", promptSeenAt: Double?, promptWait = 0.0
-                    var loginAt = 0.0
-                    try c.stream("/api/v1/serial/stream?from=\(from)") { bytes in
-                        let t = now()
-                        if let p = promptSeenAt, promptWait == 0 { promptWait = t - p }
-                        text += String(decoding: bytes, as: UTF8.self)
-                        if promptSeenAt == nil, text.contains("Press Ctrl-B for the iPXE command line...") { promptSeenAt = t }
-                        if text.contains("login: ") { loginAt = t; return false }
-                        return now() - t0 < 300
-                    }
-                    return (loginAt - t0, promptWait)
-                }
-                guard login > 0 else { throw BenchError("the floor boot did not reach the login prompt") }
-                floors.append(login - wait)
-                waits.append(wait)
-                report.line("floor boot: login prompt after \(fmt(login, 2)) s, of which iPXE's Ctrl-B wait \(fmt(wait, 2)) s → floor \(fmt(login - wait, 2)) s")
-                _ = try c.call("POST", "/api/v1/power", json: ["action": "hard_off"])
-            }
+        // Alternated, so that drift in the host's speed weighs on both alike.
+        var agentTraces: [ConsoleTrace] = [], floorTraces: [ConsoleTrace] = []
+        var menuKeys = 0
+        for k in 1...boots {
+            let a = try await agentBoot(agentClient)
+            agentTraces.append(a.trace)
+            menuKeys = a.menuKeys
+            report.line("agent boot \(k): \(a.trace.summary)")
+            report.line("  run stages: \(a.stages)")
+            let f = try await floorBoot(floorClient)
+            floorTraces.append(f)
+            report.line("floor boot \(k): \(f.summary); iPXE's Ctrl-B wait \(fmt(f.ctrlBWait, 2)) s")
         }
-        let agentMedian = Distribution(toLogin).p50, floorMedian = Distribution(floors).p50, wholeMedian = Distribution(whole).p50
-        report.line("agent: power-on → login prompt median \(fmt(agentMedian, 2)) s (whole run incl. login and a command \(fmt(wholeMedian, 2)) s); floor median \(fmt(floorMedian, 2)) s")
+        // Where the time goes: each phase's median, agent vs floor (the floor's Ctrl-B wait taken out).
+        for (i, name) in ConsoleTrace.milestones.map(\.name).enumerated() {
+            let a = Distribution(agentTraces.compactMap { $0.phase(i) }).p50, f = Distribution(floorTraces.compactMap { $0.phase(i, withoutCtrlBWait: true) }).p50
+            report.line("phase → \(name): agent \(fmt(a, 2)) s, floor \(fmt(f, 2)) s")
+        }
+        let agentMedian = Distribution(agentTraces.compactMap(\.loginPrompt)).p50
+        let floorMedian = Distribution(floorTraces.compactMap { f in f.loginPrompt.map { $0 - f.ctrlBWait } }).p50
+        report.line("agent: power-on → login prompt median \(fmt(agentMedian, 2)) s; floor median \(fmt(floorMedian, 2)) s")
         report.row("QEMU apu2 boot, power-on → login prompt (median of \(boots))", agent: "\(fmt(agentMedian, 2)) s",
                    baseline: "DUT floor \(fmt(floorMedian, 2)) s", target: "ratio close to 1")
         report.row("agent / floor ratio", agent: "\(fmt(agentMedian / floorMedian, 2))")
+        // The floor types nothing; the run types its iPXE commands and menu keys, which the DUT
+        // takes no faster than its firmware console reads them (SeaBIOS's serial console, one key
+        // per timer tick). Ctrl-B is not counted: it falls inside iPXE's own wait.
+        let keys = typed.map { $0.utf8.count + 1 }.reduce(0, +) + menuKeys + 1
+        let perKey = (agentMedian - floorMedian) / Double(keys) * 1000
+        report.line("keys the run types and the floor does not: \(keys); the difference per key: \(fmt(perKey)) ms")
+        report.row("agent − floor, per key the run types (\(keys) keys)", agent: "\(fmt(perKey)) ms",
+                   baseline: "one BIOS timer tick: 54.9 ms")
         try report.finish(summary: "agent \(fmt(agentMedian, 2)) s vs floor \(fmt(floorMedian, 2)) s to the login prompt: ratio \(fmt(agentMedian / floorMedian, 2))")
+    }
+}
+
+private func captureEnd(_ c: AgentClient) throws -> Int {
+    (try c.call("GET", "/api/v1/status").object["serial"] as? [String: Any])?["capture_end"] as? Int ?? 0
+}
+
+/// When each step of a network boot first showed on the console (arrival at a stream client,
+/// seconds after power-on was asked for): the same yardstick for the agent's run and the floor.
+struct ConsoleTrace: Sendable {
+    /// Each milestone is its texts appearing in this order after the previous milestone.
+    static let milestones: [(name: String, texts: [String])] = [
+        ("iPXE's Ctrl-B prompt", ["Press Ctrl-B for the iPXE command line..."]),
+        ("DHCP done", ["Configuring (net0", " ok"]),
+        ("menu fetched", ["menu.ipxe", " ok"]),
+        ("menu drawn", ["iPXE shell"]),
+        ("kernel + initrd fetched", ["initrd.img", " ok"]),
+        ("Linux started", ["Linux version"]),
+        ("login prompt", ["login: "]),
+    ]
+    private(set) var times: [Double] = []
+    /// From the Ctrl-B prompt to the next byte: iPXE waiting for a human (2 s when nobody types).
+    private(set) var ctrlBWait = 0.0
+
+    init(following c: AgentClient, from offset: Int, since t0: Double) throws {
+        var text: [UInt8] = [], searchFrom = 0, textIndex = 0
+        var promptAt: Double?
+        try c.stream("/api/v1/serial/stream?from=\(offset)") { bytes in
+            let t = now()
+            if let p = promptAt, ctrlBWait == 0 { ctrlBWait = t - p }
+            text += bytes
+            while times.count < Self.milestones.count {
+                let wanted = Array(Self.milestones[times.count].texts[textIndex].utf8)
+                guard let r = text[searchFrom...].firstRange(of: wanted) else { break }
+                searchFrom = r.upperBound
+                textIndex += 1
+                if textIndex == Self.milestones[times.count].texts.count {
+                    if times.isEmpty { promptAt = t }
+                    times.append(t - t0)
+                    textIndex = 0
+                }
+            }
+            return times.count < Self.milestones.count && t - t0 < 180
+        }
+    }
+
+    var loginPrompt: Double? { times.count == Self.milestones.count ? times.last : nil }
+
+    /// Seconds from the previous milestone (power-on for the first) to milestone `i`.
+    func phase(_ i: Int, withoutCtrlBWait: Bool = false) -> Double? {
+        guard i < times.count else { return nil }
+        let d = times[i] - (i == 0 ? 0 : times[i - 1])
+        return withoutCtrlBWait && i == 1 ? d - ctrlBWait : d
+    }
+
+    var summary: String {
+        zip(Self.milestones, times).map { "\($0.0.name) \(fmt($0.1, 2))" }.joined(separator: ", ") + " s"
     }
 }

@@ -1,12 +1,13 @@
 import AgentClient
 import Foundation
+import POSIXIO
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// A real `rte-agent serve` process for the benchmarks that measure the daemon as deployed.
 final class Daemon: @unchecked Sendable {
-    let process = Process()
+    let process: Subprocess
     let port: Int
     let stateDirectory: String
     /// Seconds from exec to the first accepted TCP connection.
@@ -19,25 +20,22 @@ final class Daemon: @unchecked Sendable {
         let file = stateDirectory + "/agent.yaml"
         try config.write(toFile: file, atomically: true, encoding: .utf8)
         port = try freePort()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--config", file, "--listen", "127.0.0.1:\(port)", "--state-dir", stateDirectory]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         let t0 = now()
-        try process.run()
+        process = try Subprocess([binary, "serve", "--config", file, "--listen", "127.0.0.1:\(port)", "--state-dir", stateDirectory],
+                                 output: .null, error: .null)
         while !canConnect(port) {
-            guard process.isRunning else { throw BenchError("rte-agent exited during start-up (\(process.terminationStatus))") }
-            guard now() - t0 < 30 else { throw BenchError("rte-agent did not listen within 30 s") }
+            if let ended = process.poll() { throw BenchError("rte-agent ended during start-up (\(ended))") }
+            guard now() - t0 < 30 else { process.stop(); throw BenchError("rte-agent did not listen within 30 s") }
             usleep(200)
         }
         startup = now() - t0
     }
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
     func client(leaseToken: String? = nil) throws -> AgentClient { try AgentClient(url: "http://127.0.0.1:\(port)", token: nil, leaseToken: leaseToken) }
 
     func stop() {
-        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        process.stop(grace: 10)
         try? FileManager.default.removeItem(atPath: stateDirectory)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import POSIXIO
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -93,53 +94,20 @@ func statusKilobytes(_ field: String, pid: Int32 = getpid()) -> Double? {
 
 /// A child process whose output is read line by line.
 final class Child: @unchecked Sendable {
-    let process = Process()
-    private let output = Pipe()
-    private var buffered = ""
-    let input = Pipe()
+    let process: Subprocess
+    private let reader: LineReader
 
-    init(_ arguments: [String], environment: [String: String]? = nil, quietErrors: Bool = false) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.standardOutput = output
-        process.standardInput = input
-        if quietErrors { process.standardError = FileHandle.nullDevice }
-        if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-        try process.run()
+    /// `input: .pipe` keeps the child's standard input open for as long as this process lives.
+    init(_ arguments: [String], environment: [String: String]? = nil, input: Subprocess.Stream = .null) throws {
+        let env = environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } }
+        process = try Subprocess(arguments, environment: env, input: input, output: .pipe, error: .inherit)
+        reader = LineReader(process.standardOutput!)
     }
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
 
     /// The next line of output (blocking); nil at end of output.
-    func readLine() -> String? {
-        while true {
-            if let nl = buffered.firstIndex(of: "\n") {
-                let line = String(buffered[..<nl])
-                buffered.removeSubrange(...nl)
-                return line
-            }
-            let data = output.fileHandleForReading.availableData
-            if data.isEmpty {
-                if buffered.isEmpty { return nil }
-                defer { buffered = "" }
-                return buffered
-            }
-            buffered += String(decoding: data, as: UTF8.self)
-        }
-    }
-
-    /// Reads raw output until it contains every one of `marks` (for programs that print without
-    /// a line end or keep the line open).
-    func output(containing marks: [String]) -> String? {
-        var text = buffered
-        while !marks.allSatisfy({ text.contains($0) }) {
-            let data = output.fileHandleForReading.availableData
-            if data.isEmpty { return nil }
-            text += String(decoding: data, as: UTF8.self)
-        }
-        buffered = ""
-        return text
-    }
+    func readLine() -> String? { reader.readLine() }
 
     /// Reads lines until one starts with `prefix`, echoing the others.
     func line(startingWith prefix: String, echo: Bool = true) -> String? {
@@ -150,10 +118,18 @@ final class Child: @unchecked Sendable {
         return nil
     }
 
-    func wait() -> Int32 { process.waitUntilExit(); return process.terminationStatus }
+    /// The exit code (128 + n when killed by signal n, as a shell reports it).
+    func wait() -> Int32 {
+        switch process.wait() {
+        case .exited(let code): code
+        case .signalled(let n): 128 + n
+        }
+    }
 
     func stop() {
-        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        process.stop(grace: 5)
+        reader.descriptor.close()
+        process.standardInput?.close()
     }
 }
 

@@ -2,6 +2,7 @@ import AgentRuntime
 import Auth
 @testable import Configuration
 import Foundation
+import POSIXIO
 import Testing
 
 /// The QEMU virtual apu2: real SeaBIOS, iPXE and Linux. Skipped only with RTE_SKIP_RIG=1 (shown
@@ -14,44 +15,19 @@ actor Rig {
     static let shared = Rig()
     struct Ready: Sendable { var directory: String; var port: Int }
     private var ready: Ready?
-    private var server: Process?
+    private var server: Subprocess?
 
     func prepare() throws -> Ready {
         if let ready { return ready }
-        let prep = Process()
-        prep.executableURL = URL(fileURLWithPath: packageRoot + "/scripts/rig/prepare")
-        try prep.run(); prep.waitUntilExit()
-        guard prep.terminationStatus == 0 else { throw TimeoutError(what: "scripts/rig/prepare failed") }
+        let prep = try Subprocess([packageRoot + "/scripts/rig/prepare"])
+        guard prep.wait().succeeded else { throw TimeoutError(what: "scripts/rig/prepare failed") }
         let dir = scratchDirectory("rig")
-        for f in ["vmlinuz", "initrd.img", "sercon-port"] {
-            try FileManager.default.createSymbolicLink(atPath: "\(dir)/\(f)", withDestinationPath: "\(packageRoot)/.rig-cache/\(f)")
-        }
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        server.arguments = ["python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", dir]
-        let out = Pipe()
-        server.standardOutput = out
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        // Serves until this test process ends (its standard input, held here, closes then).
+        let server = try Subprocess([packageRoot + "/scripts/rig/serve", dir], input: .pipe, output: .pipe)
         self.server = server
-        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
-        var text = ""
-        while !text.contains(" port ") || !text.contains("(") {
-            let d = out.fileHandleForReading.availableData
-            if d.isEmpty { throw TimeoutError(what: "http.server did not start") }
-            text += String(decoding: d, as: UTF8.self)
+        guard let line = LineReader(server.standardOutput!).readLine(), line.hasPrefix("port "), let port = Int(line.dropFirst(5)) else {
+            throw TimeoutError(what: "scripts/rig/serve did not start")
         }
-        let port = Int(text.components(separatedBy: " port ")[1].split(separator: " ")[0])!
-        let entries = [("netboot", "Debian stable netboot"), ("netinst", "Debian stable netinst"), ("xen-linux-dev", "Xen Linux dev"),
-                       ("linux-dev", "Linux dev")]
-        var menu = ["#!ipxe", "menu 3mdeb lab boot menu", "item --gap -- --- Boot options ---"]
-        menu += entries.map { "item \($0.0) \($0.1)" } + ["item shell iPXE shell",
-                 "choose --default netboot --timeout 3000 target && goto ${target}", ":shell", "shell"]
-        for (slug, _) in entries {
-            menu += [":\(slug)", "kernel http://10.0.2.2:\(port)/vmlinuz console=ttyS0,115200 rte.entry=\(slug)",
-                     "initrd http://10.0.2.2:\(port)/initrd.img", "boot"]
-        }
-        try (menu.joined(separator: "\n") + "\n").write(toFile: "\(dir)/menu.ipxe", atomically: true, encoding: .utf8)
         let r = Ready(directory: dir, port: port)
         ready = r
         return r
@@ -59,23 +35,23 @@ actor Rig {
 }
 
 func rigConfig(_ rig: Rig.Ready, stateDir: String) throws -> AgentConfig {
+    // The shipped QEMU config, pointed at this rig, with this suite's tokens.
     let list = tokens.sorted { $0.key < $1.key }.map { "    - {user: \($0.key), sha256: \(SHA256.hex($0.value)), admin: \($0.key == "root")}" }
-    let yaml = """
-    dut: {name: apu2-qemu, board: apu2, backend: qemu}
-    serial: {device: dut-serial, baud: 115200}
-    qemu:
-      args: ["-machine", "pc,accel=tcg", "-cpu", "max", "-m", "512", "-display", "none", "-nodefaults",
-             "-fw_cfg", "name=etc/sercon-port,file=\(rig.directory)/sercon-port",
-             "-netdev", "user,id=n0,tftp=\(rig.directory),bootfile=menu.ipxe", "-device", "e1000,netdev=n0", "-boot", "n"]
-    power: {cycle_off_ms: 200}
-    http: {listen: "127.0.0.1:0"}
-    state_dir: \(stateDir)
-    auth:
-      enabled: true
-      tokens:
-    \(list.joined(separator: "\n"))
-    """
+    let shipped = try String(contentsOfFile: packageRoot + "/deploy/qemu-apu2.yaml", encoding: .utf8)
+    let yaml = try shipped.replacing(every: "/opt/rte-rig", with: rig.directory)
+        .replacing(every: "cycle_off_ms: 500", with: "cycle_off_ms: 200")
+        .replacing(every: "listen: 127.0.0.1:8000", with: "listen: \"127.0.0.1:0\"")
+        .replacing(every: "state_dir: /tmp/rte-agent-qemu", with: "state_dir: \(stateDir)")
+        .replacing(every: "auth:\n  enabled: false", with: "auth:\n  enabled: true\n  tokens:\n\(list.joined(separator: "\n"))")
     return try AgentConfig.parse(yaml: yaml, file: "rig.yaml")
+}
+
+extension String {
+    /// Replaces `target`, which must be there (the shipped file changed otherwise).
+    func replacing(every target: String, with replacement: String) throws -> String {
+        guard contains(target) else { throw TimeoutError(what: "deploy/qemu-apu2.yaml no longer has \(target)") }
+        return replacingOccurrences(of: target, with: replacement)
+    }
 }
 
 @Suite(.serialized, .enabled(if: rigEnabled, "RTE_SKIP_RIG=1 skips the QEMU rig"))
@@ -101,7 +77,24 @@ struct QEMURigTests {
             // The stage timings under TCG, for the closing note.
             print("rig stages:", stages.map { "\($0["name"]!)=\(Int($0["duration_ms"] as! Double))ms" }.joined(separator: " "))
             #expect(stages.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String == "chose \"Xen Linux dev\" (row 7) with 2 key(s)")
+            // The guest powers itself off: QEMU ends, and the console's link goes with it (its pty
+            // number is free for the next pty anyone opens).
+            let link = agent.hardware.config.serial.device
+            #expect(symlinkTarget(link)?.hasPrefix("/dev/pts/") == true)
+            #expect(try await a.request("POST", "/api/v1/serial/input", json: ["text": "poweroff -f\r"], leaseToken: token).status == 200)
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline {
+                let state = (try await a.request("GET", "/api/v1/power").json["state"] as? String)
+                if state == "off" && symlinkTarget(link) == nil { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try await a.request("GET", "/api/v1/power").json["state"] as? String == "off")
+            #expect(symlinkTarget(link) == nil, "the link to the dead QEMU's pty was removed")
+            // Powered on and off again: hard off also removes it.
+            #expect(try await a.request("POST", "/api/v1/power", json: ["action": "on"], leaseToken: token).json["state"] as? String == "on")
+            #expect(symlinkTarget(link)?.hasPrefix("/dev/pts/") == true)
             #expect(try await a.request("POST", "/api/v1/power", json: ["action": "hard_off"], leaseToken: token).json["state"] as? String == "off")
+            #expect(symlinkTarget(link) == nil)
             #expect(try await a.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
             _ = agent
         }

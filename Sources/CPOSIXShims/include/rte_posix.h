@@ -9,4 +9,13 @@ void rte_set_current_thread_name(const char *name);
 /* SIGTERM/SIGINT/SIGHUP write one byte (the signal number) to write_fd; async-signal-safe. */
 int rte_install_termination_pipe(int write_fd);
 
+/* Starts `file` (PATH searched) with argv/envp (envp NULL: this environment). stdin/stdout/stderr
+   are dup'ed from the given descriptors (-1: /dev/null). The child gets an empty signal mask and
+   default dispositions: threads of a Swift process block most signals, and posix_spawn would
+   otherwise hand that mask to the child, which then ignores SIGTERM. new_group: own process
+   group. Returns 0 and the pid, or an errno value. */
+int rte_spawn(const char *file, char *const argv[], char *const envp[], const char *directory,
+              int stdin_fd, int stdout_fd, int stderr_fd, int new_group, int *pid);
+int rte_pipe_cloexec(int fds[2]);
+
 #endif

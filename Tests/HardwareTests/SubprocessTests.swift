@@ -1,0 +1,85 @@
+import POSIXIO
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Children as the agent starts them (QEMU) and as the rigs and benchmarks do.
+@Suite struct SubprocessTests {
+    /// Spawns from a thread that blocks SIGTERM, as Swift's concurrency threads do.
+    func spawnFromBlockingThread(_ arguments: [String]) async throws -> Subprocess {
+        try await withCheckedThrowingContinuation { c in
+            startThread(name: "blocks-term") {
+                var set = sigset_t()
+                sigemptyset(&set)
+                sigaddset(&set, SIGTERM)
+                pthread_sigmask(SIG_BLOCK, &set, nil)
+                c.resume(with: Result { () throws(Errno) -> Subprocess in try Subprocess(arguments, output: .pipe) })
+            }
+        }
+    }
+
+    @Test func aChildStartsWithNoBlockedSignalsAndStopsOnSIGTERM() async throws {
+        let child = try await spawnFromBlockingThread(["sh", "-c", "grep SigBlk /proc/self/status; exec sleep 60"])
+        let line = LineReader(child.standardOutput!).readLine()
+        #expect(line?.hasSuffix("0000000000000000") == true, "\(line ?? "no output")")
+        #expect(child.isRunning)
+        child.terminate()
+        #expect(child.wait() == .signalled(SIGTERM))
+        #expect(!child.isRunning)
+    }
+
+    @Test func stopEscalatesToSIGKILLWhenTERMIsIgnored() throws {
+        let child = try Subprocess(["sh", "-c", "trap '' TERM; echo ready; exec tail -f /dev/null"], output: .pipe)
+        #expect(LineReader(child.standardOutput!).readLine() == "ready")
+        #expect(child.stop(grace: 0.2) == .signalled(SIGKILL))
+    }
+
+    @Test func outputLinesTheUnterminatedRestAndTheExitCode() throws {
+        let child = try Subprocess(["sh", "-c", "echo one; echo; printf two; exit 3"], output: .pipe)
+        let reader = LineReader(child.standardOutput!)
+        #expect(reader.readLine() == "one")
+        #expect(reader.readLine() == "")
+        #expect(reader.readLine() == "two")
+        #expect(reader.readLine() == nil)
+        #expect(child.wait() == .exited(3))
+        #expect(child.poll() == .exited(3), "the status is kept once reaped")
+    }
+
+    @Test func readThroughAMarkSplitAcrossWrites() throws {
+        let child = try Subprocess(["sh", "-c", "printf 'Serving on port 4'; sleep 0.05; printf '2 (x) ...rest'"], output: .pipe)
+        let reader = LineReader(child.standardOutput!)
+        #expect(reader.read(through: ") ...") == "Serving on port 42 (x) ...")
+        #expect(reader.readToEnd() == "rest")
+        #expect(reader.read(through: "anything") == nil)
+        _ = child.wait()
+    }
+
+    @Test func inputPipeEnvironmentAndDirectory() throws {
+        let cat = try Subprocess(["cat"], input: .pipe, output: .pipe)
+        try cat.standardInput!.writeAll(Array("abc\n".utf8))
+        cat.standardInput!.close()
+        #expect(LineReader(cat.standardOutput!).readToEnd() == "abc\n")
+        #expect(cat.wait().succeeded)
+
+        let env = try Subprocess(["/usr/bin/env"], environment: ["ONLY": "this"], output: .pipe)
+        #expect(LineReader(env.standardOutput!).readToEnd() == "ONLY=this\n")
+        _ = env.wait()
+
+        let pwd = try Subprocess(["pwd"], directory: "/usr/share", output: .pipe, error: .standardOutput)
+        #expect(LineReader(pwd.standardOutput!).readLine() == "/usr/share")
+        _ = pwd.wait()
+    }
+
+    @Test func aMissingProgramIsAnErrorNotAChild() {
+        #expect(throws: Errno(ENOENT)) { try Subprocess(["rte-no-such-program-here"]) }
+    }
+
+    @Test func relativePathsAreMadeAbsoluteAgainstTheWorkingDirectory() {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let cwd = String(cString: getcwd(&buffer, buffer.count)!)
+        #expect(absolutePath("/etc/x") == "/etc/x")
+        #expect(absolutePath("state/a") == (cwd == "/" ? "" : cwd) + "/state/a")
+        #expect(absolutePath("./b") == (cwd == "/" ? "" : cwd) + "/b")
+    }
+}
