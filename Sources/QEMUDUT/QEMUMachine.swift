@@ -94,8 +94,8 @@ public actor QEMUMachine: DUTPower {
                     text += line + "\n"
                     if let r = line.range(of: "redirected to "), let end = line[r.upperBound...].firstIndex(of: " ") {
                         c.resume(returning: (String(line[r.upperBound..<end]), text))
-                        // Keep draining so QEMU never blocks on a full pipe.
-                        _ = reader.readToEnd()
+                        // Keep draining (and forgetting) so QEMU never blocks on a full pipe.
+                        while reader.readLine() != nil {}
                         reader.descriptor.close()
                         return
                     }

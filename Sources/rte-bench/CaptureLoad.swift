@@ -60,7 +60,7 @@ struct CaptureLoad: AsyncParsableCommand {
         var report = Report("capture", table: table)
         try? FileManager.default.removeItem(atPath: directory)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let writer = try Child([selfPath, "pty-writer", "--seconds", String(seconds)])
+        let writer = try Child([selfPath, "pty-writer", "--seconds", String(seconds)], input: .pipe)
         defer { writer.stop() }
         guard let ptyLine = writer.line(startingWith: "pty ") else { throw BenchError("the writer did not start") }
         let log = try CaptureLog(directory: directory, maxFileBytes: 64 << 20, maxFiles: 100_000)

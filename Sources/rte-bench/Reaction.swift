@@ -41,7 +41,7 @@ struct Reaction: AsyncParsableCommand {
 
     /// The agent's own path: SerialPort (termios, reader thread) → capture → ConsoleSession.expect → write.
     func measureAgent() async throws -> Distribution {
-        let dut = try Child([selfPath, "dut-prompter", "--samples", String(samples)])
+        let dut = try Child([selfPath, "dut-prompter", "--samples", String(samples)], input: .pipe)
         defer { dut.stop() }
         guard let ptyLine = dut.line(startingWith: "pty ") else { throw BenchError("the DUT did not start") }
         let path = String(ptyLine.dropFirst(4))
@@ -66,7 +66,7 @@ struct Reaction: AsyncParsableCommand {
     /// The floor of this machine's pty round trip: no terminal model, no capture, one thread
     /// blocked in read(2), a byte-by-byte scan, write(2).
     func measureBareLoop() async throws -> Distribution {
-        let dut = try Child([selfPath, "dut-prompter", "--samples", String(samples)])
+        let dut = try Child([selfPath, "dut-prompter", "--samples", String(samples)], input: .pipe)
         defer { dut.stop() }
         guard let ptyLine = dut.line(startingWith: "pty ") else { throw BenchError("the DUT did not start") }
         let path = String(ptyLine.dropFirst(4)), count = samples
@@ -95,7 +95,7 @@ struct Reaction: AsyncParsableCommand {
     }
 
     func measurePexpect() throws -> Distribution {
-        let dut = try Child([selfPath, "dut-prompter", "--samples", String(samples)])
+        let dut = try Child([selfPath, "dut-prompter", "--samples", String(samples)], input: .pipe)
         defer { dut.stop() }
         guard let ptyLine = dut.line(startingWith: "pty ") else { throw BenchError("the DUT did not start") }
         let client = try Child([python, "Benchmarks/pexpect_reaction.py", String(ptyLine.dropFirst(4)), String(samples)])

@@ -17,17 +17,23 @@ actor Rig {
     private var ready: Ready?
     private var server: Subprocess?
 
-    func prepare() throws -> Ready {
+    func prepare() async throws -> Ready {
         if let ready { return ready }
-        let prep = try Subprocess([packageRoot + "/scripts/rig/prepare"])
-        guard prep.wait().succeeded else { throw TimeoutError(what: "scripts/rig/prepare failed") }
-        let dir = scratchDirectory("rig")
-        // Serves until this test process ends (its standard input, held here, closes then).
-        let server = try Subprocess([packageRoot + "/scripts/rig/serve", dir], input: .pipe, output: .pipe)
-        self.server = server
-        guard let line = LineReader(server.standardOutput!).readLine(), line.hasPrefix("port "), let port = Int(line.dropFirst(5)) else {
-            throw TimeoutError(what: "scripts/rig/serve did not start")
+        // Waiting for children blocks: not on the actor's (the cooperative pool's) thread.
+        let (server, dir, port) = try await onThread { () throws -> (Subprocess, String, Int) in
+            let prep = try Subprocess([packageRoot + "/scripts/rig/prepare"])
+            guard prep.wait().succeeded else { throw TimeoutError(what: "scripts/rig/prepare failed") }
+            let dir = scratchDirectory("rig")
+            // Serves until this test process ends (its standard input, held here, closes then).
+            let server = try Subprocess([packageRoot + "/scripts/rig/serve", dir], input: .pipe, output: .pipe)
+            guard let line = LineReader(server.standardOutput!).readLine(), line.hasPrefix("port "), let port = Int(line.dropFirst(5)) else {
+                server.stop()
+                throw TimeoutError(what: "scripts/rig/serve did not start")
+            }
+            return (server, dir, port)
         }
+        if let ready { server.stop(); return ready }
+        self.server = server
         let r = Ready(directory: dir, port: port)
         ready = r
         return r
