@@ -21,6 +21,8 @@ final class ConsoleFeed: Sendable {
         var match: Match?
         var sentAt: Timestamp?
         var writeError: String?
+        /// The session's task, parked until the match (not woken for every chunk of noise).
+        var waiter: CheckedContinuation<Void, Never>?
     }
     struct State {
         var terminal: Terminal
@@ -86,20 +88,29 @@ final class ConsoleFeed: Sendable {
 
     private func consume(_ s: inout State, _ bytes: UnsafeBufferPointer<UInt8>, at offset: UInt64) -> [CheckedContinuation<Void, Never>] {
         let text = s.terminal.feed(bytes, at: offset)
+        var woken: [CheckedContinuation<Void, Never>] = []
         if !text.isEmpty {
             s.backlog.append(text)
-            if var r = s.reaction, r.match == nil {
-                if let (m, _) = r.matcher.scan(text) {
-                    r.match = m
-                    do { try write(r.response); r.sentAt = clock.now() } catch { r.writeError = "\(error)" }
+            // Scanned in place (a copy of the matcher would copy its history on every read); a
+            // partial match stays in it for the next read.
+            if s.reaction != nil, s.reaction!.match == nil {
+                let response = s.reaction!.response
+                var sentAt: Timestamp?, writeError: String?
+                // The key goes out as soon as the prompt's last byte is seen.
+                if let (m, _) = s.reaction!.matcher.scan(text, onMatchEnd: { [write, clock] in
+                    do { try write(response); sentAt = clock.now() } catch { writeError = "\(error)" }
+                }) {
+                    s.reaction!.match = m
+                    s.reaction!.sentAt = sentAt
+                    s.reaction!.writeError = writeError
+                    if let w = s.reaction!.waiter { woken.append(w); s.reaction!.waiter = nil }
                 }
-                s.reaction = r  // also keeps a partial match for the next read
             }
         }
         s.version &+= 1
-        let w = Array(s.waiters.values)
+        woken += s.waiters.values
         s.waiters.removeAll()
-        return w
+        return woken
     }
 
     var version: UInt64 { state.withLock { $0.version } }
@@ -134,6 +145,39 @@ final class ConsoleFeed: Sendable {
         }
         timer.cancel()
         return self.version != version
+    }
+
+    /// Returns once the armed reaction has matched, the deadline passed or the task was
+    /// cancelled (the caller tells which). Unlike `waitForOutput`, noise before the prompt does
+    /// not wake the task.
+    func waitForReaction(until deadline: Timestamp) async {
+        if state.withLock({ $0.reaction?.match != nil }) || Task.isCancelled || clock.now() >= deadline { return }
+        let clock = self.clock
+        let timer = Task { [weak self] in
+            try? await clock.sleep(until: deadline)
+            // A cancelled timer must not wake the next reaction's wait.
+            if !Task.isCancelled { self?.wakeReactionWaiter() }
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let ready = state.withLock { s -> Bool in
+                    guard s.reaction != nil, s.reaction!.match == nil, !Task.isCancelled else { return true }
+                    s.reaction!.waiter = c
+                    return false
+                }
+                if ready { c.resume() }
+            }
+        } onCancel: {
+            wakeReactionWaiter()
+        }
+        timer.cancel()
+    }
+
+    func wakeReactionWaiter() {
+        state.withLock { s -> CheckedContinuation<Void, Never>? in
+            defer { s.reaction?.waiter = nil }
+            return s.reaction?.waiter
+        }?.resume()
     }
 
     private func wake(_ id: UInt64) {
@@ -255,7 +299,6 @@ public final class ConsoleSession {
         }
         let deadline = clock.now() + timeout
         while true {
-            let version = feed.version
             let outcome = feed.state.withLock { s -> ConsoleFeed.Reaction? in
                 guard let r = s.reaction, r.match != nil else { return nil }
                 s.reaction = nil
@@ -267,18 +310,18 @@ public final class ConsoleSession {
                 if let e = r.writeError { throw ConsoleWriteError(description: e) }
                 return (match, r.sentAt ?? clock.now())
             }
-            var ended = Task.isCancelled
-            if !ended { ended = !(await feed.waitForOutput(after: version, until: deadline)) }
-            if ended {
-                let gaveUp = feed.state.withLock { s -> Bool in
-                    if s.reaction?.match != nil { return false }
-                    s.reaction = nil
-                    return true
-                }
-                if !gaveUp { continue }  // it matched just now
-                skipUnread()
-                throw Task.isCancelled ? ConsoleWaitError.cancelled : ConsoleWaitError.timedOut
+            if !Task.isCancelled && clock.now() < deadline {
+                await feed.waitForReaction(until: deadline)
+                continue
             }
+            let gaveUp = feed.state.withLock { s -> Bool in
+                if s.reaction?.match != nil { return false }
+                s.reaction = nil
+                return true
+            }
+            if !gaveUp { continue }  // it matched just now
+            skipUnread()
+            throw Task.isCancelled ? ConsoleWaitError.cancelled : ConsoleWaitError.timedOut
         }
     }
 

@@ -30,6 +30,8 @@ public struct StreamMatcher: Sendable {
     public let patterns: [Pattern]
     private let program: [Instruction]
     private let starts: [Int]
+    /// The byte length of the only pattern when it is a literal (its start needs no search).
+    private let singleLiteralLength: Int?
     private var dfa: LazyDFA
     private var state: Int32
     /// The byte before the first one scanned (or before the last reset): `^` looks at it.
@@ -46,6 +48,7 @@ public struct StreamMatcher: Sendable {
 
     public init(_ patterns: [Pattern]) throws(PatternError) {
         self.patterns = patterns
+        if patterns.count == 1, case .literal(let text) = patterns[0] { singleLiteralLength = text.utf8.count } else { singleLiteralLength = nil }
         var compiler = RegexCompiler()
         var starts: [Int] = []
         for (k, p) in patterns.enumerated() {
@@ -71,7 +74,9 @@ public struct StreamMatcher: Sendable {
 
     /// Scans `chunk.bytes[from...]`; on the first match returns it and the index just past it,
     /// so the caller can hand the rest of the chunk to whatever it waits for next.
-    public mutating func scan(_ chunk: TextChunk, from: Int = 0) -> (match: Match, next: Int)? {
+    /// `onMatchEnd` runs the moment the match's last byte is seen, before the work of finding
+    /// where it began: a key answering a prompt goes out without waiting for that.
+    public mutating func scan(_ chunk: TextChunk, from: Int = 0, onMatchEnd: (() -> Void)? = nil) -> (match: Match, next: Int)? {
         let n = chunk.bytes.count
         guard from < n else { return nil }
         var i = from
@@ -100,6 +105,7 @@ public struct StreamMatcher: Sendable {
             state = s
             return nil
         }
+        onMatchEnd?()
         let match = locateMatch(endOffset: chunk.offset(at: matchedAt) + 1, dfaPattern: dfa.matchedPattern(s))
         // After a match the matcher starts fresh: the next wait must not see a half-match.
         resetPosition = position
@@ -138,19 +144,27 @@ public struct StreamMatcher: Sendable {
         let from = max(resetPosition, historyStart, position > UInt64(StreamMatcher.windowSize) ? position - UInt64(StreamMatcher.windowSize) : 0)
         let first = Int(from - historyStart)
         let bytes = history.bytes
+        // One literal: it can only have begun its own length before the end.
+        if let length = singleLiteralLength, bytes.count - first >= length {
+            let startIndex = bytes.count - length
+            return Match(patternIndex: 0, start: history.offset(at: startIndex), end: endOffset,
+                         text: String(decoding: bytes[startIndex...], as: UTF8.self))
+        }
+        var stack: [Int] = []
+        stack.reserveCapacity(program.count)
         let before: UInt8 = from == resetPosition ? byteBeforeReset : (first > 0 ? bytes[first - 1] : 0)
         var current = ThreadList(capacity: program.count)
         var next = ThreadList(capacity: program.count)
         var prev = before
         var found: (Int, Int)?
         for i in first..<bytes.count {
-            for s in starts { _ = addChecking(&current, s, start: i, before: prev) }
+            for s in starts { _ = addChecking(&current, s, start: i, before: prev, stack: &stack) }
             next.clear()
             let b = bytes[i]
             for t in 0..<current.count {
                 let (pc, start) = current.thread(t)
                 if case .byte(let set) = program[pc], set.contains(b),
-                   let m = addChecking(&next, pc + 1, start: Int(start), before: b), found == nil {
+                   let m = addChecking(&next, pc + 1, start: Int(start), before: b, stack: &stack), found == nil {
                     found = (m.0, m.1)
                 }
             }
@@ -166,8 +180,9 @@ public struct StreamMatcher: Sendable {
 
     /// Adds the thread at `pc` and everything reachable without consuming a byte; returns the
     /// first match instruction reached.
-    private func addChecking(_ list: inout ThreadList, _ pc: Int, start: Int, before: UInt8) -> (Int, Int)? {
-        var stack = [pc]
+    private func addChecking(_ list: inout ThreadList, _ pc: Int, start: Int, before: UInt8, stack: inout [Int]) -> (Int, Int)? {
+        stack.removeAll(keepingCapacity: true)
+        stack.append(pc)
         var match: (Int, Int)?
         while let p = stack.popLast() {
             guard p < program.count, !list.contains(p) else { continue }

@@ -1,5 +1,5 @@
 import AgentClock
-import BootFlow
+@testable import BootFlow
 import Matching
 import Serial
 import Synchronization
@@ -37,6 +37,48 @@ final class KeyLog: Sendable {
         let shell = try await session.expect([.literal("iPXE> ")], timeout: .seconds(5))
         #expect(shell.end == capture.endOffset)
         #expect(!armed())
+    }
+
+    /// As in a benchmark or a firmware that asks twice: each answer re-arms at once. A wait that
+    /// ended must not disturb the next one (its timer wakes nobody; waking is not a timeout).
+    @Test func backToBackPromptsAreEachAnsweredOnce() async throws {
+        let capture = SerialCapture(capacity: 1 << 20)
+        let log = KeyLog()
+        let session = ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { log.record($0) }
+        let armed = session.armedProbe()
+        let rounds = 300
+        let dut = Task.detached {
+            for k in 0..<rounds {
+                while !armed() { await Task.yield() }
+                capture.append(Array("noise \(k)\r\nPress Ctrl-B for the iPXE command line...".utf8))
+                while log.all.count <= k { await Task.yield() }
+            }
+        }
+        for _ in 0..<rounds {
+            _ = try await session.expect([.literal("Ctrl-B")], thenSend: [0x02], timeout: .seconds(30))
+        }
+        await dut.value
+        #expect(log.all.count == rounds)
+        #expect(!armed())
+    }
+
+    /// A wake that is neither the match nor the deadline (a finished wait's timer firing late)
+    /// sends the task back to waiting; it is not a timeout.
+    @Test func aStrayWakeIsNotATimeout() async throws {
+        let capture = SerialCapture(capacity: 1 << 16)
+        let log = KeyLog()
+        let session = ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { log.record($0) }
+        let feed = session.feed
+        let parked = { feed.state.withLock { $0.reaction?.waiter != nil } }
+        let dut = Task.detached {
+            while !parked() { await Task.yield() }
+            feed.wakeReactionWaiter()
+            while !parked() { await Task.yield() }
+            capture.append(Array("Press Ctrl-B for the iPXE command line...".utf8))
+        }
+        _ = try await session.expect([.literal("Ctrl-B")], thenSend: [0x02], timeout: .seconds(30))
+        await dut.value
+        #expect(log.all == [[0x02]])
     }
 
     @Test func aPromptThatAlreadyArrivedIsAnsweredAtOnce() async throws {

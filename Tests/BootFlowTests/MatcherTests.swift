@@ -73,6 +73,38 @@ func chunk(_ s: String, at offset: UInt64 = 0) -> TextChunk {
         }
     }
 
+    /// A single literal takes a shortcut to its start; with a second pattern the NFA finds it.
+    /// Both must agree on every match, wherever the chunks split the text.
+    @Test func aSingleLiteralsShortcutAgreesWithTheNFA() throws {
+        var rng = SystemRandomNumberGenerator()
+        let text = String((0..<20_000).map { _ in Array("aab\n")[Int.random(in: 0..<4, using: &rng)] })
+        let all = chunk(text, at: 1000)
+        func matches(_ patterns: [Pattern]) throws -> [Match] {
+            var m = try StreamMatcher(patterns)
+            var found: [Match] = []
+            var i = 0
+            var calls = 0
+            while i < all.bytes.count {
+                let n = min(all.bytes.count - i, Int.random(in: 1...300, using: &rng))
+                var piece = TextChunk()
+                piece.append(all, i..<(i + n))
+                var from = 0
+                while let hit = m.scan(piece, from: from, onMatchEnd: { calls += 1 }) {
+                    #expect(calls == found.count + 1, "called once, before the match is returned")
+                    found.append(hit.match); from = hit.next
+                }
+                #expect(calls == found.count, "never called without a match")
+                i += n
+            }
+            return found
+        }
+        let shortcut = try matches([.literal("aab\na")])
+        let nfa = try matches([.literal("aab\na"), .literal("never here")])
+        #expect(shortcut.count > 100)
+        #expect(shortcut == nfa)
+        #expect(shortcut.allSatisfy { $0.text == "aab\na" && $0.end - $0.start == 5 })
+    }
+
     @Test func aMatchFarIntoALongLogHasItsExactOffset() throws {
         var m = try StreamMatcher([.literal("apu2 login: ")])
         var fed: UInt64 = 0
