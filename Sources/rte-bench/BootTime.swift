@@ -9,7 +9,7 @@ import Foundation
 struct BootTime: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "boot", abstract: "Boot wall time on QEMU: agent run vs the DUT's floor.")
     @Option(help: "The rte-agent binary.") var agent = ".build/release/rte-agent"
-    @Option var boots = 3
+    @Option var boots = 5
     @Option(help: "Append Markdown rows to this file.") var table: String?
 
     func run() async throws {
@@ -49,11 +49,10 @@ struct BootTime: AsyncParsableCommand {
         let agentClient = try leased(agentDaemon), floorClient = try leased(floorDaemon)
 
         /// The agent's boot test, watched on the console like the floor's; also the run's own stage times.
-        let typed = ["dhcp", "chain http://10.0.2.2:\(port)/menu.ipxe"]
-        func agentBoot(_ c: AgentClient) async throws -> (trace: ConsoleTrace, stages: String, menuKeys: Int) {
+        func agentBoot(_ c: AgentClient) async throws -> (trace: ConsoleTrace, stages: String) {
             let spec: [String: Any] = [
                 "name": "qemu apu2: Xen Linux dev", "power": "on",
-                "ipxe": ["commands": typed, "menu_entry": "Xen Linux dev"],
+                "ipxe": ["commands": ["dhcp", "chain http://10.0.2.2:\(port)/menu.ipxe"], "menu_entry": "Xen Linux dev"],
                 "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
                 "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 20]],
                 "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
@@ -75,10 +74,7 @@ struct BootTime: AsyncParsableCommand {
             let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
             let trace = try await watched
             guard trace.loginPrompt != nil else { throw BenchError("the agent's boot: no login prompt seen on the console") }
-            // "chose \"Xen Linux dev\" (row 7) with 2 key(s)"
-            let menuDetail = stages.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String ?? ""
-            let menuKeys = Int(menuDetail.components(separatedBy: " with ").last?.split(separator: " ").first ?? "") ?? 0
-            return (trace, stages.map { "\($0["name"] as! String) \(Int(($0["duration_ms"] as? Double) ?? 0)) ms" }.joined(separator: ", "), menuKeys)
+            return (trace, stages.map { "\($0["name"] as! String) \(Int(($0["duration_ms"] as? Double) ?? 0)) ms" }.joined(separator: ", "))
         }
 
         /// The floor: power on and watch the console; nobody types.
@@ -93,11 +89,9 @@ struct BootTime: AsyncParsableCommand {
 
         // Alternated, so that drift in the host's speed weighs on both alike.
         var agentTraces: [ConsoleTrace] = [], floorTraces: [ConsoleTrace] = []
-        var menuKeys = 0
         for k in 1...boots {
             let a = try await agentBoot(agentClient)
             agentTraces.append(a.trace)
-            menuKeys = a.menuKeys
             report.line("agent boot \(k): \(a.trace.summary)")
             report.line("  run stages: \(a.stages)")
             let f = try await floorBoot(floorClient)
@@ -105,9 +99,11 @@ struct BootTime: AsyncParsableCommand {
             report.line("floor boot \(k): \(f.summary); iPXE's Ctrl-B wait \(fmt(f.ctrlBWait, 2)) s")
         }
         // Where the time goes: each phase's median, agent vs floor (the floor's Ctrl-B wait taken out).
+        var phases: [String] = []
         for (i, name) in ConsoleTrace.milestones.map(\.name).enumerated() {
             let a = Distribution(agentTraces.compactMap { $0.phase(i) }).p50, f = Distribution(floorTraces.compactMap { $0.phase(i, withoutCtrlBWait: true) }).p50
             report.line("phase → \(name): agent \(fmt(a, 2)) s, floor \(fmt(f, 2)) s")
+            phases.append("\(name) \(fmt(a, 2)) / \(fmt(f, 2))")
         }
         let agentMedian = Distribution(agentTraces.compactMap(\.loginPrompt)).p50
         let floorMedian = Distribution(floorTraces.compactMap { f in f.loginPrompt.map { $0 - f.ctrlBWait } }).p50
@@ -115,14 +111,8 @@ struct BootTime: AsyncParsableCommand {
         report.row("QEMU apu2 boot, power-on → login prompt (median of \(boots))", agent: "\(fmt(agentMedian, 2)) s",
                    baseline: "DUT floor \(fmt(floorMedian, 2)) s", target: "ratio close to 1")
         report.row("agent / floor ratio", agent: "\(fmt(agentMedian / floorMedian, 2))")
-        // The floor types nothing; the run types its iPXE commands and menu keys, which the DUT
-        // takes no faster than its firmware console reads them (SeaBIOS's serial console, one key
-        // per timer tick). Ctrl-B is not counted: it falls inside iPXE's own wait.
-        let keys = typed.map { $0.utf8.count + 1 }.reduce(0, +) + menuKeys + 1
-        let perKey = (agentMedian - floorMedian) / Double(keys) * 1000
-        report.line("keys the run types and the floor does not: \(keys); the difference per key: \(fmt(perKey)) ms")
-        report.row("agent − floor, per key the run types (\(keys) keys)", agent: "\(fmt(perKey)) ms",
-                   baseline: "one BIOS timer tick: 54.9 ms")
+        report.row("each phase, median agent / floor (s)", agent: phases.joined(separator: "; "),
+                   baseline: "the agent types `dhcp`, `chain …` and menu keys; the floor types nothing")
         try report.finish(summary: "agent \(fmt(agentMedian, 2)) s vs floor \(fmt(floorMedian, 2)) s to the login prompt: ratio \(fmt(agentMedian / floorMedian, 2))")
     }
 }
