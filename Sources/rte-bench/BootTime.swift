@@ -21,9 +21,9 @@ struct BootTime: AsyncParsableCommand {
         // The agent picks "Xen Linux dev" by its label from a menu whose default is another entry;
         // the floor's menu boots that entry by itself after 1 ms.
         let web = root + "/.build/bench/rig-web", floorDir = root + "/.build/bench/rig-floor"
-        let server = try Child(["scripts/rig/serve", web], input: .pipe)
+        let server = try Child(["scripts/rig/serve", web, "--exit-with-stdin"], input: .pipe)
         defer { server.stop() }
-        let floorServer = try Child(["scripts/rig/serve", floorDir, "--default", "xen-linux-dev", "--timeout-ms", "1"], input: .pipe)
+        let floorServer = try Child(["scripts/rig/serve", floorDir, "--exit-with-stdin", "--default", "xen-linux-dev", "--timeout-ms", "1"], input: .pipe)
         defer { floorServer.stop() }
         guard let portLine = server.readLine(), portLine.hasPrefix("port "), let port = Int(portLine.dropFirst(5)),
               let floorLine = floorServer.readLine(), floorLine.hasPrefix("port "), let floorPort = Int(floorLine.dropFirst(5))

@@ -25,7 +25,7 @@ actor Rig {
             guard prep.wait().succeeded else { throw TimeoutError(what: "scripts/rig/prepare failed") }
             let dir = scratchDirectory("rig")
             // Serves until this test process ends (its standard input, held here, closes then).
-            let server = try Subprocess([packageRoot + "/scripts/rig/serve", dir], input: .pipe, output: .pipe)
+            let server = try Subprocess([packageRoot + "/scripts/rig/serve", dir, "--exit-with-stdin"], input: .pipe, output: .pipe)
             guard let line = LineReader(server.standardOutput!).readLine(), line.hasPrefix("port "), let port = Int(line.dropFirst(5)) else {
                 server.stop()
                 throw TimeoutError(what: "scripts/rig/serve did not start")

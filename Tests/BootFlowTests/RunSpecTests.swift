@@ -1,8 +1,19 @@
 import BootFlow
+import Foundation
 import JSONDocument
 import Testing
 
 @Suite struct RunSpecTests {
+    /// The examples in deploy/specs are what newcomers copy: each must be a valid spec.
+    @Test(arguments: ["xen-dev.yaml", "qemu-xen-dev.yaml"])
+    func shippedSpecsParse(name: String) throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let text = try String(contentsOf: root.appendingPathComponent("deploy/specs/\(name)"), encoding: .utf8)
+        let spec = try RunSpec.parse(yaml: text)
+        #expect(spec.ipxe?.menuEntry == "Xen Linux dev")
+        #expect(spec.commands.contains { $0.expect == .literal("rte.entry=xen-linux-dev") })
+    }
+
     @Test func theIssuesExampleParses() throws {
         let spec = try RunSpec.parse(yaml: """
         power: cycle

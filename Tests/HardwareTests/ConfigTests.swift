@@ -91,4 +91,10 @@ import Testing
         #expect(c.gpio.line("power_button")?.compatNumber == 9)
         #expect(c.gpio.line("relay")?.compatNumber == 0)
     }
+
+    @Test func theShippedQEMUConfigLoads() throws {
+        let c = try AgentConfig.load(path: packageRoot + "/deploy/qemu-apu2.yaml")
+        #expect(c.dut.backend == .qemu)
+        #expect(c.qemu.arguments.contains("user,id=n0,tftp=/opt/rte-rig,bootfile=menu.ipxe"))
+    }
 }
