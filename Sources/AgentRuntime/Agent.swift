@@ -127,6 +127,7 @@ public final class Agent: Sendable {
         http.stop()
         await consolePort?.stop()
         await runs.shutdown()
+        await leases.written()
         return await hardware.shutdown()
     }
 }

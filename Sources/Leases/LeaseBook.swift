@@ -46,7 +46,8 @@ public enum LeaseError: Error, Sendable, Equatable {
 }
 
 /// Decides who holds the device: grants, renewals, releases, the FIFO queue, expiry.
-/// Every change is written to `leases.json` atomically before it is acknowledged.
+/// Every change is written to `leases.json` atomically before it is acknowledged; the writes
+/// happen off the actor, and changes that come while one is under way share the next.
 public actor LeaseBook {
     struct Persisted: Codable {
         var current: Lease?
@@ -55,7 +56,7 @@ public actor LeaseBook {
         var expired: Int
     }
     private let clock: any AgentClock
-    private let path: String?
+    private let file: SnapshotFile?
     private let maxTTLSeconds: Int
     private let maxWaitSeconds: Int
     private var current: Lease?
@@ -70,7 +71,9 @@ public actor LeaseBook {
         self.clock = clock
         self.maxTTLSeconds = maxTTLSeconds
         self.maxWaitSeconds = maxWaitSeconds
-        path = stateDirectory.map { "\($0)/leases.json" }
+        let path = stateDirectory.map { "\($0)/leases.json" }
+        // A failed write must not pass silently: it would lose a lease on restart.
+        file = path.map { path in SnapshotFile(path: path) { printToStandardError("rte-agent: cannot persist leases to \(path): \($0)") } }
         if let path, let bytes = readFile(path) {
             let p = try JSONDecoder().decode(Persisted.self, from: Data(bytes))
             current = p.current
@@ -89,15 +92,21 @@ public actor LeaseBook {
 
     public var snapshot: (current: Lease?, queue: [QueueEntry]) { (current, queue) }
 
+    /// Queues the state for writing; mutators then `await written()` before they answer.
     private func persist() {
-        guard let path else { return }
+        guard let file else { return }
         let p = Persisted(current: current, queue: queue, granted: grantedCount, expired: expiredCount)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        // A failed write must not pass silently: it would lose a lease on restart.
-        do { try writeFileAtomically(path, Array(try encoder.encode(p))) } catch {
-            printToStandardError("rte-agent: cannot persist leases to \(path): \(error)")
+        do { file.submit(Array(try encoder.encode(p))) } catch {
+            printToStandardError("rte-agent: cannot encode the leases: \(error)")
         }
+    }
+
+    /// Returns once every change made so far is on disk.
+    public func written() async {
+        guard let file else { return }
+        await file.waitUntilWritten(file.latestVersion)
     }
 
     private func newLease(user: String, purpose: String, ttlSeconds: Int, requestID: String?, run: String? = nil) -> Lease {
@@ -113,12 +122,13 @@ public actor LeaseBook {
                         run: String? = nil) async throws(LeaseError) -> Lease {
         guard (1...maxTTLSeconds).contains(ttlSeconds) else { throw .ttlOutOfRange(max: maxTTLSeconds) }
         await checkExpiry()
-        if let requestID, let c = current, c.requestID == requestID, c.holder == user { return c }
+        if let requestID, let c = current, c.requestID == requestID, c.holder == user { await written(); return c }
         if current == nil && queue.isEmpty {
             let lease = newLease(user: user, purpose: purpose, ttlSeconds: ttlSeconds, requestID: requestID, run: run)
             current = lease
             persist()
             scheduleExpiry()
+            await written()
             return lease
         }
         guard waitSeconds > 0 else { throw .busy(current, queueLength: queue.count) }
@@ -140,6 +150,7 @@ public actor LeaseBook {
             waiters[id] = c
         }
         timer.cancel()
+        await written()
         return try result.get()
     }
 
@@ -176,6 +187,7 @@ public actor LeaseBook {
         current = lease
         persist()
         scheduleExpiry()
+        await written()
         return lease
     }
 
@@ -184,12 +196,14 @@ public actor LeaseBook {
         lease.boundAddress = address
         current = lease
         persist()
+        await written()
         return lease
     }
 
     public func release(token: String?) async throws(LeaseError) {
         let lease = try await authorize(token: token)
         await end(lease, .released)
+        await written()
     }
 
     /// Admin only: takes the device away from its holder.
@@ -198,12 +212,14 @@ public actor LeaseBook {
         await checkExpiry()
         guard let c = current else { throw .noSuchLease }
         await end(c, .broken)
+        await written()
         return c
     }
 
     /// Releases a lease a run took for itself.
     public func releaseRunLease(_ lease: Lease) async {
         if current?.id == lease.id { await end(lease, .released) }
+        await written()
     }
 
     private func checkExpiry() async {
