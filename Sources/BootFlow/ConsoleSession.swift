@@ -241,13 +241,25 @@ public final class ConsoleSession {
         while i < bytes.count {
             let part = Array(bytes[i..<Swift.min(bytes.count, i + chunkSize)])
             try send(part)
-            do { _ = try await expect([.literal(String(decoding: part, as: UTF8.self))], timeout: timeout) } catch {
+            do { _ = try await expect([ConsoleSession.echo(of: part)], timeout: timeout) } catch {
                 if error == .cancelled { throw error }
                 return false
             }
             i += chunkSize
         }
         return true
+    }
+
+    /// The echo of typed bytes as it appears on a live console: a kernel message may land in the
+    /// middle of it ("root@apu2:~# cat /pro[    2.28] tsc: ...\n c/cmdline"), so whole lines
+    /// may come between any two of its characters.
+    static func echo(of typed: [UInt8]) -> Pattern {
+        guard typed.count > 1 else { return .literal(String(decoding: typed, as: UTF8.self)) }
+        let escaped = typed.map { b -> String in
+            let c = Character(Unicode.Scalar(b))
+            return b < 0x80 && (c.isLetter || c.isNumber) ? String(c) : "\\x" + String(b, radix: 16).leftPadded(to: 2)
+        }
+        return .regex(escaped.joined(separator: "(?:[^\\n]*\\n)*"))
     }
 
     /// Forgets text not yet read (after a key that makes earlier output irrelevant).
@@ -383,4 +395,8 @@ public final class ConsoleSession {
 
     /// Arrival time of a captured byte (to measure how fast a key followed a prompt).
     public func arrivalTime(of offset: UInt64) -> Timestamp? { capture.arrivalTime(of: offset) }
+}
+
+private extension String {
+    func leftPadded(to width: Int) -> String { String(repeating: "0", count: Swift.max(0, width - count)) + self }
 }

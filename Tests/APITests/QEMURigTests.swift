@@ -78,10 +78,15 @@ struct QEMURigTests {
             let posted = try await a.request("POST", "/api/v1/runs", json: spec, leaseToken: token)
             #expect(posted.status == 202)
             let run = try await finishedRun(a, posted.json["id"] as! String)
-            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
             let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
-            // The stage timings under TCG, for the closing note.
-            print("rig stages:", stages.map { "\($0["name"]!)=\(Int($0["duration_ms"] as! Double))ms" }.joined(separator: " "))
+            // The stage timings under TCG (for the closing note) and, when it failed, why: on stderr,
+            // which the test report always shows.
+            printToStandardError("rig stages: " + stages.map { "\($0["name"]!)=\(Int($0["duration_ms"] as! Double))ms" }.joined(separator: " "))
+            guard run["state"] as? String == "passed" else {
+                printToStandardError("rig run failed: \(run["message"] ?? "")\n\(failure(run))")
+                Issue.record("the boot run failed: \(run["message"] ?? "") \(failure(run))")
+                return
+            }
             #expect(stages.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String == "chose \"Xen Linux dev\" (row 7) with 2 key(s)")
             // The guest powers itself off: QEMU ends, and the console's link goes with it (its pty
             // number is free for the next pty anyone opens).

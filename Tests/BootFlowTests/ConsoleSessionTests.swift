@@ -112,4 +112,46 @@ final class KeyLog: Sendable {
         #expect(log.all.isEmpty)
         #expect(!armed())
     }
+
+    /// A shell that echoes what is typed, except that the kernel prints a message in the middle of
+    /// the first echo (as it did on the QEMU rig: "cat /pro[    2.28] tsc: ...\r\nc/cm").
+    final class EchoingShell: Sendable {
+        let capture: SerialCapture
+        let first = Mutex(true)
+        let mangle: @Sendable ([UInt8]) -> [UInt8]
+        init(capture: SerialCapture, mangle: @escaping @Sendable ([UInt8]) -> [UInt8] = { $0 }) { self.capture = capture; self.mangle = mangle }
+        func echo(_ typed: [UInt8]) {
+            var out = mangle(typed)
+            if first.withLock({ f in defer { f = false }; return f }) {
+                out.insert(contentsOf: Array("[    2.284504] tsc: Refined TSC clocksource calibration: 2596.120 MHz\r\n".utf8), at: min(8, out.count))
+            }
+            capture.append(out)
+        }
+    }
+
+    @Test func anEchoInterruptedByAKernelMessageStillCounts() async throws {
+        let capture = SerialCapture(capacity: 1 << 16)
+        capture.append(Array("root@apu2:~# ".utf8))
+        let shell = EchoingShell(capture: capture)
+        let session = ConsoleSession(capture: capture, clock: SystemClock(), from: capture.endOffset) { shell.echo($0) }
+        #expect(try await session.typeEchoed("cat /proc/cmdline", timeout: .seconds(5)))
+        #expect(try await session.typeEchoed("echo \"a.b-c_d\" | tr . x", timeout: .seconds(5)), "punctuation is matched literally")
+    }
+
+    @Test func aWrongEchoIsNotTakenForTheTypedText() async throws {
+        let capture = SerialCapture(capacity: 1 << 16)
+        let clock = ManualClock(start: Timestamp(secondsSinceEpoch: 1000))
+        // A UART that drops a character ("menu.ipxe" → "menipxe").
+        let shell = EchoingShell(capture: capture) { typed in typed.filter { $0 != UInt8(ascii: "u") } }
+        let session = ConsoleSession(capture: capture, clock: clock, from: 0) { shell.echo($0) }
+        let finished = Mutex(false)
+        let advance = Task.detached {
+            // Time passes until the wait gives up (however late it started waiting).
+            while !finished.withLock({ $0 }) { clock.advance(by: .seconds(1)); await Task.yield() }
+        }
+        #expect(try await session.typeEchoed("menu.ipxe", timeout: .seconds(5)) == false)
+        finished.withLock { $0 = true }
+        await advance.value
+    }
 }
+
