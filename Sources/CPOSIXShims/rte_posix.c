@@ -58,6 +58,11 @@ extern char **environ;
 
 int rte_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+#include <sys/syscall.h>
+
+/* pidfds are close-on-exec from birth. */
+int rte_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
 int rte_spawn(const char *file, char *const argv[], char *const envp[], const char *directory,
               int stdin_fd, int stdout_fd, int stderr_fd, int new_group, int *pid) {
     posix_spawn_file_actions_t actions;

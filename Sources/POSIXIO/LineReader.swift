@@ -1,4 +1,4 @@
-/// Text read from a blocking descriptor (a child's output pipe): by line, up to a mark, or to the end.
+/// Text read from a blocking descriptor (a child's output pipe): by line, or to the end.
 /// One thread reads at a time (it is handed to a reader thread, never shared).
 public final class LineReader: @unchecked Sendable {
     public let descriptor: FileDescriptor
@@ -22,24 +22,6 @@ public final class LineReader: @unchecked Sendable {
                 defer { buffered = [] }
                 return String(decoding: buffered, as: UTF8.self)
             }
-        }
-    }
-
-    /// Everything up to the end of the first occurrence of `mark` (for programs that keep the
-    /// line open); nil if the input ends first.
-    public func read(through mark: String) -> String? {
-        let m = Array(mark.utf8)
-        var from = 0
-        while true {
-            if buffered.count >= m.count {
-                for i in from...(buffered.count - m.count) where buffered[i..<(i + m.count)].elementsEqual(m) {
-                    let text = String(decoding: buffered[..<(i + m.count)], as: UTF8.self)
-                    buffered.removeSubrange(..<(i + m.count))
-                    return text
-                }
-                from = buffered.count - m.count + 1
-            }
-            if !fill() { return nil }
         }
     }
 

@@ -21,7 +21,8 @@ public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
 /// A child process started with posix_spawn. Unlike Foundation's `Process` it hands the child an
 /// empty signal mask (a child spawned from a Swift concurrency thread would otherwise inherit
 /// blocked SIGTERM and never stop), never polls a run loop while waiting, and keeps its pipes as
-/// plain descriptors.
+/// plain descriptors. Its end is waited for on a pidfd (an event, with or without a timeout);
+/// reaping happens only under the status lock, so a pid is never signalled after it was reaped.
 public final class Subprocess: Sendable {
     /// Where one of the child's standard streams goes.
     public enum Stream: Sendable {
@@ -40,6 +41,8 @@ public final class Subprocess: Sendable {
     /// Our end of the child's standard output (and error, with `.standardOutput`), with `.pipe`.
     public let standardOutput: FileDescriptor?
     private let status = Mutex<ExitStatus?>(nil)
+    /// Readable once the child has ended.
+    private let exitEvent: FileDescriptor
 
     /// Starts `arguments[0]` (searched in PATH) with the rest as its arguments.
     public init(_ arguments: [String], environment: [String: String]? = nil, directory: String? = nil,
@@ -58,26 +61,23 @@ public final class Subprocess: Sendable {
             }
             return (FileDescriptor(rawValue: fds[0]), FileDescriptor(rawValue: fds[1]))
         }
-        var inputFD: Int32 = -1, outputFD: Int32 = 1, errorFD: Int32 = 2
-        var inputEnd: FileDescriptor?, outputEnd: FileDescriptor?
-        switch input {
-        case .null, .standardOutput: inputFD = -1
-        case .inherit: inputFD = 0
-        case .descriptor(let fd): inputFD = fd.rawValue
-        case .pipe:
-            let p = try pipeEnds()
-            inputFD = p.read.rawValue; inputEnd = p.write
-            closeAfterSpawn.append(p.read); ours.append(p.write)
+        /// The child's descriptor for one of its streams and, with `.pipe`, this side's end.
+        func connect(_ stream: Stream, standard: Int32, childReads: Bool) throws(Errno) -> (child: Int32, ours: FileDescriptor?) {
+            switch stream {
+            case .null, .standardOutput: return (-1, nil)
+            case .inherit: return (standard, nil)
+            case .descriptor(let fd): return (fd.rawValue, nil)
+            case .pipe:
+                let p = try pipeEnds()
+                let (childEnd, ourEnd) = childReads ? (p.read, p.write) : (p.write, p.read)
+                closeAfterSpawn.append(childEnd)
+                ours.append(ourEnd)
+                return (childEnd.rawValue, ourEnd)
+            }
         }
-        switch output {
-        case .null, .standardOutput: outputFD = -1
-        case .inherit: outputFD = 1
-        case .descriptor(let fd): outputFD = fd.rawValue
-        case .pipe:
-            let p = try pipeEnds()
-            outputFD = p.write.rawValue; outputEnd = p.read
-            closeAfterSpawn.append(p.write); ours.append(p.read)
-        }
+        let (inputFD, inputEnd) = try connect(input, standard: 0, childReads: true)
+        let (outputFD, outputEnd) = try connect(output, standard: 1, childReads: false)
+        let errorFD: Int32
         switch error {
         case .null, .pipe: errorFD = -1
         case .inherit: errorFD = 2
@@ -99,65 +99,70 @@ public final class Subprocess: Sendable {
             for fd in ours { fd.close() }
             throw Errno(r)
         }
+        let pidfd = rte_pidfd_open(child)
+        if pidfd < 0 {
+            let e = Errno.current
+            kill(child, SIGKILL)
+            var raw: Int32 = 0
+            _ = retryingOnInterrupt { waitpid(child, &raw, 0) }
+            for fd in ours { fd.close() }
+            throw e
+        }
         pid = child
+        exitEvent = FileDescriptor(rawValue: pidfd)
         standardInput = inputEnd
         standardOutput = outputEnd
     }
 
+    deinit { exitEvent.close() }
+
     public func signal(_ number: Int32) {
-        // A reaped pid may already belong to someone else: only signal a child not yet waited for.
+        // Reaping happens under this lock too: a pid not yet waited for is still this child's.
         status.withLock { if $0 == nil { _ = kill(pid, number) } }
     }
 
     public func terminate() { signal(SIGTERM) }
 
     /// The exit status if the child has ended (reaps it), nil while it runs.
-    public func poll() -> ExitStatus? { reap(blocking: false) }
+    public func poll() -> ExitStatus? {
+        status.withLock { s in
+            if let s { return s }
+            var raw: Int32 = 0
+            switch retryingOnInterrupt({ waitpid(pid, &raw, WNOHANG) }) {
+            case .success(let got) where got == pid: break
+            case .failure(let e) where e.rawValue == ECHILD:
+                // Reaped behind our back (a process-wide SIGCHLD reaper): ended, status unknown.
+                s = .exited(-1)
+                return s
+            default: return nil
+            }
+            // WIFEXITED / WEXITSTATUS / WTERMSIG are macros Swift does not import.
+            s = (raw & 0x7f) == 0 ? .exited((raw >> 8) & 0xff) : .signalled(raw & 0x7f)
+            return s
+        }
+    }
 
     public var isRunning: Bool { poll() == nil }
 
     /// Blocks until the child ends.
-    public func wait() -> ExitStatus { reap(blocking: true)! }
+    public func wait() -> ExitStatus {
+        while true {
+            if let s = poll() { return s }
+            _ = waitForExit(timeoutMilliseconds: -1)
+        }
+    }
 
     /// SIGTERM, then SIGKILL if it is still there after `grace` seconds; waits for it either way.
     @discardableResult
     public func stop(grace: Double = 5) -> ExitStatus {
         terminate()
-        let deadline = monotonicSeconds() + grace
-        while monotonicSeconds() < deadline {
-            if let s = poll() { return s }
-            usleep(2000)
-        }
+        if waitForExit(timeoutMilliseconds: Int32(grace * 1000)), let s = poll() { return s }
         signal(SIGKILL)
         return wait()
     }
 
-    private func reap(blocking: Bool) -> ExitStatus? {
-        if let known = status.withLock({ $0 }) { return known }
-        var raw: Int32 = 0
-        let r = retryingOnInterrupt { waitpid(pid, &raw, blocking ? 0 : WNOHANG) }
-        guard case .success(let got) = r, got == pid else {
-            if case .failure(let e) = r, e.rawValue == ECHILD {
-                // Another thread's waitpid got it first and is about to record the status.
-                for _ in 0..<10_000 {
-                    if let s = status.withLock({ $0 }) { return s }
-                    usleep(100)
-                }
-                return .exited(-1)
-            }
-            return status.withLock { $0 }
-        }
-        // WIFEXITED / WEXITSTATUS / WTERMSIG are macros Swift does not import.
-        let ended: ExitStatus = (raw & 0x7f) == 0 ? .exited((raw >> 8) & 0xff) : .signalled(raw & 0x7f)
-        return status.withLock { s in
-            if s == nil { s = ended }
-            return s
-        }
+    /// True once the child has ended (not yet reaped, perhaps), false when the time ran out.
+    private func waitForExit(timeoutMilliseconds: Int32) -> Bool {
+        ((try? exitEvent.poll(events: Int16(POLLIN), timeoutMilliseconds: timeoutMilliseconds)) ?? 0) != 0
     }
-}
-
-private func monotonicSeconds() -> Double {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
 }

@@ -218,6 +218,20 @@ public final class SerialCapture: Sendable {
         }
     }
 
+    /// Returns once the capture's end has reached `offset`, or when `limit` has passed.
+    public func waitUntilEnd(reaches offset: UInt64, within limit: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled, case let end = self.endOffset, end < offset {
+                    await self.waitForChange(beyond: end, eventSequence: .max)
+                }
+            }
+            group.addTask { try? await self.clock.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
     /// Follows the capture from `offset` (nil = from now). Each subscriber pulls at its own pace.
     public func subscribe(from offset: UInt64? = nil, maxChunk: Int = 64 * 1024) -> Subscription {
         let (start, seq) = state.withLock { s in (offset ?? s.end, s.nextEventSequence - 1) }

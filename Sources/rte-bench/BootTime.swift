@@ -61,11 +61,17 @@ struct BootTime: AsyncParsableCommand {
             async let watched = onThread { try ConsoleTrace(following: c, from: from, since: t0) }
             let posted = try c.call("POST", "/api/v1/runs", json: spec)
             guard let id = posted.object["id"] as? String else { throw BenchError("run refused: \(posted.status)") }
-            var run: [String: Any] = [:]
-            repeat {
-                try await Task.sleep(for: .milliseconds(200))
-                run = try c.call("GET", "/api/v1/runs/\(id)").object
-            } while ["queued", "running"].contains(run["state"] as? String ?? "")
+            // The run's own event stream says when it is over.
+            let ended = try await onThread { () throws -> Bool in
+                var events: [UInt8] = []
+                try c.stream("/api/v1/runs/\(id)/events") { bytes in
+                    events += bytes
+                    return events.firstRange(of: Array("event: run_finished".utf8)) == nil
+                }
+                return events.firstRange(of: Array("event: run_finished".utf8)) != nil
+            }
+            guard ended else { throw BenchError("the run's event stream ended before the run did") }
+            let run = try c.call("GET", "/api/v1/runs/\(id)").object
             defer { _ = try? c.call("POST", "/api/v1/power", json: ["action": "hard_off"]) }
             guard run["state"] as? String == "passed" else {
                 let detail = (try? JSONSerialization.data(withJSONObject: run["iterations"] ?? [], options: [.prettyPrinted])).map { String(decoding: $0, as: UTF8.self) } ?? ""

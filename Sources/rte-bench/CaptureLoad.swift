@@ -91,9 +91,8 @@ struct CaptureLoad: AsyncParsableCommand {
         try port.write(Array("R".utf8))
         guard let result = try await onThread({ writer.line(startingWith: "RESULT") }) else { throw BenchError("the writer gave no result") }
         let written = UInt64(fields(result)["bytes"]!)!
-        // Everything written is in the pty; wait (bounded) for the reader to take the rest.
-        let deadline = now() + 30
-        while capture.endOffset - base < written && now() < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        // Everything written is in the pty; wait (at most 30 s) for the reader to take the rest.
+        await capture.waitUntilEnd(reaches: base + written, within: .seconds(30))
         let cpu1 = cpuSeconds()!, t1 = now()
         let captured = capture.endOffset - base
         tasks.forEach { $0.cancel() }

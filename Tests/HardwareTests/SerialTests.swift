@@ -49,6 +49,24 @@ extension Array where Element == UInt8 {
 }
 
 @Suite(.serialized) struct SerialTests {
+    @Test func waitingForTheEndReturnsWhenItIsReachedOrWhenTimeIsUp() async throws {
+        let clock = ManualClock(start: Timestamp(secondsSinceEpoch: 1000))
+        let capture = SerialCapture(capacity: 1 << 16, clock: clock)
+        // Reached by appends from another task (before or while it waits).
+        let writer = Task.detached {
+            for _ in 0..<4 { capture.append(Array("0123456789".utf8)); await Task.yield() }
+        }
+        await capture.waitUntilEnd(reaches: 40, within: .seconds(30))
+        await writer.value
+        #expect(capture.endOffset == 40)
+        // Never reached: returns once the limit has passed on the (manual) clock.
+        let waiter = Task { await capture.waitUntilEnd(reaches: 1000, within: .seconds(30)) }
+        await clock.waitForSleepers(1)
+        clock.advance(by: .seconds(30))
+        await waiter.value
+        #expect(capture.endOffset == 40)
+    }
+
     @Test func burstOf10MBReachesTenSubscribersAndTheLogWithoutLoss() async throws {
         let dir = scratchDirectory()
         let pty = try PseudoTerminal.open()

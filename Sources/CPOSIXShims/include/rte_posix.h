@@ -17,5 +17,7 @@ int rte_install_termination_pipe(int write_fd);
 int rte_spawn(const char *file, char *const argv[], char *const envp[], const char *directory,
               int stdin_fd, int stdout_fd, int stderr_fd, int new_group, int *pid);
 int rte_pipe_cloexec(int fds[2]);
+/* A pidfd for `pid` (readable once the process has ended), close-on-exec; -1 and errno on failure. */
+int rte_pidfd_open(int pid);
 
 #endif
