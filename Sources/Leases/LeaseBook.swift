@@ -20,6 +20,19 @@ public struct Lease: Codable, Sendable, Equatable {
     public var run: String?
 }
 
+/// A lease prints without its token (and without the client's idempotency key): lease values end
+/// up in error messages, run records and logs, and whoever reads those must not get the secret.
+extension Lease: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String {
+        "lease \(id) of \(holder) (\(purpose)) until \(expiresAt.iso8601)" + (run.map { " for run \($0)" } ?? "")
+    }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(self, children: ["id": id, "holder": holder, "purpose": purpose, "expiresAt": expiresAt.iso8601,
+                                "token": "<redacted>"], displayStyle: .struct)
+    }
+}
+
 /// Someone waiting for the device.
 public struct QueueEntry: Codable, Sendable, Equatable {
     public var id: String
@@ -43,6 +56,21 @@ public enum LeaseError: Error, Sendable, Equatable {
     case ttlOutOfRange(max: Int)
     case notAdmin
     case noSuchLease
+}
+
+extension LeaseError: CustomStringConvertible {
+    /// What went wrong, naming the holder but never a token.
+    public var description: String {
+        switch self {
+        case .busy(let l, let n): return "the device is busy" + (l.map { ": \($0)" } ?? "") + " (\(n) waiting)"
+        case .waitTimedOut(let l): return "waited without getting the device" + (l.map { "; \($0)" } ?? "")
+        case .leaseRequired(let l): return "this change needs the current lease" + (l.map { " (\($0))" } ?? " and nobody holds the device")
+        case .invalidLeaseToken(let l): return "the lease token is not valid" + (l.map { "; the device is held by \($0)" } ?? "; the lease ended")
+        case .ttlOutOfRange(let max): return "ttl_s must be between 1 and \(max) seconds"
+        case .notAdmin: return "this needs an admin token"
+        case .noSuchLease: return "nobody holds the device"
+        }
+    }
 }
 
 /// Decides who holds the device: grants, renewals, releases, the FIFO queue, expiry.

@@ -197,6 +197,49 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         #expect((r.json["detail"] as? String ?? "").contains(detail), "\(r.json)", sourceLocation: sourceLocation)
     }
 
+    /// Issue 16 D1: a run that fails on lease state printed the new holder's `Lease`, token included,
+    /// into its message (run record, events, runs/*.json).
+    @Test func aRunStoppedByAnotherHoldersLeaseNeverShowsTheirToken() async throws {
+        let dir = scratchDirectory()
+        try await withAgent(apiConfig(stateDir: dir)) { agent, c in
+            let (a, b) = (c["alice"]!, c["bob"]!)
+            let aliceLease = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "manual"]).json
+            let aliceToken = aliceLease["token"] as! String
+            // Many short iterations: the run checks its lease between stages.
+            let id = try await a.request("POST", "/api/v1/runs", json: spec { $0["repeat"] = 1000 }, leaseToken: aliceToken).json["id"] as! String
+            let started = try await onThread { () -> Bool in
+                let s = try TestSocket.connect(port: a.port)
+                defer { s.close() }
+                s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
+                var acc: [UInt8] = []
+                return s.receiveBlocking(until: "iteration_finished", into: &acc)
+            }
+            #expect(started)
+            #expect(try await a.request("DELETE", "/api/v1/leases/current", leaseToken: aliceToken).status == 204)
+            let bobToken = try await b.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "bob's", "wait_s": 30]).json["token"] as! String
+            let run = try await finishedRun(a, id)
+            #expect(run["state"] as? String == "error")
+            let events = try await onThread { () -> String in
+                let s = try TestSocket.connect(port: a.port)
+                defer { s.close() }
+                s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
+                var acc: [UInt8] = []
+                _ = s.receiveBlocking(until: "event: run_finished", into: &acc)
+                return String(decoding: acc, as: UTF8.self)
+            }
+            let body = String(decoding: try await a.request("GET", "/api/v1/runs/\(id)").body, as: UTF8.self)
+            #expect(body.contains("lease"), "the message says why: \(body)")
+            for (what, text) in [("run", body), ("events", events)] {
+                #expect(!text.contains(bobToken), "bob's lease token in the \(what)")
+                #expect(!text.contains(aliceToken), "alice's lease token in the \(what)")
+            }
+            for file in try FileManager.default.subpathsOfDirectory(atPath: dir) where file.hasPrefix("runs/") || file.contains("/runs/") {
+                let text = (try? String(contentsOfFile: dir + "/" + file, encoding: .utf8)) ?? ""
+                #expect(!text.contains(bobToken) && !text.contains(aliceToken), "a lease token in \(file)")
+            }
+        }
+    }
+
     @Test func aDaemonKilledMidRunMarksTheRunInterruptedAtTheNextStart() async throws {
         let dir = scratchDirectory()
         var yaml = try String(contentsOfFile: packageRoot + "/deploy/simulated.yaml", encoding: .utf8)
