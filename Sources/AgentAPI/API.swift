@@ -24,13 +24,15 @@ public struct APIContext: Sendable {
     public var capture: SerialCapture
     public var metrics: Metrics
     public var runs: RunEngine?
+    /// The agent's log (the journal under systemd): refusals worth an operator's attention.
+    public var log: @Sendable (String) -> Void
 
     public init(config: AgentConfig, clock: any AgentClock, startedAt: Timestamp, authenticator: Authenticator, leases: LeaseBook,
                 power: any DUTPower, gpio: GPIOController?, serial: SerialPort, capture: SerialCapture, metrics: Metrics,
-                runs: RunEngine? = nil) {
+                runs: RunEngine? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.config = config; self.clock = clock; self.startedAt = startedAt; self.authenticator = authenticator
         self.leases = leases; self.power = power; self.gpio = gpio; self.serial = serial; self.capture = capture
-        self.metrics = metrics; self.runs = runs
+        self.metrics = metrics; self.runs = runs; self.log = log
     }
 }
 
@@ -132,6 +134,7 @@ func gpioProblem(_ e: GPIOError) -> Problem {
     switch e.kind {
     case .unknownRole, .lineNotFound: Problem(404, "unknown-line", "Unknown line", e.description)
     case .notAnOutput: Problem(422, "not-an-output", "Line is an input", e.description)
+    case .inputOnly: Problem(422, "input-only", "Line is input only", e.description)
     case .pressInProgress: Problem(409, "press-in-progress", "Press in progress", e.description)
     case .busy, .chipNotFound, .system: Problem(503, "hardware-unavailable", "Hardware unavailable", e.description)
     }

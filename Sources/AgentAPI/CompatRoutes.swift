@@ -1,87 +1,155 @@
 import Auth
+import Configuration
 import GPIO
 import HTTPServer
+import JSONDocument
 import Leases
 
-/// The RTE's existing REST API (what 3mdeb's `rtectrl`, osfv_cli and Robot Framework suites
-/// call), served next to the native one so those keep working unchanged:
-/// `GET /api/v1/gpio`, `GET /api/v1/gpio/{n}` → `{"state": 0|1, ...}`,
-/// `PATCH /api/v1/gpio/{n}` with `{"state": 0|1, "direction": "out", "time": SECONDS}`.
+/// The RTE's own REST API (3mdeb/RteCtrl), as its clients (osfv_cli, the `rtectrl.robot`
+/// keywords, `scripts/rte_ctrl`) call it, translated onto the same GPIO controller and lease book
+/// as the native API:
+/// - `GET /api/v1/gpio` → every numbered line, `GET /api/v1/gpio/{id}` →
+///   `{"id": 9, "state": 1, "description": "apu_pwr", "direction": "out"}` (plus `role`).
+/// - `PATCH /api/v1/gpio/{id}` `{"state": N, "direction": "in"|"out", "time": SECONDS}`, any
+///   Content-Type: answers at once; with a `time`, the opposite state is written that many seconds
+///   later unless another write to the line comes first.
+/// - Errors keep the reference's statuses and `{"error": …}` text (403 "bad parameters",
+///   404 "id not found") inside an RFC 9457 problem document.
 ///
-/// Numbers come from each line's `compat_number`. For open-collector lines (1–12 on an RTE)
-/// state 1 means "driven low"; for regular lines (relay 0, 13–19) state 1 means "high".
+/// `state` is the line's level as RteCtrl reports it: for open-collector outputs (1–12 on an
+/// RTE) 1 means "driven low"; for the relay and the inputs 1 means "high".
 /// These clients send no tokens: a write is accepted from the address the current lease is bound
 /// to, or, when nobody holds the device, from `compat.trusted_networks` if
 /// `compat.allow_anonymous_writes` is on.
 enum CompatRoutes {
+    /// RteCtrl's own error strings; its clients print them.
+    static let badParameters = "bad parameters"
+    static let idNotFound = "id not found"
+    /// Longest timed write accepted (RteCtrl takes any; a day is beyond any press or CMOS clear).
+    static let maxTimeSeconds: UInt64 = 86_400
+
     struct LineView: Encodable {
         var id: Int
-        var name: String
-        var direction: String
         var state: Int
-        var time: Double
+        var description: String
+        var direction: String
+        var role: String
     }
 
-    static func view(_ s: GPIOLineStatus, openCollector: Bool) -> LineView? {
+    static func view(_ s: GPIOLineStatus, _ config: GPIOLineConfig) -> LineView? {
         guard let n = s.compatNumber, let active = s.active else { return nil }
         let high = active != s.activeLow
-        let state = openCollector ? (high ? 0 : 1) : (high ? 1 : 0)
-        return LineView(id: n, name: s.role, direction: s.direction == "input" ? "in" : "out", state: state, time: 0)
+        let state = config.compatOpenCollector ? (high ? 0 : 1) : (high ? 1 : 0)
+        return LineView(id: n, state: state, description: config.compatName ?? s.role,
+                        direction: s.direction == "input" ? "in" : "out", role: s.role)
+    }
+
+    /// What a PATCH asks for, read as RteCtrl's decoder reads it (unknown fields ignored, keys
+    /// matched without regard to case, `state` and `time` unsigned integers written without a
+    /// fraction or exponent).
+    struct Write: Equatable {
+        var state: UInt64 = 0
+        var direction: LineDirection?
+        var seconds: UInt64 = 0
+
+        static func parse(_ body: [UInt8]) -> Write? {
+            guard let members = RawJSONObject.members(body) else { return nil }
+            var w = Write()
+            func field(_ name: String) -> RawJSONObject.Member? {
+                // Go's decoder prefers the exact key, then any case-insensitive match; the last one wins.
+                members.last { $0.key == name } ?? members.last { $0.key.lowercased() == name }
+            }
+            if let m = field("state") {
+                if m.raw != "null" { guard let n = RawJSONObject.unsigned(m.raw) else { return nil }; w.state = n }
+            }
+            if let m = field("time") {
+                if m.raw != "null" {
+                    guard let n = RawJSONObject.unsigned(m.raw), n <= maxTimeSeconds else { return nil }
+                    w.seconds = n
+                }
+            }
+            if let m = field("direction"), m.raw != "null" {
+                guard case .string(let d)? = m.value else { return nil }
+                switch d {
+                case "": break  // no change, as in RteCtrl
+                case "out", "o": w.direction = .output
+                case "in", "i": w.direction = .input
+                // RteCtrl turns any other word into "in"; a typo silently making an output an input
+                // is worse than an error, so it is refused.
+                default: return nil
+                }
+            }
+            return w
+        }
+    }
+
+    static func failure(_ status: Int, _ error: String, _ detail: String, type: String = "compat-error") -> Problem {
+        Problem(status, type, error.prefix(1).uppercased() + error.dropFirst(), detail, extra: ["error": .string(error)])
     }
 
     static func add(_ router: inout Router, _ ctx: APIContext, _ g: Guard) {
         guard ctx.config.compat.enabled, let gpio = ctx.gpio else { return }
 
-        @Sendable func lookup(_ r: HTTPRequest) async throws -> (GPIOLineStatus, Bool) {
-            guard let n = Int(r.pathParameters["n"] ?? "") else { throw Problem.notFound("GPIO numbers are integers") }
-            let all = await gpio.status()
-            guard let s = all.first(where: { $0.compatNumber == n }), let config = await gpio.config(of: s.role) else {
-                throw Problem.notFound("no line has compat_number \(n); numbered lines: \(all.compactMap(\.compatNumber).sorted().map(String.init).joined(separator: ", "))")
+        /// The line numbered `id` and its config, or 404 "id not found".
+        @Sendable func lookup(_ r: HTTPRequest) async throws -> (GPIOLineStatus, GPIOLineConfig) {
+            let text = r.pathParameters["n"] ?? ""
+            guard let n = Int(text), let s = await gpio.status().first(where: { $0.compatNumber == n }),
+                  let config = await gpio.config(of: s.role) else {
+                let numbered = await gpio.status().compactMap(\.compatNumber).sorted().map(String.init).joined(separator: ", ")
+                throw failure(404, idNotFound, "no line has compat_number \(text); numbered lines: \(numbered)", type: "not-found")
             }
-            return (s, config.compatOpenCollector)
+            return (s, config)
         }
 
         router.add(.GET, "/api/v1/gpio", g.open { _ in
             var out: [LineView] = []
             for s in await gpio.status() {
-                if let v = view(s, openCollector: await gpio.config(of: s.role)?.compatOpenCollector ?? false) { out.append(v) }
+                if let c = await gpio.config(of: s.role), let v = view(s, c) { out.append(v) }
             }
             return json(200, out.sorted { $0.id < $1.id })
         })
 
         router.add(.GET, "/api/v1/gpio/{n}", g.open { r in
-            let (s, oc) = try await lookup(r)
-            guard let v = view(s, openCollector: oc) else { throw gpioProblem(.unknownRole(s.role)) }
+            let (s, c) = try await lookup(r)
+            guard let v = view(s, c) else { throw gpioProblem(.unknownRole(s.role)) }
             return json(200, v)
         })
 
         router.add(.PATCH, "/api/v1/gpio/{n}", g.open { r in
-            let (s, oc) = try await lookup(r)
+            // Who may write is decided before the number is looked up: a caller without the right
+            // learns nothing about which lines exist.
             try await authorizeLegacyWrite(from: r.remoteAddress, ctx)
-            let body = try JSONBody(r, allowed: ["state", "direction", "time"])
-            guard let state = try body.int("state"), state == 0 || state == 1 else {
-                throw Problem.unprocessable("\"state\" must be 0 or 1")
+            let (s, c) = try await lookup(r)
+            guard let w = Write.parse(r.body) else {
+                throw failure(403, badParameters,
+                              "the body must be a JSON object with \"state\" (unsigned integer), optional \"direction\" (\"in\" or \"out\") and \"time\" (whole seconds, at most \(maxTimeSeconds))")
             }
-            if let d = try body.string("direction"), d != "out" {
-                throw Problem.unprocessable("only \"direction\": \"out\" can be written; \(s.role) keeps its configured direction")
-            }
-            let seconds: Double
-            switch body.value("time") {
-            case nil, .null?: seconds = 0
-            case .number(let t)? where t >= 0 && t <= 600: seconds = t
-            default: throw Problem.unprocessable("\"time\" must be a number of seconds between 0 and 600")
-            }
-            let high = oc ? state == 0 : state == 1
-            let active = high != s.activeLow
+            // The requested level as the line sees it: state 0 writes 0, any other integer writes 1.
+            let high = c.compatOpenCollector ? w.state == 0 : w.state != 0
+            let active = high != c.activeLow
             do {
-                if seconds > 0 {
-                    try await gpio.hold(s.role, active: active, for: .milliseconds(Int64(seconds * 1000)))
-                } else {
-                    try await gpio.set(s.role, active: active)
+                if let d = w.direction {
+                    do {
+                        try await gpio.setDirection(s.role, d, active: active)
+                    } catch let error as GPIOError where error.kind == .inputOnly {
+                        ctx.log("compat: PATCH /api/v1/gpio/\(c.compatNumber ?? -1) from \(r.remoteAddress) refused: \(error)")
+                        throw failure(403, badParameters, "\(error)")
+                    }
                 }
-            } catch { throw problem(for: error) }
+                // RteCtrl ignores the state of an input.
+                if try await gpio.direction(of: s.role) == .output {
+                    if w.seconds > 0 {
+                        try await gpio.write(s.role, active: active, revertAfter: .seconds(Int64(w.seconds)))
+                    } else {
+                        try await gpio.set(s.role, active: active)
+                    }
+                }
+            } catch let e as GPIOError {
+                let p = gpioProblem(e)
+                throw Problem(p.status, p.type, p.title, p.detail, extra: ["error": .string("can't read GPIO states")])
+            }
             ctx.metrics.count("compat_gpio_writes_total", labels: ["line": s.role])
-            guard let now = await gpio.status().first(where: { $0.role == s.role }), let v = view(now, openCollector: oc) else {
+            guard let now = await gpio.status().first(where: { $0.role == s.role }), let v = view(now, c) else {
                 throw gpioProblem(.unknownRole(s.role))
             }
             return json(200, v)
@@ -94,11 +162,12 @@ enum CompatRoutes {
         if let current = await ctx.leases.snapshot.current {
             throw Problem(423, "device-leased", "Device is leased by someone else",
                           "\(current.holder) holds the device until \(current.expiresAt.iso8601) (\(current.purpose)); a legacy client may change it only from the address the lease is bound to (POST /api/v1/leases {\"bind_address\": true})",
-                          extra: Problem.leaseInfo(current))
+                          extra: Problem.leaseInfo(current).merging(["error": .string("device leased")]) { a, _ in a })
         }
         guard ctx.config.compat.allowAnonymousWrites, address(client, isIn: ctx.config.compat.trustedNetworks) else {
             throw Problem(403, "untrusted-address", "Not allowed from this address",
-                          "anonymous legacy writes are accepted only from compat.trusted_networks (\(ctx.config.compat.trustedNetworks.joined(separator: ", "))); take a lease bound to \(client) instead")
+                          "anonymous legacy writes are accepted only from compat.trusted_networks (\(ctx.config.compat.trustedNetworks.joined(separator: ", "))); take a lease bound to \(client) instead",
+                          extra: ["error": .string("not allowed from this address")])
         }
     }
 }

@@ -950,35 +950,32 @@ let openAPIDocument = #"""
       "description": "the line's compat_number"
      }
     ],
-    "description": "No token: accepted from the address the current lease is bound to, or, when nobody holds the device, from compat.trusted_networks.",
+    "description": "No token: accepted from the address the current lease is bound to, or, when nobody holds the device, from compat.trusted_networks (403 otherwise; 423 while someone else holds the device), decided before the number is looked up. Read as 3mdeb RteCtrl reads it: any Content-Type, unknown fields ignored, keys in any case. state: 0 writes 0, any other unsigned integer writes 1, missing writes 0. direction: \"in\"/\"i\" makes the line an input (a state is then ignored), \"out\"/\"o\" an output (refused with 403 for lines the config marks input_only). time: whole seconds; the answer comes at once and the opposite of the requested state is written when the time is up, unless a later write to the line comes first. Errors: 403 {\"error\": \"bad parameters\"} (not a JSON object, a string, a fraction, a negative, time over 86400, an unknown direction), 404 {\"error\": \"id not found\"}, as problem documents.",
     "requestBody": {
      "required": true,
      "content": {
       "application/json": {
        "schema": {
         "type": "object",
-        "additionalProperties": false,
-        "required": [
-         "state"
-        ],
         "properties": {
          "state": {
           "type": "integer",
-          "enum": [
-           0,
-           1
-          ]
+          "minimum": 0
          },
          "direction": {
           "type": "string",
           "enum": [
-           "out"
+           "",
+           "in",
+           "i",
+           "out",
+           "o"
           ]
          },
          "time": {
-          "type": "number",
+          "type": "integer",
           "minimum": 0,
-          "maximum": 600
+          "maximum": 86400
          }
         }
        }
@@ -1289,12 +1286,24 @@ let openAPIDocument = #"""
    },
    "LegacyLine": {
     "type": "object",
+    "required": [
+     "id",
+     "state",
+     "description",
+     "direction"
+    ],
     "properties": {
      "id": {
-      "type": "integer"
+      "type": "integer",
+      "description": "compat_number"
      },
-     "name": {
-      "type": "string"
+     "description": {
+      "type": "string",
+      "description": "RteCtrl's name for the line (compat_name), e.g. apu_pwr"
+     },
+     "role": {
+      "type": "string",
+      "description": "the line's role in the native API"
      },
      "direction": {
       "type": "string",
@@ -1310,9 +1319,6 @@ let openAPIDocument = #"""
        1
       ],
       "description": "open-collector lines: 1 = driven low; regular lines: 1 = high"
-     },
-     "time": {
-      "type": "number"
      }
     }
    }

@@ -74,7 +74,7 @@ public final class Agent: Sendable {
         let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, log: log)
         let ctx = APIContext(config: config, clock: clock, startedAt: clock.now(), authenticator: Authenticator(config: config.auth),
                              leases: leases, power: power, gpio: hardware.gpio, serial: hardware.serial,
-                             capture: hardware.capture, metrics: metrics, runs: runs)
+                             capture: hardware.capture, metrics: metrics, runs: runs, log: log)
         metrics.addCollector { [hardware] in
             let s = hardware.serial.status
             let state = await power.state()

@@ -87,6 +87,11 @@ public struct GPIOLineConfig: Sendable, Equatable {
     public var compatNumber: Int?
     /// In the legacy API, open-collector outputs report 1 when driven low.
     public var compatOpenCollector: Bool
+    /// The line's name in the legacy API (RteCtrl's `description`, e.g. `apu_pwr`); the role when not set.
+    public var compatName: String? = nil
+    /// An input that must never be driven (it senses something on the DUT): the legacy API's
+    /// `"direction": "out"` is refused for it.
+    public var inputOnly: Bool = false
 
     public var locationDescription: String {
         if let offset { return "\(chip) line \(offset)" }
@@ -412,6 +417,14 @@ extension AgentConfig {
         if let compatNumber, !(0...255).contains(compatNumber) {
             throw r.error("compat_number", "must be between 0 and 255, got \(compatNumber)")
         }
+        let compatName = try r.string("compat_name")
+        if let compatName, compatName.isEmpty || compatName.count > 64 {
+            throw r.error("compat_name", "must be 1 to 64 characters")
+        }
+        let inputOnly = try r.bool("input_only", default: false)
+        if inputOnly && direction == .output {
+            throw r.error("input_only", "is only for input lines (direction: input)")
+        }
         return GPIOLineConfig(
             role: role, chip: chip, offset: offset, lineName: name, direction: direction,
             activeLow: try r.bool("active_low", default: false),
@@ -420,7 +433,8 @@ extension AgentConfig {
             safeValue: safe, initialValue: initial,
             consumer: try r.string("consumer", default: consumer),
             compatNumber: compatNumber,
-            compatOpenCollector: try r.bool("compat_open_collector", default: drive == .openDrain))
+            compatOpenCollector: try r.bool("compat_open_collector", default: drive == .openDrain),
+            compatName: compatName, inputOnly: inputOnly)
     }
 
     static func parseHostPort(_ s: String) -> (String, Int)? {

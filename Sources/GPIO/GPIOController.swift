@@ -13,11 +13,14 @@ public struct GPIOLineStatus: Sendable, Codable, Equatable {
     public var safe: Bool
     public var compatNumber: Int?
     public var pressing: Bool
+    /// A legacy timed write will put the line back when this many ms have passed.
+    public var revertInMs: Int64? = nil
 
     enum CodingKeys: String, CodingKey {
         case role, chip, offset, direction, active, safe, pressing
         case activeLow = "active_low"
         case compatNumber = "compat_number"
+        case revertInMs = "revert_in_ms"
     }
 }
 
@@ -29,6 +32,10 @@ public actor GPIOController {
     private let clock: any AgentClock
     private var pressing: Set<String> = []
     private var released = false
+    /// Pending reverts of legacy timed writes, by role. The generation tells a timer that fired
+    /// late (after a newer write replaced it) to do nothing.
+    private var reverts: [String: (generation: UInt64, due: Timestamp, task: Task<Void, Never>)] = [:]
+    private var revertGeneration: UInt64 = 0
 
     public init(lines: [any GPIOLine], clock: any AgentClock) {
         var byRole: [String: any GPIOLine] = [:]
@@ -64,7 +71,55 @@ public actor GPIOController {
     public func set(_ role: String, active: Bool) throws(GPIOError) {
         let l = try line(role)
         try refuseWhilePressed(l)
+        cancelRevert(role)
         try l.setValue(active)
+    }
+
+    public func direction(of role: String) throws(GPIOError) -> LineDirection { try line(role).direction }
+
+    /// Makes the line an input, or an output at `active`. A line the config marks `input_only`
+    /// is never made an output: it is wired to sense the DUT.
+    public func setDirection(_ role: String, _ direction: LineDirection, active: Bool = false) throws(GPIOError) {
+        let l = try line(role)
+        try refuseWhilePressed(l)
+        if direction == .output && l.config.inputOnly {
+            throw GPIOError(kind: .inputOnly, chip: l.chipName, line: "\(l.resolvedOffset)", role: role,
+                            detail: "is input_only in the config (it senses the DUT); it is never driven")
+        }
+        cancelRevert(role)
+        if l.direction == direction {
+            if direction == .output { try l.setValue(active) }
+            return
+        }
+        try l.setDirection(direction, active: active)
+    }
+
+    /// The legacy API's timed write (RteCtrl's PATCH with `time`): `active` now, and the opposite
+    /// of `active` after `duration` — not the value the line had before, so a press on a line
+    /// that was already pressed still ends released. Returns at once; a later write to the line
+    /// (timed or not) cancels the pending revert. The revert is skipped if the line became an input.
+    public func write(_ role: String, active: Bool, revertAfter duration: Duration) throws(GPIOError) {
+        try set(role, active: active)
+        revertGeneration += 1
+        let generation = revertGeneration
+        let clock = self.clock
+        let due = clock.now() + duration
+        let task = Task { [weak self] in
+            do { try await clock.sleep(until: due) } catch { return }
+            await self?.revert(role, to: !active, generation: generation)
+        }
+        reverts[role] = (generation, due, task)
+    }
+
+    private func revert(_ role: String, to active: Bool, generation: UInt64) {
+        guard reverts[role]?.generation == generation else { return }
+        reverts[role] = nil
+        guard let l = lines[role], !released, l.direction == .output else { return }
+        try? l.setValue(active)
+    }
+
+    private func cancelRevert(_ role: String) {
+        reverts.removeValue(forKey: role)?.task.cancel()
     }
 
     public func get(_ role: String) throws(GPIOError) -> Bool {
@@ -76,6 +131,7 @@ public actor GPIOController {
     public func pulse(_ role: String, for duration: Duration) async throws(GPIOError) {
         let l = try line(role)
         try refuseWhilePressed(l)
+        cancelRevert(role)
         try l.setValue(true)
         pressing.insert(role)
         defer { pressing.remove(role) }
@@ -88,6 +144,7 @@ public actor GPIOController {
     public func hold(_ role: String, active: Bool, for duration: Duration) async throws(GPIOError) {
         let l = try line(role)
         try refuseWhilePressed(l)
+        cancelRevert(role)
         let before = try l.value()
         try l.setValue(active)
         pressing.insert(role)
@@ -102,12 +159,14 @@ public actor GPIOController {
     }
 
     public func status() -> [GPIOLineStatus] {
-        order.compactMap { role in
+        let now = clock.now()
+        return order.compactMap { role in
             guard let l = lines[role] else { return nil }
             return GPIOLineStatus(
-                role: role, chip: l.chipName, offset: l.resolvedOffset, direction: l.config.direction.rawValue,
+                role: role, chip: l.chipName, offset: l.resolvedOffset, direction: l.direction.rawValue,
                 activeLow: l.config.activeLow, active: try? l.value(), safe: l.config.safeValue,
-                compatNumber: l.config.compatNumber, pressing: pressing.contains(role))
+                compatNumber: l.config.compatNumber, pressing: pressing.contains(role),
+                revertInMs: reverts[role].map { Int64(max(0, ($0.due - now).milliseconds).rounded(.up)) })
         }
     }
 
@@ -117,8 +176,13 @@ public actor GPIOController {
     public func restoreSafeState() -> [GPIOError] {
         var errors: [GPIOError] = []
         for role in order {
+            cancelRevert(role)
             guard let l = lines[role], l.config.direction == .output else { continue }
-            do { try l.setValue(l.config.safeValue) } catch { errors.append(error) }
+            do {
+                // A configured output the legacy API turned into an input is an output again.
+                if l.direction != .output { try l.setDirection(.output, active: l.config.safeValue) }
+                try l.setValue(l.config.safeValue)
+            } catch { errors.append(error) }
         }
         return errors
     }

@@ -9,6 +9,8 @@ public struct GPIOError: Error, CustomStringConvertible, Sendable, Equatable {
         case notAnOutput
         case unknownRole
         case pressInProgress
+        /// The config marks the line `input_only`: it senses the DUT and is never driven.
+        case inputOnly
         case system(Int32)
     }
     public var kind: Kind
@@ -41,6 +43,11 @@ public protocol GPIOLine: AnyObject, Sendable {
     var resolvedOffset: Int { get }
     func setValue(_ active: Bool) throws(GPIOError)
     func value() throws(GPIOError) -> Bool
+    /// The direction the line has now: the configured one until `setDirection` changes it.
+    var direction: LineDirection { get }
+    /// Turns the line into an input, or into an output driven to `active` at once (no glitch
+    /// through the other level). Only the legacy API does this; `setValue` on an input fails.
+    func setDirection(_ direction: LineDirection, active: Bool) throws(GPIOError)
     /// Gives the line back to the kernel. Further calls fail.
     func release()
 }

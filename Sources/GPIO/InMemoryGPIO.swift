@@ -83,11 +83,22 @@ final class InMemoryLine: GPIOLine, @unchecked Sendable {
     let config: GPIOLineConfig
     private let bank: InMemoryGPIOBank
     private let released = Mutex(false)
+    private let current: Mutex<LineDirection>
     var chipName: String { bank.chipName }
     var resolvedOffset: Int { config.offset ?? 0 }
 
     init(bank: InMemoryGPIOBank, config: GPIOLineConfig) {
         self.bank = bank; self.config = config
+        current = Mutex(config.direction)
+    }
+
+    var direction: LineDirection { current.withLock { $0 } }
+
+    func setDirection(_ direction: LineDirection, active: Bool) throws(GPIOError) {
+        if released.withLock({ $0 }) { throw error(.system(9), "Bad file descriptor") }
+        current.withLock { $0 = direction }
+        // An input keeps whatever level the outside world puts on it.
+        if direction == .output { bank.record(config.role, active) }
     }
 
     private func error(_ kind: GPIOError.Kind, _ detail: String) -> GPIOError {
@@ -96,7 +107,7 @@ final class InMemoryLine: GPIOLine, @unchecked Sendable {
 
     func setValue(_ active: Bool) throws(GPIOError) {
         if released.withLock({ $0 }) { throw error(.system(9), "Bad file descriptor") }
-        guard config.direction == .output else { throw error(.notAnOutput, "is an input line") }
+        guard direction == .output else { throw error(.notAnOutput, "is an input line") }
         bank.record(config.role, active)
     }
 

@@ -35,12 +35,14 @@ final class LibgpiodLine: GPIOLine, @unchecked Sendable {
     let config: GPIOLineConfig
     private let chip: LibgpiodChip
     private var line: OpaquePointer?
+    private(set) var direction: LineDirection
     let resolvedOffset: Int
     var chipName: String { chip.name }
 
     init(chip: LibgpiodChip, config: GPIOLineConfig) throws(GPIOError) {
         self.chip = chip
         self.config = config
+        self.direction = config.direction
         let found: OpaquePointer?
         let lineText: String
         if let offset = config.offset {
@@ -85,10 +87,21 @@ final class LibgpiodLine: GPIOLine, @unchecked Sendable {
 
     func setValue(_ active: Bool) throws(GPIOError) {
         guard let line else { throw failure(EBADF) }
-        guard config.direction == .output else {
+        guard direction == .output else {
             throw GPIOError(kind: .notAnOutput, chip: chip.name, line: "\(resolvedOffset)", role: config.role, detail: "is an input line")
         }
         if gpiod_line_set_value(line, active ? 1 : 0) != 0 { throw failure(errno) }
+    }
+
+    func setDirection(_ newDirection: LineDirection, active: Bool) throws(GPIOError) {
+        guard let line else { throw failure(EBADF) }
+        // libgpiod 1.5+ reconfigures a held line in place; the request's flags (active-low,
+        // drive, bias) stay as requested.
+        let result = newDirection == .output
+            ? gpiod_line_set_direction_output(line, active ? 1 : 0)
+            : gpiod_line_set_direction_input(line)
+        if result != 0 { throw failure(errno) }
+        direction = newDirection
     }
 
     func value() throws(GPIOError) -> Bool {

@@ -26,9 +26,9 @@ func apiConfig(stateDir: String, auth: Bool = true, timing: String = "fast") thr
 }
 
 /// Starts the real agent on loopback; `body` gets clients for each user.
-func withAgent(_ config: AgentConfig, clock: any AgentClock = SystemClock(),
+func withAgent(_ config: AgentConfig, clock: any AgentClock = SystemClock(), log: @escaping @Sendable (String) -> Void = { _ in },
                _ body: (Agent, [String: HTTP]) async throws -> Void) async throws {
-    let agent = try await Agent.start(config: config, clock: clock, log: { _ in })
+    let agent = try await Agent.start(config: config, clock: clock, log: log)
     var clients: [String: HTTP] = [:]
     for (u, t) in tokens { clients[u] = HTTP(port: agent.port, token: t) }
     clients["nobody"] = HTTP(port: agent.port, token: nil)

@@ -100,8 +100,12 @@ struct HTTP: Sendable {
         let auth: String? = bearer ?? token
         if let auth { head += "Authorization: Bearer \(auth)\r\n" }
         if let leaseToken { head += "X-Lease-Token: \(leaseToken)\r\n" }
-        for (k, v) in headers { head += "\(k): \(v)\r\n" }
-        if let payload { head += "Content-Type: application/json\r\nContent-Length: \(payload.count)\r\n" }
+        for (k, v) in headers where !v.isEmpty { head += "\(k): \(v)\r\n" }
+        if let payload {
+            // A caller's own Content-Type (or "" for none) replaces the JSON default.
+            if !headers.keys.contains(where: { $0.lowercased() == "content-type" }) { head += "Content-Type: application/json\r\n" }
+            head += "Content-Length: \(payload.count)\r\n"
+        }
         head += "\r\n"
         let s = try TestSocket.connect(port: port, from: source)
         defer { s.close() }

@@ -90,6 +90,25 @@ import Testing
         #expect(c.gpio.line("reset_button")?.compatNumber == 8)
         #expect(c.gpio.line("power_button")?.compatNumber == 9)
         #expect(c.gpio.line("relay")?.compatNumber == 0)
+        // The RTE's whole pin map, numbered and named as RteCtrl does (issue 17: cmos_clear was 4).
+        let names = ["relay", "oc3", "oc2", "oc1", "oc6", "oc5", "oc4", "apu_wdt", "apu_rst", "apu_pwr", "apu_modesw",
+                     "apu_clr_cmos", "apu_wp", "ext0", "ext1", "ext2", "ext3", "led1", "led2", "led3"]
+        let numbered = c.gpio.lines.filter { $0.compatNumber != nil }.sorted { $0.compatNumber! < $1.compatNumber! }
+        #expect(numbered.map { $0.compatNumber! } == Array(0..<20))
+        #expect(numbered.map { $0.compatName ?? $0.role } == names)
+        #expect(numbered.map(\.direction) == Array(repeating: .output, count: 13) + Array(repeating: .input, count: 7))
+        #expect(c.gpio.line("cmos_clear")?.compatNumber == 11)
+        #expect(c.gpio.line("power_led")?.compatNumber == 13 && c.gpio.line("power_led")?.inputOnly == true)
+    }
+
+    @Test func compatNameAndInputOnlyAreChecked() {
+        #expect(error(minimal.replacingOccurrences(of: "relay: {offset: 0}", with: "relay: {offset: 0, input_only: true}"))
+            .contains("gpio.lines.relay.input_only: is only for input lines"))
+        #expect(error(minimal.replacingOccurrences(of: "relay: {offset: 0}", with: "relay: {offset: 0, compat_name: \"\"}"))
+            .contains("gpio.lines.relay.compat_name: must be 1 to 64 characters"))
+        let ok = try? AgentConfig.parse(yaml: minimal.replacingOccurrences(of: "relay: {offset: 0}",
+            with: "relay: {offset: 0, compat_name: relay}\n    led: {offset: 3, direction: input, input_only: true}"), file: "lab.yaml")
+        #expect(ok?.gpio.line("led")?.inputOnly == true && ok?.gpio.line("relay")?.compatName == "relay")
     }
 
     @Test func theShippedQEMUConfigLoads() throws {

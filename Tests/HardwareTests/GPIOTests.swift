@@ -35,6 +35,47 @@ func line(_ role: String, offset: Int, direction: LineDirection = .output, activ
         #expect(h[0].at == t0)
     }
 
+    /// The legacy API's timed write, on the controller: answered at once, reverted to the opposite
+    /// of what was written, cancelled by any later write (native ones too), skipped on an input.
+    @Test func timedWritesRevertToTheOppositeUnlessAnotherWriteComesFirst() async throws {
+        let bank = InMemoryGPIOBank(clock: clock)
+        let gpio = try GPIOController.start(backend: bank, configs: configs, clock: clock)
+        try await gpio.write("power_button", active: true, revertAfter: .seconds(6))
+        #expect(bank.isActive("power_button"))
+        await clock.waitForSleepers(1)
+        #expect(await gpio.status().first { $0.role == "power_button" }?.revertInMs == 6000)
+        clock.advance(by: .seconds(2))
+        #expect(await gpio.status().first { $0.role == "power_button" }?.revertInMs == 4000)
+        // A native write wins and the timer is gone.
+        try await gpio.set("power_button", active: true)
+        #expect(clock.sleeperCount == 0)
+        clock.advance(by: .seconds(10))
+        #expect(bank.isActive("power_button"))
+        // A timer whose line became an input does nothing when it fires... (relay: a plain output)
+        try await gpio.write("relay", active: true, revertAfter: .seconds(1))
+        await clock.waitForSleepers(1)
+        try await gpio.setDirection("relay", .input)
+        #expect(clock.sleeperCount == 0, "turning the line into an input cancelled the timer")
+        // ...and one that fires reverts exactly once.
+        try await gpio.set("power_button", active: false)
+        try await gpio.write("power_button", active: false, revertAfter: .seconds(1))
+        await clock.waitForSleepers(1)
+        let (edges, sink) = AsyncStream<Bool>.makeStream()
+        let token = bank.observe { if $0.role == "power_button" { sink.yield($0.active) } }
+        clock.advance(by: .seconds(1))
+        var iterator = edges.makeAsyncIterator()
+        #expect(await iterator.next() == true, "the opposite of the written (inactive) value")
+        bank.removeObserver(token)
+        #expect(await gpio.status().first { $0.role == "power_button" }?.revertInMs == nil)
+        // An input_only input is never made an output.
+        var ledConfigs = configs
+        ledConfigs[3].inputOnly = true
+        let bank2 = InMemoryGPIOBank(clock: clock)
+        let gpio2 = try GPIOController.start(backend: bank2, configs: ledConfigs, clock: clock)
+        await #expect(throws: GPIOError.self) { try await gpio2.setDirection("power_led", .output, active: true) }
+        #expect(try await gpio2.direction(of: "power_led") == .input && !bank2.isActive("power_led"))
+    }
+
     @Test func longPressHoldsFourSecondsByDefault() async throws {
         let bank = InMemoryGPIOBank(clock: clock)
         let gpio = try GPIOController.start(backend: bank, configs: configs, clock: clock)

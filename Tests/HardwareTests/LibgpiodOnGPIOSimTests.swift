@@ -128,6 +128,45 @@ struct LibgpiodOnGPIOSimTests {
         _ = await gpio.shutdown()
     }
 
+    /// The RteCtrl API's `direction` on real kernel lines: an output becomes an input (the wire
+    /// then follows the pull), an input becomes an output driven at once, and the safe state turns
+    /// a configured output back into one.
+    @Test func directionChangesReachTheKernelLine() async throws {
+        var configs = rteLines()
+        configs.append(GPIOLineConfig(role: "ext1", chip: "rte-sim", offset: 14, lineName: nil, direction: .input, activeLow: false,
+                                      drive: .pushPull, bias: .asIs, safeValue: false, initialValue: false, consumer: "rte-agent-test",
+                                      compatNumber: 14, compatOpenCollector: false))
+        var ledOnly = configs[3]
+        ledOnly.inputOnly = true
+        configs[3] = ledOnly
+        let gpio = try GPIOController.start(backend: LibgpiodBackend(), configs: configs, clock: SystemClock())
+        // Output → input: the line stops driving; the wire follows the simulated pull.
+        try await gpio.set("relay", active: true)
+        #expect(wire(0) == 1)
+        try await gpio.setDirection("relay", .input)
+        #expect(try await gpio.direction(of: "relay") == .input)
+        try setPull(0, "pull-down")
+        #expect(wire(0) == 0, "no longer driven")
+        #expect(try await !gpio.get("relay"))
+        do { try await gpio.set("relay", active: true); Issue.record("an input was driven") } catch { #expect(error.kind == .notAnOutput) }
+        // Input → output, driven high at once.
+        try setPull(14, "pull-down")
+        try await gpio.setDirection("ext1", .output, active: true)
+        #expect(wire(14) == 1)
+        // input_only lines refuse.
+        do { try await gpio.setDirection("power_led", .output, active: true); Issue.record("input_only driven") } catch {
+            #expect(error.kind == .inputOnly)
+        }
+        // A timed write on the wire: active now, the opposite after the time (real clock, 300 ms).
+        try await gpio.write("power_button", active: true, revertAfter: .milliseconds(300))
+        #expect(wire(9) == 0, "pressed (active-low)")
+        // Safe state: relay is an output again, at its safe value.
+        #expect(await gpio.restoreSafeState().isEmpty)
+        #expect(try await gpio.direction(of: "relay") == .output && wire(0) == 0)
+        #expect(wire(9) == 1, "the safe state released the button and cancelled its timer")
+        _ = await gpio.shutdown()
+    }
+
     @Test func theDaemonRestoresSafeValuesAndGivesTheLinesBackOnSIGTERM() async throws {
         let dir = NSTemporaryDirectory() + "rte-gpio-sim-daemon"
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -183,7 +222,7 @@ struct GPIOSimRigTests {
         try p.run()
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
-        for line in text.split(separator: "\n") where line.contains("gpio-sim:") { print(line) }
+        for line in text.split(separator: "\n") where line.contains("gpio-sim:") || line.contains("Test run with") || line.contains("directionChanges") { print("in the VM: " + line) }
         #expect(p.terminationStatus == 0, "\(text.suffix(4000))")
         #expect(text.contains("Suite LibgpiodOnGPIOSimTests passed"), "\(text.suffix(4000))")
     }
