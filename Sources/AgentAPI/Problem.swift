@@ -70,6 +70,11 @@ public struct Problem: Error, Sendable {
             return Problem(403, "forbidden", "Forbidden", "breaking a lease needs an admin token")
         case .noSuchLease:
             return Problem(404, "no-lease", "No lease", "nobody holds the device")
+        case .waitCancelled:
+            return Problem(409, "wait-cancelled", "Stopped waiting", "the request stopped waiting for the device before it was granted")
+        case .notDurable:
+            return Problem(503, "state-not-durable", "State could not be saved",
+                           "the lease state could not be written to the state directory, so the change was not made; check the disk (the agent's log names the file and the error) and retry")
         }
     }
 }

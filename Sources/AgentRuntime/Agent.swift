@@ -59,11 +59,14 @@ public final class Agent: Sendable {
                                    maxTTLSeconds: config.leases.maxTTLSeconds, maxWaitSeconds: config.leases.maxWaitSeconds)
         let power = hardware.power
         let expiryAction = config.leases.expiryAction
-        await leases.start { lease, reason in
+        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, log: log)
+        // Runs before the next holder is granted the device (LeaseBook.end): runs under the lease stop
+        // first, then the expiry action puts the DUT in a known state.
+        await leases.start { [runs] lease, reason in
             log("lease \(lease.id) of \(lease.holder) \(reason.rawValue)")
             metrics.count("leases_ended_total", labels: ["reason": reason.rawValue])
+            await runs.leaseEnded(lease, reason)
             guard reason != .released, expiryAction != .none else { return }
-            // The next holder gets a DUT in a known state.
             do {
                 _ = try await power.perform(expiryAction == .hardOff ? .hardOff : .hardOff)
                 log("expiry action: DUT powered off")
@@ -71,7 +74,7 @@ public final class Agent: Sendable {
                 log("expiry action failed: \(error)")
             }
         }
-        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, log: log)
+        await runs.releaseInterruptedLeases()
         let ctx = APIContext(config: config, clock: clock, startedAt: clock.now(), authenticator: Authenticator(config: config.auth),
                              leases: leases, power: power, gpio: hardware.gpio, serial: hardware.serial,
                              capture: hardware.capture, metrics: metrics, runs: runs, log: log)

@@ -353,6 +353,11 @@ extension AgentConfig {
         if !authEnabled && !isLoopback(host) {
             throw ConfigError(file: file, keyPath: "auth.enabled", message: "auth may only be off when http.listen is a loopback address, got \"\(host)\"")
         }
+        // Every listener, not only the API: the console types into the DUT.
+        if !authEnabled && http.consolePort != nil && !isLoopback(http.consoleHost) {
+            throw ConfigError(file: file, keyPath: "http.console_host",
+                              message: "auth is off, so the console may only listen on a loopback address, got \"\(http.consoleHost)\" (turn auth on or use 127.0.0.1)")
+        }
         let auth = AuthConfig(enabled: authEnabled, tokens: tokens)
 
         // leases

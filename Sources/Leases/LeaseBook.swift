@@ -2,6 +2,9 @@ import AgentClock
 import Auth
 import FoundationEssentials
 import POSIXIO
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One holder of the device.
 public struct Lease: Codable, Sendable, Equatable {
@@ -34,16 +37,26 @@ extension Lease: CustomStringConvertible, CustomDebugStringConvertible, CustomRe
 }
 
 /// Someone waiting for the device.
-public struct QueueEntry: Codable, Sendable, Equatable {
+public struct QueueEntry: Codable, Sendable, Equatable, CustomStringConvertible {
+    /// Random, public: what the queue listing shows.
     public var id: String
     public var user: String
     public var purpose: String
     public var ttlSeconds: Int
     public var enqueuedAt: Timestamp
     public var waitUntil: Timestamp
+    /// The client's idempotency key, scoped to `user` and never shown to anyone else: whoever
+    /// knows it could otherwise claim the lease this entry becomes.
+    public var requestID: String? = nil
+
+    public var description: String { "\(id) of \(user) (\(purpose)) waiting until \(waitUntil.iso8601)" }
 }
 
-public enum LeaseEndReason: String, Sendable, Codable { case released, expired, broken }
+public enum LeaseEndReason: String, Sendable, Codable {
+    case released, expired, broken
+    /// The run that took the lease did not survive an agent restart.
+    case interrupted
+}
 
 public enum LeaseError: Error, Sendable, Equatable {
     /// The device is held by someone else.
@@ -56,6 +69,11 @@ public enum LeaseError: Error, Sendable, Equatable {
     case ttlOutOfRange(max: Int)
     case notAdmin
     case noSuchLease
+    /// The change could not be written to the state file, so it was not made (it would not
+    /// survive a restart).
+    case notDurable
+    /// The caller stopped waiting (its client went away or its run was cancelled).
+    case waitCancelled
 }
 
 extension LeaseError: CustomStringConvertible {
@@ -69,6 +87,8 @@ extension LeaseError: CustomStringConvertible {
         case .ttlOutOfRange(let max): return "ttl_s must be between 1 and \(max) seconds"
         case .notAdmin: return "this needs an admin token"
         case .noSuchLease: return "nobody holds the device"
+        case .notDurable: return "the lease state could not be written to disk; the change was not made"
+        case .waitCancelled: return "stopped waiting for the device"
         }
     }
 }
@@ -89,7 +109,13 @@ public actor LeaseBook {
     private let maxWaitSeconds: Int
     private var current: Lease?
     private var queue: [QueueEntry] = []
-    private var waiters: [String: CheckedContinuation<Result<Lease, LeaseError>, Never>] = [:]
+    /// Callers waiting on each queue entry. Several, when a client re-sends its request (same user,
+    /// same request_id) while the first is still waiting: every one is answered exactly once.
+    private var waiters: [String: [(key: UInt64, continuation: CheckedContinuation<Result<Lease, LeaseError>, Never>)]] = [:]
+    private var nextWaiterKey: UInt64 = 0
+    /// Between a lease's end and the next grant: the end action (power off) runs, and nobody may
+    /// be granted the device before it is done.
+    private var handingOver = false
     private var expiryTask: Task<Void, Never>?
     private var onEnd: (@Sendable (Lease, LeaseEndReason) async -> Void)?
     public private(set) var grantedCount = 0
@@ -100,6 +126,10 @@ public actor LeaseBook {
         self.maxTTLSeconds = maxTTLSeconds
         self.maxWaitSeconds = maxWaitSeconds
         let path = stateDirectory.map { "\($0)/leases.json" }
+        // Temporary files of writes a crash interrupted: the rename never happened, so they are not state.
+        if let dir = stateDirectory, let names = try? listDirectory(dir) {
+            for name in names where name.hasPrefix("leases.json.tmp-") { unlink("\(dir)/\(name)") }
+        }
         // A failed write must not pass silently: it would lose a lease on restart.
         file = path.map { path in SnapshotFile(path: path) { printToStandardError("rte-agent: cannot persist leases to \(path): \($0)") } }
         if let path, let bytes = readFile(path) {
@@ -115,7 +145,14 @@ public actor LeaseBook {
     public func start(onEnd: @escaping @Sendable (Lease, LeaseEndReason) async -> Void) async {
         self.onEnd = onEnd
         await checkExpiry()
+        // Nobody from before the restart is waiting any more. Entries without a request_id can never
+        // be claimed again; the others are served in order (their clients re-send the request_id
+        // and find the lease). A file that a crash left with a queue but no holder heals here.
+        let before = queue.count
+        queue.removeAll { $0.requestID == nil }
+        if current == nil { grantNext() } else if queue.count != before { persist() }
         scheduleExpiry()
+        await written()
     }
 
     public var snapshot: (current: Lease?, queue: [QueueEntry]) { (current, queue) }
@@ -131,10 +168,11 @@ public actor LeaseBook {
         }
     }
 
-    /// Returns once every change made so far is on disk.
-    public func written() async {
-        guard let file else { return }
-        await file.waitUntilWritten(file.latestVersion)
+    /// Returns once every change made so far is on disk: true, or false when the write failed.
+    @discardableResult
+    public func written() async -> Bool {
+        guard let file else { return true }
+        return await file.waitUntilWritten(file.latestVersion)
     }
 
     private func newLease(user: String, purpose: String, ttlSeconds: Int, requestID: String?, run: String? = nil) -> Lease {
@@ -146,47 +184,109 @@ public actor LeaseBook {
 
     /// Takes the device. Without `waitSeconds` (or 0) it fails at once when the device is held;
     /// with it, the caller joins the FIFO queue and this call returns when granted or when the wait ends.
+    /// A `requestID` is the client's idempotency key, scoped to `user`: re-sent by the same user it
+    /// finds the lease or the queue entry it made; another user's identical key is a different request.
     public func acquire(user: String, purpose: String, ttlSeconds: Int, waitSeconds: Int = 0, requestID: String? = nil,
                         run: String? = nil) async throws(LeaseError) -> Lease {
         guard (1...maxTTLSeconds).contains(ttlSeconds) else { throw .ttlOutOfRange(max: maxTTLSeconds) }
         await checkExpiry()
-        if let requestID, let c = current, c.requestID == requestID, c.holder == user { await written(); return c }
-        if current == nil && queue.isEmpty {
+        if let requestID {
+            if let c = current, c.requestID == requestID, c.holder == user {
+                guard await written() else { throw .notDurable }
+                return c
+            }
+            if let entry = queue.first(where: { $0.requestID == requestID && $0.user == user }) {
+                return try await waitFor(entry)
+            }
+        }
+        if current == nil && queue.isEmpty && !handingOver {
             let lease = newLease(user: user, purpose: purpose, ttlSeconds: ttlSeconds, requestID: requestID, run: run)
             current = lease
             persist()
             scheduleExpiry()
-            await written()
+            guard await written() else {
+                // Not on disk, so not granted: a restart would not know this lease.
+                if current?.id == lease.id {
+                    current = nil
+                    grantedCount -= 1
+                    expiryTask?.cancel()
+                    expiryTask = nil
+                    persist()
+                    grantNext()
+                }
+                throw .notDurable
+            }
             return lease
         }
         guard waitSeconds > 0 else { throw .busy(current, queueLength: queue.count) }
         let wait = min(waitSeconds, maxWaitSeconds)
-        let id = requestID ?? "wait-" + randomHex(bytes: 6)
-        if !queue.contains(where: { $0.id == id }) {
-            let now = clock.now()
-            queue.append(QueueEntry(id: id, user: user, purpose: purpose, ttlSeconds: ttlSeconds, enqueuedAt: now,
-                                    waitUntil: now + .seconds(wait)))
-            persist()
-        }
-        let deadline = queue.first { $0.id == id }!.waitUntil
+        let now = clock.now()
+        let entry = QueueEntry(id: "wait-" + randomHex(bytes: 6), user: user, purpose: purpose, ttlSeconds: ttlSeconds,
+                               enqueuedAt: now, waitUntil: now + .seconds(wait), requestID: requestID)
+        queue.append(entry)
+        persist()
+        // A queue with nobody holding the device (a crash between an end and a grant) is served now.
+        if current == nil && !handingOver { grantNext() }
+        return try await waitFor(entry)
+    }
+
+    /// Waits until `entry` is granted or its time is up. A cancelled caller (its client went away,
+    /// its run was cancelled) stops waiting at once; an entry nobody waits on any more leaves the queue.
+    private func waitFor(_ entry: QueueEntry) async throws(LeaseError) -> Lease {
+        let id = entry.id
         let clock = self.clock
         let timer = Task { [weak self] in
-            do { try await clock.sleep(until: deadline) } catch { return }
+            do { try await clock.sleep(until: entry.waitUntil) } catch { return }
             await self?.waitEnded(id)
         }
-        let result = await withCheckedContinuation { (c: CheckedContinuation<Result<Lease, LeaseError>, Never>) in
-            waiters[id] = c
+        nextWaiterKey += 1
+        let key = nextWaiterKey
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Result<Lease, LeaseError>, Never>) in
+                // Granted, dropped or cancelled while this caller was getting here: answer at once.
+                if Task.isCancelled {
+                    c.resume(returning: .failure(.waitCancelled))
+                } else if queue.contains(where: { $0.id == id }) {
+                    waiters[id, default: []].append((key, c))
+                } else if let lease = current, lease.requestID != nil, lease.requestID == entry.requestID, lease.holder == entry.user {
+                    c.resume(returning: .success(lease))
+                } else {
+                    c.resume(returning: .failure(.waitTimedOut(current)))
+                }
+            }
+        } onCancel: {
+            Task { await self.waitCancelled(id, key: key) }
         }
         timer.cancel()
-        await written()
-        return try result.get()
+        if Task.isCancelled, queue.contains(where: { $0.id == id }), waiters[id]?.isEmpty ?? true {
+            queue.removeAll { $0.id == id }
+            persist()
+        }
+        let durable = await written()
+        let lease = try result.get()
+        guard durable else {
+            if current?.id == lease.id { await end(lease, .released) }
+            throw .notDurable
+        }
+        return lease
+    }
+
+    private func waitCancelled(_ id: String, key: UInt64) {
+        guard let i = waiters[id]?.firstIndex(where: { $0.key == key }) else { return }
+        let c = waiters[id]!.remove(at: i).continuation
+        if waiters[id]!.isEmpty {
+            waiters[id] = nil
+            queue.removeAll { $0.id == id }
+            persist()
+        }
+        c.resume(returning: .failure(.waitCancelled))
     }
 
     private func waitEnded(_ id: String) {
-        guard let c = waiters.removeValue(forKey: id) else { return }
+        guard queue.contains(where: { $0.id == id }) else { return }
         queue.removeAll { $0.id == id }
         persist()
-        c.resume(returning: .failure(.waitTimedOut(current)))
+        for w in waiters.removeValue(forKey: id) ?? [] { w.continuation.resume(returning: .failure(.waitTimedOut(current))) }
     }
 
     /// Checks a lease token for a change to the DUT.
@@ -210,43 +310,82 @@ public actor LeaseBook {
 
     public func renew(token: String?, ttlSeconds: Int) async throws(LeaseError) -> Lease {
         guard (1...maxTTLSeconds).contains(ttlSeconds) else { throw .ttlOutOfRange(max: maxTTLSeconds) }
-        var lease = try await authorize(token: token)
+        let before = try await authorize(token: token)
+        var lease = before
         lease.expiresAt = clock.now() + .seconds(ttlSeconds)
         current = lease
         persist()
         scheduleExpiry()
-        await written()
+        try await durableOrUndo(lease, back: before)
         return lease
     }
 
     public func bind(token: String?, address: String?) async throws(LeaseError) -> Lease {
-        var lease = try await authorize(token: token)
+        let before = try await authorize(token: token)
+        var lease = before
         lease.boundAddress = address
         current = lease
         persist()
-        await written()
+        try await durableOrUndo(lease, back: before)
         return lease
+    }
+
+    /// A change to the current lease that did not reach the disk is taken back (if nothing changed
+    /// it since) and answered as not made.
+    private func durableOrUndo(_ changed: Lease, back previous: Lease) async throws(LeaseError) {
+        guard await written() else {
+            if current == changed {
+                current = previous
+                persist()
+                scheduleExpiry()
+            }
+            throw .notDurable
+        }
     }
 
     public func release(token: String?) async throws(LeaseError) {
         let lease = try await authorize(token: token)
         await end(lease, .released)
-        await written()
+        guard await written() else {
+            // Still on disk as held: held it stays, unless the device already went to someone else.
+            if current == nil && !handingOver {
+                current = lease
+                persist()
+                scheduleExpiry()
+            }
+            throw .notDurable
+        }
     }
 
-    /// Admin only: takes the device away from its holder.
+    /// Admin only: takes the device away from its holder. With nobody holding it, it serves a
+    /// queue a crash left without a holder (and still answers that there was no lease).
     public func breakLease(by identity: Identity) async throws(LeaseError) -> Lease {
         guard identity.admin else { throw .notAdmin }
         await checkExpiry()
-        guard let c = current else { throw .noSuchLease }
+        guard let c = current else {
+            if !queue.isEmpty && !handingOver {
+                // Entries nobody in this process waits on were left by a crash: nobody will answer them.
+                queue.removeAll { waiters[$0.id] == nil }
+                grantNext()
+                await written()
+            }
+            throw .noSuchLease
+        }
         await end(c, .broken)
-        await written()
+        guard await written() else { throw .notDurable }
         return c
     }
 
     /// Releases a lease a run took for itself.
     public func releaseRunLease(_ lease: Lease) async {
         if current?.id == lease.id { await end(lease, .released) }
+        await written()
+    }
+
+    /// At start-up: the lease a run took for itself, when that run did not survive the restart.
+    public func releaseLease(ofInterruptedRun run: String) async {
+        guard let c = current, c.run == run else { return }
+        await end(c, .interrupted)
         await written()
     }
 
@@ -257,27 +396,34 @@ public actor LeaseBook {
         }
     }
 
+    /// Ends `lease`: the end action runs (the expiry action powers the DUT off) before anyone else
+    /// is granted the device, and the end and the next grant are written to disk as one change, so
+    /// a crash can never leave a queue without a holder on disk from this path.
     private func end(_ lease: Lease, _ reason: LeaseEndReason) async {
-        guard current?.id == lease.id else { return }
+        guard current?.id == lease.id, !handingOver else { return }
         current = nil
+        handingOver = true
         expiryTask?.cancel()
         expiryTask = nil
-        persist()
         if reason != .released || lease.run == nil { await onEnd?(lease, reason) }
+        handingOver = false
         grantNext()
     }
 
-    /// Hands the device to the first in the queue still waiting.
+    /// Hands the device to the first in the queue still waiting (entries whose time is up are
+    /// dropped on the way), then writes the state once.
     private func grantNext() {
         let now = clock.now()
-        while current == nil, !queue.isEmpty {
+        while current == nil, !handingOver, !queue.isEmpty {
             let entry = queue.removeFirst()
-            if entry.waitUntil <= now { waiters.removeValue(forKey: entry.id)?.resume(returning: .failure(.waitTimedOut(nil))); continue }
-            let lease = newLease(user: entry.user, purpose: entry.purpose, ttlSeconds: entry.ttlSeconds, requestID: entry.id)
+            if entry.waitUntil <= now {
+                for w in waiters.removeValue(forKey: entry.id) ?? [] { w.continuation.resume(returning: .failure(.waitTimedOut(nil))) }
+                continue
+            }
+            let lease = newLease(user: entry.user, purpose: entry.purpose, ttlSeconds: entry.ttlSeconds, requestID: entry.requestID)
             current = lease
-            persist()
             scheduleExpiry()
-            waiters.removeValue(forKey: entry.id)?.resume(returning: .success(lease))
+            for w in waiters.removeValue(forKey: entry.id) ?? [] { w.continuation.resume(returning: .success(lease)) }
         }
         persist()
     }

@@ -12,9 +12,11 @@ public final class SnapshotFile: Sendable {
         var pending: (version: UInt64, bytes: [UInt8])?
         var submitted: UInt64 = 0
         var written: UInt64 = 0
+        /// Whether the newest write (version `written`) reached the disk.
+        var writtenOK = true
         var writing = false
         var writes = 0
-        var waiters: [(version: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
+        var waiters: [(version: UInt64, continuation: CheckedContinuation<Bool, Never>)] = []
     }
     private let state = Mutex(State())
 
@@ -43,15 +45,17 @@ public final class SnapshotFile: Sendable {
     /// The newest version handed to `submit`.
     public var latestVersion: UInt64 { state.withLock { $0.submitted } }
 
-    /// Returns once a snapshot at least as new as `version` has been written (or its write failed).
-    public func waitUntilWritten(_ version: UInt64) async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let done = state.withLock { s -> Bool in
-                if s.written >= version { return true }
+    /// Returns once a snapshot at least as new as `version` has been written: true when that
+    /// write reached the disk, false when it failed (the caller must not acknowledge the change).
+    @discardableResult
+    public func waitUntilWritten(_ version: UInt64) async -> Bool {
+        await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+            let done = state.withLock { s -> Bool? in
+                if s.written >= version { return s.writtenOK }
                 s.waiters.append((version, c))
-                return false
+                return nil
             }
-            if done { c.resume() }
+            if let done { c.resume(returning: done) }
         }
     }
 
@@ -63,15 +67,17 @@ public final class SnapshotFile: Sendable {
                 return p
             }
             guard let (version, bytes) = next else { return }
-            do { try writeFileAtomically(path, bytes) } catch { onError(error) }
-            let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            var ok = true
+            do { try writeFileAtomically(path, bytes) } catch { ok = false; onError(error) }
+            let ready = state.withLock { s -> [CheckedContinuation<Bool, Never>] in
                 s.written = version
+                s.writtenOK = ok
                 s.writes += 1
                 let ready = s.waiters.filter { $0.version <= version }.map(\.continuation)
                 s.waiters.removeAll { $0.version <= version }
                 return ready
             }
-            ready.forEach { $0.resume() }
+            ready.forEach { $0.resume(returning: ok) }
         }
     }
 }

@@ -75,7 +75,14 @@ public actor RunEngine {
     private var history: [String: [RunEvent]] = [:]
     /// The DUT does one run at a time, in submission order.
     private var deviceBusy = false
-    private var deviceWaiters: [CheckedContinuation<Void, Never>] = []
+    private var deviceWaiters: [(key: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
+    private var nextDeviceWaiter: UInt64 = 0
+    /// The lease each started run works under, so the end of that lease stops the run.
+    private var runLeases: [String: String] = [:]
+    /// Why a run was stopped from outside (its lease ended), for its record.
+    private var abortReasons: [String: String] = [:]
+    /// Runs this start found unfinished (marked interrupted): their own leases are given back.
+    private var interruptedAtStart: [String] = []
     public static let keepFinished = 200
     private var stopping = false
 
@@ -107,12 +114,31 @@ public actor RunEngine {
                     r.endedAt = r.endedAt ?? clock.now()
                     r.message = "the agent stopped while this run was \(r.currentStage.map { "in stage \($0)" } ?? "waiting"); it did not finish"
                     RunEngine.store(r, in: directory)
+                    interruptedAtStart.append(r.id)
                 }
                 restored.append(r)
             }
         }
         runs = Dictionary(uniqueKeysWithValues: restored.map { ($0.id, $0) })
         order = restored.map(\.id)
+    }
+
+    /// At start-up: a run the last agent left unfinished holds no lease any more.
+    public func releaseInterruptedLeases() async {
+        for id in interruptedAtStart { await leases.releaseLease(ofInterruptedRun: id) }
+        interruptedAtStart = []
+    }
+
+    /// A lease ended (released, expired, broken): every run working under it stops, and this
+    /// returns only when they have stopped touching the DUT, so the next holder, granted after
+    /// this returns, never sees an edge from them.
+    public func leaseEnded(_ lease: Lease, _ reason: LeaseEndReason) async {
+        let affected = runLeases.filter { $0.value == lease.id }.map(\.key)
+        for id in affected {
+            abortReasons[id] = "the lease \(lease.id) was \(reason.rawValue); the run stopped before the device went to anyone else"
+            tasks[id]?.cancel()
+        }
+        for id in affected { await tasks[id]?.value }
     }
 
     private nonisolated func write(_ r: RunRecord) {
@@ -228,12 +254,37 @@ public actor RunEngine {
 
     private func acquireDevice() async throws(RunAborted) {
         if !deviceBusy { deviceBusy = true; return }
-        await withCheckedContinuation { deviceWaiters.append($0) }
-        if Task.isCancelled { releaseDevice(); throw RunAborted(reason: "cancelled before it started") }
+        nextDeviceWaiter += 1
+        let key = nextDeviceWaiter
+        // Cancelling a run that waits for another run's end answers at once.
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { c in
+                if Task.isCancelled { c.resume() } else { deviceWaiters.append((key, c)) }
+            }
+        } onCancel: {
+            Task { await self.stopWaitingForDevice(key) }
+        }
+        if Task.isCancelled {
+            // Handed the device just as it was cancelled: pass it on.
+            if !deviceWaiters.contains(where: { $0.key == key }) && deviceBusyFor == key { releaseDevice() }
+            throw RunAborted(reason: "cancelled before it started")
+        }
+    }
+
+    /// Which waiter the device was last handed to (0: a run that found it free).
+    private var deviceBusyFor: UInt64 = 0
+
+    private func stopWaitingForDevice(_ key: UInt64) {
+        guard let i = deviceWaiters.firstIndex(where: { $0.key == key }) else { return }
+        deviceWaiters.remove(at: i).continuation.resume()
     }
 
     private func releaseDevice() {
-        if deviceWaiters.isEmpty { deviceBusy = false } else { deviceWaiters.removeFirst().resume() }
+        if deviceWaiters.isEmpty { deviceBusy = false; deviceBusyFor = 0 } else {
+            let next = deviceWaiters.removeFirst()
+            deviceBusyFor = next.key
+            next.continuation.resume()
+        }
     }
 
     /// The agent is stopping: runs end as interrupted (not failed or cancelled by anyone).
@@ -301,6 +352,8 @@ public actor RunEngine {
         }
         let ownLease = leaseToken == nil
         let token = lease.token
+        runLeases[id] = lease.id
+        defer { runLeases[id] = nil; abortReasons[id] = nil }
         update(id) { r in r.state = .running; r.startedAt = clock.now(); r.captureFrom = devices.capture.endOffset }
         publish(RunEvent(type: "state", run: id, at: clock.now(), state: .running))
 
@@ -333,6 +386,7 @@ public actor RunEngine {
         }
         progressSink.finish()
         await applier.value
+        if let reason = abortReasons[id] { outcome = (.error, reason) }
         if outcome.0 == .cancelled || outcome.0 == .error {
             await safeState()
         } else {

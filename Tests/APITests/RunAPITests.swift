@@ -286,5 +286,9 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         let run = try await http.request("GET", "/api/v1/runs/\(id)").json
         #expect(run["state"] as? String == "interrupted")
         #expect((run["message"] as? String ?? "").contains("in stage kernel"))
+        // Issue 16 D4: the lease the run took for itself is given back, not held for the maximum TTL.
+        let book = try await http.request("GET", "/api/v1/leases").json
+        #expect(noHolder(book), "\(book)")
+        #expect(try await http.request("POST", "/api/v1/leases", json: ["ttl_s": 60]).status == 201)
     }
 }

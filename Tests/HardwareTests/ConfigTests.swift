@@ -101,6 +101,14 @@ import Testing
         #expect(c.gpio.line("power_led")?.compatNumber == 13 && c.gpio.line("power_led")?.inputOnly == true)
     }
 
+    /// Issue 16 D11: with auth off the console listened on every interface while the log said "loopback only".
+    @Test func authOffKeepsEveryListenerOnLoopback() {
+        let yaml = minimal.replacingOccurrences(of: "auth: {enabled: false}", with: "auth: {enabled: false}\nhttp: {listen: \"127.0.0.1:8000\", console_port: 13541, console_host: 0.0.0.0}")
+        #expect(error(yaml).contains("http.console_host: auth is off, so the console may only listen on a loopback address, got \"0.0.0.0\""), "\(error(yaml))")
+        let fine = yaml.replacingOccurrences(of: "console_host: 0.0.0.0", with: "console_host: 127.0.0.1")
+        #expect(error(fine) == "no error")
+    }
+
     @Test func compatNameAndInputOnlyAreChecked() {
         #expect(error(minimal.replacingOccurrences(of: "relay: {offset: 0}", with: "relay: {offset: 0, input_only: true}"))
             .contains("gpio.lines.relay.input_only: is only for input lines"))
