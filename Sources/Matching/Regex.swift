@@ -91,12 +91,40 @@ struct RegexParser {
 
     func fail(_ message: String) -> PatternError { PatternError(pattern: pattern, position: i, message: message) }
 
+    /// Longest pattern accepted, checked before parsing: a prompt or a line to expect is short, and
+    /// parsing a megabyte of pattern costs tens of megabytes on a board with 256 MB.
+    public static let maxPatternBytes = 4096
+
     mutating func parse() throws(PatternError) -> RegexNode {
+        guard bytes.count <= RegexParser.maxPatternBytes else {
+            throw PatternError(pattern: String(pattern.prefix(40)) + "…", position: 0,
+                               message: "patterns are limited to \(RegexParser.maxPatternBytes) bytes, this one has \(bytes.count)")
+        }
         if bytes.starts(with: Array("(?i)".utf8)) { ignoreCase = true; i = 4 }
         let node = try alternation()
         if i < bytes.count { throw fail("unbalanced ')'") }
         if matchesEmpty(node) { throw fail("the pattern matches the empty string, which would match everywhere") }
+        // Counted on the tree, before compiling: repeats of empty groups emit no instructions, so a
+        // budget on instructions alone never stops `(?:){1000}{1000}{1000}`.
+        guard RegexParser.expandedSize(node) <= RegexCompiler.maxInstructions else {
+            throw PatternError(pattern: pattern, position: 0,
+                               message: "the pattern is too large once repeats are expanded (limit \(RegexCompiler.maxInstructions) steps)")
+        }
         return node
+    }
+
+    /// Compile steps the node costs with every repeat expanded, counting empty nodes as one
+    /// (saturating, so it never overflows on a 32-bit Int).
+    static func expandedSize(_ n: RegexNode) -> Int {
+        let cap = RegexCompiler.maxInstructions + 1
+        func add(_ a: Int, _ b: Int) -> Int { min(cap, a + b) }
+        func mul(_ a: Int, _ b: Int) -> Int { a == 0 || b == 0 ? 0 : (a > cap / b ? cap : min(cap, a * b)) }
+        switch n {
+        case .set, .lineStart: return 1
+        case .concat(let parts): return parts.reduce(1) { add($0, expandedSize($1)) }
+        case .alternation(let alts): return alts.reduce(1) { add($0, add(2, expandedSize($1))) }
+        case .repeated(let inner, let lo, let hi): return add(2, mul(add(1, expandedSize(inner)), max(1, hi ?? lo + 1)))
+        }
     }
 
     func matchesEmpty(_ n: RegexNode) -> Bool {

@@ -56,6 +56,10 @@ public struct StreamMatcher: Sendable {
             switch p {
             case .literal(let s):
                 guard !s.isEmpty else { throw PatternError(pattern: s, position: 0, message: "an empty literal would match everywhere") }
+                guard s.utf8.count <= RegexParser.maxPatternBytes else {
+                    throw PatternError(pattern: String(s.prefix(40)) + "…", position: 0,
+                                       message: "patterns are limited to \(RegexParser.maxPatternBytes) bytes, this one has \(s.utf8.count)")
+                }
                 node = .concat(s.utf8.map { .set(.of($0)) })
             case .regex(let r):
                 var parser = RegexParser(r)

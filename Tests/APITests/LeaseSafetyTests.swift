@@ -140,6 +140,20 @@ func iso8601(_ text: String?) -> Date? {
         }
     }
 
+    /// D6: an expect_regex of nested empty-group repeats (any user, no lease) pegged both cores and
+    /// the API stopped answering.
+    @Test func aPatternBombIsRefusedAndTheAPIKeepsAnswering() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
+            let bomb = spec { $0["commands"] = [["send": "true", "expect_regex": "a(?:){1000}{1000}{1000}{1000}"]] }
+            let r = try await c["carol"]!.request("POST", "/api/v1/runs", json: bomb)
+            #expect(r.status == 422 && (r.json["detail"] as? String ?? "").contains("too large once repeats are expanded"), "\(r.text)")
+            let long = spec { $0["commands"] = [["send": "true", "expect_regex": String(repeating: "x", count: 20_000)]] }
+            let r2 = try await c["carol"]!.request("POST", "/api/v1/runs", json: long)
+            #expect(r2.status == 422 && (r2.json["detail"] as? String ?? "").contains("limited to 4096 bytes"), "\(r2.text)")
+            #expect(try await c["nobody"]!.request("GET", "/api/v1/health").status == 200)
+        }
+    }
+
     /// D10: a lease whose state write failed was answered 201 and was gone after a restart.
     @Test func aChangeThatCannotBeWrittenIsRefusedAndUndone() async throws {
         let dir = scratchDirectory()

@@ -61,6 +61,26 @@ func chunk(_ s: String, at offset: UInt64 = 0) -> TextChunk {
         #expect(m.scan(chunk("b"))?.match.patternIndex == 0)
     }
 
+    /// Issue 16 D6: empty groups emit no instructions, so `(?:){1000}{1000}…` never reached the
+    /// instruction budget and compiled for ever on every core; a 1 MB pattern cost ~76 MB to parse.
+    @Test func patternBombsAreRefusedBeforeTheyCostAnything() {
+        for bomb in ["a(?:){1000}{1000}{1000}{1000}", "(?:(?:(?:ab?){1000}){1000}){1000}", "(?:){1000}{1000}x", "(?:x{1000}){1000}"] {
+            #expect(throws: PatternError.self, "\(bomb)") { _ = try StreamMatcher([.regex(bomb)]) }
+            do { _ = try StreamMatcher([.regex(bomb)]) } catch {
+                #expect(error.description.contains("too large once repeats are expanded"), "\(error)")
+            }
+        }
+        let huge = String(repeating: "a", count: 1 << 20)
+        for p in [Pattern.regex(huge), .literal(huge)] {
+            do { _ = try StreamMatcher([p]); Issue.record("a 1 MB pattern was accepted") } catch {
+                #expect(error.description.contains("patterns are limited to 4096 bytes, this one has 1048576"), "\(error)")
+                #expect(error.description.count < 300, "the error does not echo the whole pattern")
+            }
+        }
+        // Large but legitimate patterns still compile.
+        #expect((try? StreamMatcher([.regex("[0-9a-f]{64}"), .literal(String(repeating: "=", count: 4096))])) != nil)
+    }
+
     @Test func badPatternsAreRejectedWithAReason() {
         for (p, reason) in [("", "empty"), ("a$", "'$'"), ("(a)\\1", "backreferences"), ("*a", "nothing to repeat"),
                             ("(ab", "missing ')'"), ("[z-a]", "out of order"), ("x*", "empty string"), ("(?=a)", "only (?:")] {
