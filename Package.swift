@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "AgentClock"),
         .target(name: "CPOSIXShims"),
         .target(name: "POSIXIO", dependencies: ["CPOSIXShims"]),
-        .target(name: "Configuration", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "Configuration", dependencies: ["JSONDocument", .product(name: "Yams", package: "Yams")]),
         .target(name: "GPIO", dependencies: ["CGPIOD", "Configuration", "AgentClock"]),
         .target(name: "Serial", dependencies: ["POSIXIO", "Configuration", "AgentClock"]),
         .target(name: "Power", dependencies: ["GPIO", "Configuration", "AgentClock"]),
@@ -59,7 +59,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "HardwareTests", dependencies: [
-            "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime",
+            "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime", "JSONDocument",
         ]),
         .testTarget(name: "BootFlowTests", dependencies: [
             "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "JSONDocument", "AgentRuntime", "AgentClock", "Serial",

@@ -1,3 +1,4 @@
+import JSONDocument
 import Yams
 #if canImport(Glibc)
 import Glibc
@@ -186,6 +187,10 @@ public struct CompatConfig: Sendable {
 extension AgentConfig {
     /// Loads and validates a config file. Every failure names the file and the key.
     public static func load(path: String) throws(ConfigError) -> AgentConfig {
+        var info = stat()
+        if stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
+            throw ConfigError(file: path, keyPath: "", message: "is a directory; give the config file itself (e.g. \(path.hasSuffix("/") ? path : path + "/")rte-agent.yaml)")
+        }
         guard let text = readTextFile(path) else {
             throw ConfigError(file: path, keyPath: "", message: "cannot read the file (\(String(cString: strerror(errno))))")
         }
@@ -193,6 +198,11 @@ extension AgentConfig {
     }
 
     public static func parse(yaml: String, file: String = "<config>") throws(ConfigError) -> AgentConfig {
+        let nesting = YAMLNesting.deepest(in: yaml)
+        guard nesting.depth <= YAMLNesting.limit else {
+            throw ConfigError(file: file, keyPath: "", message: "nested \(nesting.depth) levels deep; at most \(YAMLNesting.limit) are accepted",
+                              line: nesting.line)
+        }
         let node: Node
         do {
             guard let n = try Yams.compose(yaml: yaml) else {

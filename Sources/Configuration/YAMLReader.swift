@@ -14,6 +14,17 @@ struct YAMLReader {
         guard let m = node.mapping else {
             throw ConfigError(file: file, keyPath: path, message: "expected a mapping, got \(YAMLReader.describe(node))", line: node.mark.map { $0.line })
         }
+        // Last-wins duplicates hide mistakes (two `relay:` lines, one of them ignored): refused.
+        var seen: [String: Node] = [:]
+        for (k, _) in m {
+            guard let key = k.string else { continue }
+            if let first = seen[key] {
+                let lines = [first, k].compactMap { $0.mark.map { String($0.line) } }.joined(separator: " and ")
+                throw ConfigError(file: file, keyPath: path.isEmpty ? key : "\(path).\(key)",
+                                  message: "appears twice (lines \(lines)); keep one", line: k.mark.map { $0.line })
+            }
+            seen[key] = k
+        }
         mapping = m
     }
 

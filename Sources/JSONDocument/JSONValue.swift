@@ -51,6 +51,10 @@ extension JSONValue {
     /// Parses YAML (a superset of JSON) into the same value tree, so a run spec reads the same
     /// from a file as from an API body.
     public static func parse(yaml text: String) throws(DocumentError) -> JSONValue {
+        let nesting = YAMLNesting.deepest(in: text)
+        guard nesting.depth <= YAMLNesting.limit else {
+            throw DocumentError(path: "", message: "nested \(nesting.depth) levels deep at line \(nesting.line); at most \(YAMLNesting.limit) are accepted")
+        }
         do {
             guard let node = try Yams.compose(yaml: text) else { return .null }
             return try convert(node, path: "")

@@ -14,6 +14,14 @@ import Testing
         #expect(spec.commands.contains { $0.expect == .literal("rte.entry=xen-linux-dev") })
     }
 
+    /// Issue 16 D8: a spec nested thousands of levels deep is refused by name, not by a crash.
+    @Test func deeplyNestedSpecsAreRefusedByName() {
+        let deep = "name: " + String(repeating: "[", count: 20_000) + String(repeating: "]", count: 20_000)
+        do { _ = try RunSpec.parse(yaml: deep); Issue.record("parsed") } catch {
+            #expect("\(error)".contains("nested 20001 levels deep at line 1; at most 64 are accepted"), "\(error)")
+        }
+    }
+
     @Test func theIssuesExampleParses() throws {
         let spec = try RunSpec.parse(yaml: """
         power: cycle

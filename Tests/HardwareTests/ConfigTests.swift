@@ -1,5 +1,6 @@
 @testable import Configuration
 import Foundation
+import JSONDocument
 import Testing
 
 @Suite struct ConfigTests {
@@ -99,6 +100,31 @@ import Testing
         #expect(numbered.map(\.direction) == Array(repeating: .output, count: 13) + Array(repeating: .input, count: 7))
         #expect(c.gpio.line("cmos_clear")?.compatNumber == 11)
         #expect(c.gpio.line("power_led")?.compatNumber == 13 && c.gpio.line("power_led")?.inputOnly == true)
+    }
+
+    /// Issue 16 D8: `[[[[…]]]]` 20,000 deep crashed check-config (stack overflow in the YAML parser).
+    @Test func deepNestingIsRefusedByNameBeforeParsing() {
+        let flow = "dut: " + String(repeating: "[", count: 20_000) + String(repeating: "]", count: 20_000) + "\n"
+        #expect(error(flow) == "lab.yaml:1: nested 20001 levels deep; at most 64 are accepted")
+        var block = "dut:\n"
+        for i in 0..<3000 { block += String(repeating: " ", count: i + 1) + "k\(i):\n" }
+        #expect(error(block).contains("levels deep; at most 64 are accepted"))
+        let dashes = "dut: x\nlist:\n" + String(repeating: "- ", count: 100) + "x\n"
+        #expect(error(dashes).contains("levels deep; at most 64 are accepted"))
+        // Quotes, comments and block scalars are text, not nesting.
+        let text = minimal + "\n# [[[[[[ a comment\nsimulator: {timing: \"[[[[{{{{\"}\nqemu:\n  args: |\n    [[[[[[ ${artifact:x} {{{{\n"
+        #expect(YAMLNesting.deepest(in: text).depth < 5)
+    }
+
+    @Test func aDirectoryOrADuplicateKeyIsNamed() throws {
+        let dir = NSTemporaryDirectory() + "rte-config-dir-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        do { _ = try AgentConfig.load(path: dir); Issue.record("a directory loaded") } catch {
+            #expect(error.description.contains("\(dir): is a directory; give the config file itself"), "\(error)")
+        }
+        let dup = minimal.replacingOccurrences(of: "    reset_button: {offset: 8, active_low: true}", with: "    relay: {offset: 8}")
+        #expect(error(dup) == "lab.yaml:8: gpio.lines.relay: appears twice (lines 7 and 8); keep one", "\(error(dup))")
+        #expect(error("dut: {name: a}\ndut: {name: b}\n").contains("dut: appears twice (lines 1 and 2)"))
     }
 
     /// Issue 16 D11: with auth off the console listened on every interface while the log said "loopback only".
