@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "BootFlow", dependencies: ["Terminal", "Matching", "FirmwareUI", "JSONDocument", "Power", "Serial", "AgentClock"]),
         .target(name: "Runs", dependencies: ["BootFlow", "Leases", "Auth", "JSONDocument", "AgentClock", "POSIXIO"]),
 
-        .target(name: "HTTPServer", dependencies: ["CMicroHTTPD"]),
+        .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "POSIXIO"]),
         .target(name: "Auth", dependencies: ["Configuration"]),
         .target(name: "Leases", dependencies: ["Auth", "AgentClock", "POSIXIO"]),
         .target(name: "AgentAPI", dependencies: ["HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),

@@ -100,7 +100,10 @@ public final class Agent: Sendable {
             server = try HTTPServer(
                 options: HTTPServerOptions(host: config.http.host, port: config.http.port, maxBodyBytes: config.http.maxBodyBytes,
                                            connectionTimeoutSeconds: config.http.connectionTimeoutSeconds,
-                                           maxConnections: config.http.maxConnections, tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey),
+                                           maxConnections: config.http.maxConnections,
+                                           maxConnectionsPerAddress: config.http.maxConnectionsPerAddress,
+                                           headerTimeoutSeconds: config.http.headerTimeoutSeconds,
+                                           tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey),
                 handler: { request in await router.handle(request) },
                 tooLarge: { _, max in Problem(413, "body-too-large", "Request body too large", "the body exceeds \(max) bytes (http.max_body_bytes)").response })
         } catch {

@@ -17,11 +17,30 @@ typedef enum MHD_Result (*rte_mhd_access_handler)(void *cls, struct MHD_Connecti
     size_t *upload_data_size, void **req_cls);
 typedef void (*rte_mhd_completed_handler)(void *cls, struct MHD_Connection *connection,
     void **req_cls, enum MHD_RequestTerminationCode toe);
+/* started: 1 when a connection opens, 0 when it closes. */
+typedef void (*rte_mhd_connection_handler)(void *cls, struct MHD_Connection *connection, int started);
+
+/* MHD's connection callback with its enum turned into a flag Swift can read. */
+struct rte_mhd_connection_notify { rte_mhd_connection_handler handler; void *cls; };
+static inline void rte_mhd_connection_trampoline(void *cls, struct MHD_Connection *connection,
+    void **socket_context, enum MHD_ConnectionNotificationCode toe)
+{
+    (void)socket_context;
+    struct rte_mhd_connection_notify *n = (struct rte_mhd_connection_notify *)cls;
+    n->handler(n->cls, connection, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : 0);
+}
+
+/* The connection's socket, to watch it for a hang-up while the connection is suspended. */
+static inline int rte_mhd_connection_fd(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return info ? info->connect_fd : -1;
+}
 
 /* Starts a daemon with its own epoll thread. host: IPv4 or IPv6 literal. Returns NULL on failure. */
 static inline struct MHD_Daemon *rte_mhd_start(const char *host, uint16_t port, int tls,
     rte_mhd_access_handler handler, void *cls, rte_mhd_completed_handler completed,
-    unsigned int connection_timeout, unsigned int connection_limit,
+    unsigned int connection_timeout, unsigned int connection_limit, unsigned int per_address_limit,
+    struct rte_mhd_connection_notify *notify,
     const char *cert_pem, const char *key_pem)
 {
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME
@@ -47,6 +66,8 @@ static inline struct MHD_Daemon *rte_mhd_start(const char *host, uint16_t port, 
             MHD_OPTION_NOTIFY_COMPLETED, completed, cls,
             MHD_OPTION_CONNECTION_TIMEOUT, connection_timeout,
             MHD_OPTION_CONNECTION_LIMIT, connection_limit,
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address_limit,
+            MHD_OPTION_NOTIFY_CONNECTION, rte_mhd_connection_trampoline, notify,
             MHD_OPTION_HTTPS_MEM_CERT, cert_pem,
             MHD_OPTION_HTTPS_MEM_KEY, key_pem,
             MHD_OPTION_END);
@@ -56,6 +77,8 @@ static inline struct MHD_Daemon *rte_mhd_start(const char *host, uint16_t port, 
         MHD_OPTION_NOTIFY_COMPLETED, completed, cls,
         MHD_OPTION_CONNECTION_TIMEOUT, connection_timeout,
         MHD_OPTION_CONNECTION_LIMIT, connection_limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address_limit,
+        MHD_OPTION_NOTIFY_CONNECTION, rte_mhd_connection_trampoline, notify,
         MHD_OPTION_END);
 }
 
@@ -113,6 +136,7 @@ static inline int rte_mhd_query(struct MHD_Connection *c, rte_mhd_header_iterato
     return MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, it, cls);
 }
 
+static inline int rte_mhd_completed_ok(enum MHD_RequestTerminationCode toe) { return toe == MHD_REQUEST_TERMINATED_COMPLETED_OK; }
 static inline enum MHD_Result rte_mhd_yes(void) { return MHD_YES; }
 static inline enum MHD_Result rte_mhd_no(void) { return MHD_NO; }
 #endif

@@ -123,6 +123,10 @@ public struct HTTPConfig: Sendable {
     public var maxBodyBytes: Int
     public var connectionTimeoutSeconds: Int
     public var maxConnections: Int
+    /// Connections one client address may hold open (libmicrohttpd's per-IP limit).
+    public var maxConnectionsPerAddress: Int = 64
+    /// Time a connection has to send a request's headers, however slowly (slowloris).
+    public var headerTimeoutSeconds: Int = 10
     public var tlsCertificate: String?
     public var tlsKey: String?
     /// Raw TCP console port (ser2net style); nil = off.
@@ -332,6 +336,8 @@ extension AgentConfig {
             maxBodyBytes: try hR?.int("max_body_bytes", default: 1 << 20, range: 1024...(1 << 30)) ?? (1 << 20),
             connectionTimeoutSeconds: try hR?.int("connection_timeout_s", default: 30, range: 1...3600) ?? 30,
             maxConnections: try hR?.int("max_connections", default: 256, range: 1...65536) ?? 256,
+            maxConnectionsPerAddress: try hR?.int("max_connections_per_address", default: 64, range: 1...65536) ?? 64,
+            headerTimeoutSeconds: try hR?.int("header_timeout_s", default: 10, range: 1...600) ?? 10,
             tlsCertificate: cert, tlsKey: key,
             consolePort: consolePort,
             consoleHost: try hR?.string("console_host", default: host) ?? host,

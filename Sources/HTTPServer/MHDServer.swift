@@ -18,13 +18,19 @@ public struct HTTPServerOptions: Sendable {
     public var maxBodyBytes: Int
     public var connectionTimeoutSeconds: Int
     public var maxConnections: Int
+    /// Connections one client address may hold open at once.
+    public var maxConnectionsPerAddress: Int
+    /// Time a connection has to deliver a request's headers, however slowly it trickles them.
+    public var headerTimeoutSeconds: Int
     public var tlsCertificatePEM: String?
     public var tlsKeyPEM: String?
 
     public init(host: String, port: Int, maxBodyBytes: Int = 1 << 20, connectionTimeoutSeconds: Int = 30,
-                maxConnections: Int = 256, tlsCertificatePEM: String? = nil, tlsKeyPEM: String? = nil) {
+                maxConnections: Int = 256, maxConnectionsPerAddress: Int = 64, headerTimeoutSeconds: Int = 10,
+                tlsCertificatePEM: String? = nil, tlsKeyPEM: String? = nil) {
         self.host = host; self.port = port; self.maxBodyBytes = maxBodyBytes
         self.connectionTimeoutSeconds = connectionTimeoutSeconds; self.maxConnections = maxConnections
+        self.maxConnectionsPerAddress = maxConnectionsPerAddress; self.headerTimeoutSeconds = headerTimeoutSeconds
         self.tlsCertificatePEM = tlsCertificatePEM; self.tlsKeyPEM = tlsKeyPEM
     }
 }
@@ -36,6 +42,9 @@ final class ServerCore: @unchecked Sendable {
     let handler: HTTPHandler
     let tooLarge: @Sendable (HTTPRequest, Int) -> HTTPResponse
     let maxBody: Int
+    let watch: ConnectionWatch
+    /// Connections handed over by an upgrade: no header deadline applies to them any more.
+    let upgradedConnections = Mutex(Set<UInt>())
     struct Parking {
         var suspended: [ObjectIdentifier: ConnectionHandle] = [:]
         /// Upgraded connections still owned by a handler: MHD must not stop before each is closed.
@@ -71,8 +80,38 @@ final class ServerCore: @unchecked Sendable {
     }
 
     var isStopping: Bool { parking.withLock { $0.stopping } }
-    init(handler: @escaping HTTPHandler, tooLarge: @escaping @Sendable (HTTPRequest, Int) -> HTTPResponse, maxBody: Int) {
-        self.handler = handler; self.tooLarge = tooLarge; self.maxBody = maxBody
+    init(handler: @escaping HTTPHandler, tooLarge: @escaping @Sendable (HTTPRequest, Int) -> HTTPResponse, maxBody: Int,
+         watch: ConnectionWatch) {
+        self.handler = handler; self.tooLarge = tooLarge; self.maxBody = maxBody; self.watch = watch
+    }
+}
+
+/// The task answering a request, for the hang-up watch to cancel.
+final class HandlerTask: Sendable {
+    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let cancelled = Mutex(false)
+    func set(_ t: Task<Void, Never>) {
+        let early = cancelled.withLock { $0 }
+        task.withLock { $0 = t }
+        if early { t.cancel() }
+    }
+    func cancel() {
+        cancelled.withLock { $0 = true }
+        task.withLock { $0 }?.cancel()
+    }
+}
+
+func connectionKey(_ c: OpaquePointer) -> UInt { UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(c))) }
+
+private func connectionNotify(_ cls: UnsafeMutableRawPointer?, _ connection: OpaquePointer?, _ started: Int32) {
+    guard let cls, let connection else { return }
+    let core = Unmanaged<ServerCore>.fromOpaque(cls).takeUnretainedValue()
+    let key = connectionKey(connection)
+    if started != 0 {
+        core.watch.expectHeaders(key, fd: rte_mhd_connection_fd(connection))
+    } else {
+        core.watch.forget(key)
+        _ = core.upgradedConnections.withLock { $0.remove(key) }
     }
 }
 
@@ -155,6 +194,11 @@ private func streamFree(_ cls: UnsafeMutableRawPointer?) {
 private func upgradeHandler(_ cls: UnsafeMutableRawPointer?, _ connection: OpaquePointer?, _ reqCls: UnsafeMutableRawPointer?,
                             _ extraIn: UnsafePointer<CChar>?, _ extraInSize: Int, _ sock: Int32, _ urh: OpaquePointer?) {
     let box = Unmanaged<UpgradeBox>.fromOpaque(cls!).takeRetainedValue()
+    if let connection {
+        let key = connectionKey(connection)
+        box.core.upgradedConnections.withLock { _ = $0.insert(key) }
+        box.core.watch.forget(key)
+    }
     var initial: [UInt8] = []
     if let extraIn, extraInSize > 0 {
         initial = Array(UnsafeRawBufferPointer(start: extraIn, count: extraInSize))
@@ -208,6 +252,7 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
     guard let cls, let connection, let reqCls, let uploadDataSize else { return rte_mhd_no() }
     let core = Unmanaged<ServerCore>.fromOpaque(cls).takeUnretainedValue()
     guard let existing = reqCls.pointee else {
+        core.watch.headersArrived(connectionKey(connection))
         var headers: [String: String] = [:]
         _ = withUnsafeMutablePointer(to: &headers) { rte_mhd_headers(connection, headerCollector, $0) }
         var query: [String: String] = [:]
@@ -253,17 +298,31 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
         ctx.started = true
         guard core.park(ObjectIdentifier(ctx), ConnectionHandle(raw: connection)) else { return rte_mhd_no() }
         let request = ctx.request
-        Task.detached {
+        let key = connectionKey(connection)
+        let running = HandlerTask()
+        // MHD does not poll a suspended connection: a client that leaves while its handler waits
+        // (a long poll in the lease queue) is noticed here, and the handler is cancelled.
+        core.watch.watchHangup(key, fd: rte_mhd_connection_fd(connection)) { running.cancel() }
+        running.set(Task.detached {
             let response = await core.handler(request)
+            core.watch.unwatchHangup(key)
             ctx.response.withLock { $0 = response }
             core.unpark(ObjectIdentifier(ctx))
-        }
+        })
     }
     return rte_mhd_yes()
 }
 
 private func completedHandler(_ cls: UnsafeMutableRawPointer?, _ connection: OpaquePointer?,
                               _ reqCls: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ toe: MHD_RequestTerminationCode) {
+    // A kept-alive connection waits for its next request: the header deadline starts again.
+    if let cls, let connection, rte_mhd_completed_ok(toe) != 0 {
+        let core = Unmanaged<ServerCore>.fromOpaque(cls).takeUnretainedValue()
+        let key = connectionKey(connection)
+        if !core.upgradedConnections.withLock({ $0.contains(key) }) {
+            core.watch.expectHeaders(key, fd: rte_mhd_connection_fd(connection))
+        }
+    }
     guard let reqCls, let p = reqCls.pointee else { return }
     Unmanaged<RequestContext>.fromOpaque(p).release()
     reqCls.pointee = nil
@@ -275,20 +334,31 @@ public final class HTTPServer: Sendable {
     private nonisolated(unsafe) let daemon: OpaquePointer
     private let core: ServerCore
     private let retained: Unmanaged<ServerCore>
+    private nonisolated(unsafe) let notify: UnsafeMutablePointer<rte_mhd_connection_notify>
     public let port: Int
     private let stopped = Mutex(false)
 
     public init(options: HTTPServerOptions, handler: @escaping HTTPHandler,
                 tooLarge: @escaping @Sendable (HTTPRequest, Int) -> HTTPResponse) throws(HTTPServerError) {
-        core = ServerCore(handler: handler, tooLarge: tooLarge, maxBody: options.maxBodyBytes)
+        let watch: ConnectionWatch
+        do { watch = try ConnectionWatch(headerTimeoutSeconds: options.headerTimeoutSeconds) } catch {
+            throw HTTPServerError(description: "cannot start the connection watch: \(error)")
+        }
+        core = ServerCore(handler: handler, tooLarge: tooLarge, maxBody: options.maxBodyBytes, watch: watch)
         retained = Unmanaged.passRetained(core)
+        notify = .allocate(capacity: 1)
+        notify.initialize(to: rte_mhd_connection_notify(handler: connectionNotify, cls: retained.toOpaque()))
         let tls = options.tlsCertificatePEM != nil && options.tlsKeyPEM != nil
         let started = rte_mhd_start(options.host, UInt16(options.port), tls ? 1 : 0, accessHandler, retained.toOpaque(),
                                     completedHandler, UInt32(options.connectionTimeoutSeconds), UInt32(options.maxConnections),
+                                    UInt32(options.maxConnectionsPerAddress), notify,
                                     options.tlsCertificatePEM ?? "", options.tlsKeyPEM ?? "")
         guard let started else {
+            let code = errno
+            watch.stop()
+            notify.deallocate()
             retained.release()
-            throw HTTPServerError(description: "cannot listen on \(options.host):\(options.port): \(String(cString: strerror(errno)))")
+            throw HTTPServerError(description: "cannot listen on \(options.host):\(options.port): \(String(cString: strerror(code)))")
         }
         daemon = started
         port = Int(rte_mhd_bound_port(started))
@@ -298,6 +368,9 @@ public final class HTTPServer: Sendable {
 
     public func stop() {
         if stopped.withLock({ s in let was = s; s = true; return was }) { return }
+        // First: connections ended by this stop are not clients leaving (a queued lease request
+        // must survive a restart, not be cancelled by it).
+        core.watch.stop()
         // MHD must not stop with suspended connections: wake them so they end, and let no
         // handler finishing later touch a connection that is gone.
         let sockets = core.parking.withLock { p -> [Int32] in
@@ -319,6 +392,7 @@ public final class HTTPServer: Sendable {
             p.upgraded.removeAll()
         }
         MHD_stop_daemon(daemon)
+        notify.deallocate()
         retained.release()
     }
 }

@@ -94,6 +94,57 @@ func iso8601(_ text: String?) -> Date? {
         }
     }
 
+    /// D9: a client that gave up waiting for the lease (closed its connection) still got the device,
+    /// which then sat held by nobody for that request's TTL.
+    @Test func aWaiterThatWentAwayLeavesTheQueue() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, c in
+            let alice = c["alice"]!
+            let token = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 600]).json["token"] as! String
+            let body = Array("{\"ttl_s\": 600, \"wait_s\": 600, \"purpose\": \"impatient\"}".utf8)
+            let s = try TestSocket.connect(port: agent.port)
+            s.send(Array("POST /api/v1/leases HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(tokens["bob"]!)\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body)
+            try await waitForQueueLength(alice, 1)
+            s.close()
+            try await waitForQueueLength(alice, 0)
+            #expect(try await alice.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
+            #expect(noHolder(try await alice.request("GET", "/api/v1/leases").json), "the device went to nobody")
+        }
+    }
+
+    /// Slow clients: a connection trickling its headers a byte at a time was never closed (MHD's
+    /// timeout is idle time); and one address could take every connection.
+    @Test func slowHeadersAndConnectionHoardersAreCut() async throws {
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.http.headerTimeoutSeconds = 1
+        config.http.maxConnectionsPerAddress = 3
+        try await withAgent(config) { agent, c in
+            let port = agent.port
+            let closedAfter = try await onThread { () -> Double? in
+                let s = try TestSocket.connect(port: port, from: "127.0.0.7")
+                defer { s.close() }
+                s.send(Array("GET /api/v1/health HTTP/1.1\r\nX-Slow: ".utf8))
+                let start = monotonicNanoseconds()
+                // One byte every 200 ms, until the server ends the connection (deadline 10 s).
+                while monotonicNanoseconds() - start < 10_000_000_000 {
+                    var p = pollfd(fd: s.fd, events: Int16(POLLIN), revents: 0)
+                    if poll(&p, 1, 200) > 0 { return Double(monotonicNanoseconds() - start) / 1e9 }
+                    s.send([UInt8(ascii: "a")])
+                }
+                return nil
+            }
+            let after = try #require(closedAfter, "a trickling client was never cut off")
+            #expect(after < 3, "cut after \(after) s")
+            // Three connections from one address are allowed, the fourth is refused; others still get in.
+            let held = try (0..<3).map { _ in try TestSocket.connect(port: port, from: "127.0.0.8") }
+            defer { held.forEach { $0.close() } }
+            let fourth = try TestSocket.connect(port: port, from: "127.0.0.8")
+            defer { fourth.close() }
+            fourth.send(Array("GET /api/v1/health HTTP/1.0\r\n\r\n".utf8))
+            #expect(fourth.receive().isEmpty, "the fourth connection from one address is closed without an answer")
+            #expect(try await c["alice"]!.request("GET", "/api/v1/health").status == 200)
+        }
+    }
+
     /// D7: cancelling a run that waits for the device answered only when the wait ended (up to an hour).
     @Test func cancellingARunThatWaitsForTheDeviceAnswersAtOnce() async throws {
         let clock = ManualClock(start: Timestamp(secondsSinceEpoch: Double(Int(Date().timeIntervalSince1970))))
