@@ -16,10 +16,8 @@ public enum ConsoleBridge {
         // A blocking reader thread per console: keystrokes are rare, latency matters more than threads.
         startThread(name: "console-input") {
             var buf = [UInt8](repeating: 0, count: 4096)
-            while true {
-                guard let ev = try? fd.poll(events: Int16(POLLIN), timeoutMilliseconds: -1), ev != 0 else { break }
-                let n = buf.withUnsafeMutableBytes { Glibc.recv(socket, $0.baseAddress, $0.count, 0) }
-                if n <= 0 { break }
+            // A signal is not a hang-up: POSIXIO retries interrupted calls.
+            while let n = try? buf.withUnsafeMutableBytes({ (b) throws(Errno) -> Int in try fd.receive(into: b) }), n > 0 {
                 continuation.yield(Array(buf[0..<n]))
             }
             continuation.finish()
@@ -46,21 +44,13 @@ public enum ConsoleBridge {
         shutdown(socket, Int32(SHUT_RDWR))
     }
 
+    /// A console client that takes no bytes for this long is cut off (it would hold a writer and
+    /// a capture follower for ever otherwise).
+    static let sendTimeoutMilliseconds = 10_000
+
     @discardableResult
     static func sendAll(_ socket: Int32, _ bytes: [UInt8]) -> Bool {
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(socket, $0.baseAddress! + done, $0.count - done, Int32(MSG_NOSIGNAL)) }
-            if n > 0 { done += n; continue }
-            if n < 0 && (errno == EINTR) { continue }
-            if n < 0 && errno == EAGAIN {
-                var p = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
-                if poll(&p, 1, 5000) <= 0 { return false }
-                continue
-            }
-            return false
-        }
-        return true
+        (try? FileDescriptor(rawValue: socket).sendAll(bytes, timeoutMilliseconds: sendTimeoutMilliseconds)) != nil
     }
 }
 

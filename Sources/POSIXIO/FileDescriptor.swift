@@ -16,6 +16,7 @@ public struct Errno: Error, Equatable, Sendable, CustomStringConvertible {
     public static let noEntry = Errno(ENOENT)
     public static let noDevice = Errno(ENXIO)
     public static let badFileDescriptor = Errno(EBADF)
+    public static let timedOut = Errno(ETIMEDOUT)
 }
 
 /// Runs `body` again while it fails with EINTR: the one place where interrupted calls are retried.
@@ -82,9 +83,12 @@ public struct FileDescriptor: Hashable, Sendable {
     }
 
     /// Writes every byte, waiting for the descriptor to become writable when it is non-blocking.
-    public func writeAll<C: Collection>(_ bytes: C) throws(Errno) where C.Element == UInt8 {
+    /// With `timeoutMilliseconds`, a reader that stops taking bytes for that long ends the write
+    /// with `.timedOut` instead of holding the writer for ever.
+    public func writeAll<C: Collection>(_ bytes: C, timeoutMilliseconds: Int? = nil) throws(Errno) where C.Element == UInt8 {
         let array = Array(bytes)
         var done = 0
+        let deadline = timeoutMilliseconds.map { monotonicMilliseconds() + Int64($0) }
         while done < array.count {
             let result: Result<Int, Errno> = array.withUnsafeBytes { raw in
                 let r = retryingOnInterrupt { Glibc.write(rawValue, raw.baseAddress! + done, raw.count - done) }
@@ -93,10 +97,42 @@ public struct FileDescriptor: Hashable, Sendable {
             switch result {
             case .success(let n): done += n
             case .failure(let e) where e == .wouldBlock:
-                _ = try poll(events: Int16(POLLOUT), timeoutMilliseconds: 1000)
+                try waitWritable(until: deadline)
             case .failure(let e): throw e
             }
         }
+    }
+
+    /// Sends every byte on a socket without blocking in send(2) (MSG_DONTWAIT) and without SIGPIPE;
+    /// waits for room at most until `timeoutMilliseconds` from now, then throws `.timedOut`.
+    public func sendAll(_ bytes: [UInt8], timeoutMilliseconds: Int) throws(Errno) {
+        var done = 0
+        let deadline = monotonicMilliseconds() + Int64(timeoutMilliseconds)
+        while done < bytes.count {
+            let r = bytes.withUnsafeBytes { raw in
+                retryingOnInterrupt { Glibc.send(rawValue, raw.baseAddress! + done, raw.count - done, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            }
+            switch r {
+            case .success(let n): done += n
+            case .failure(let e) where e == .wouldBlock: try waitWritable(until: deadline)
+            case .failure(let e): throw e
+            }
+        }
+    }
+
+    /// recv(2), retried on EINTR: 0 means the peer closed its side.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        switch retryingOnInterrupt({ Glibc.recv(rawValue, buffer.baseAddress, buffer.count, 0) }) {
+        case .success(let n): return n
+        case .failure(let e): throw e
+        }
+    }
+
+    private func waitWritable(until deadline: Int64?) throws(Errno) {
+        let left = deadline.map { $0 - monotonicMilliseconds() }
+        if let left, left <= 0 { throw .timedOut }
+        let ev = try poll(events: Int16(POLLOUT), timeoutMilliseconds: Int32(clamping: min(left ?? 1000, 1000)))
+        if ev & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 && ev & Int16(POLLOUT) == 0 { throw Errno(EPIPE) }
     }
 
     /// Waits for `events`; returns the returned events (0 on timeout).
@@ -138,6 +174,13 @@ extension FileDescriptor {
 }
 
 /// Writes a line to standard error (no stdio buffering, safe from any thread).
+/// CLOCK_MONOTONIC in milliseconds, for I/O deadlines.
+public func monotonicMilliseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}
+
 public func printToStandardError(_ line: String) {
     try? FileDescriptor.standardError.writeAll(Array((line + "\n").utf8))
 }
