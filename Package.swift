@@ -15,9 +15,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
-        // C libraries, each wrapped once in Swift (GPIO/Libgpiod.swift, HTTPServer/MHD*.swift).
+        // C libraries, each wrapped once in Swift (GPIO/Libgpiod.swift, HTTPServer/MHD*.swift, Auth/SHA256.swift).
         .systemLibrary(name: "CGPIOD", pkgConfig: "libgpiod", providers: [.apt(["libgpiod-dev"])]),
         .systemLibrary(name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
+        // SHA-256 and constant-time comparison for API tokens (Auth/SHA256.swift).
+        .systemLibrary(name: "CNettle", pkgConfig: "nettle", providers: [.apt(["nettle-dev"])]),
 
         .target(name: "AgentClock"),
         .target(name: "CPOSIXShims"),
@@ -38,7 +40,7 @@ let package = Package(
         .target(name: "Runs", dependencies: ["BootFlow", "Leases", "Auth", "JSONDocument", "AgentClock", "POSIXIO"]),
 
         .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "POSIXIO"]),
-        .target(name: "Auth", dependencies: ["Configuration"]),
+        .target(name: "Auth", dependencies: ["CNettle", "Configuration"]),
         .target(name: "Leases", dependencies: ["Auth", "AgentClock", "POSIXIO"]),
         .target(name: "AgentAPI", dependencies: ["HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
         .target(name: "AgentRuntime", dependencies: [.product(name: "Logging", package: "swift-log"), "CPOSIXShims", "AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
