@@ -60,13 +60,17 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Children of tests (clean signal mask, deadlines) and where the built executables are.
+        .target(name: "TestSupport", dependencies: ["POSIXIO"], path: "Tests/TestSupport"),
         .testTarget(name: "HardwareTests", dependencies: [
+            "TestSupport",
             "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime", "JSONDocument",
         ]),
         .testTarget(name: "BootFlowTests", dependencies: [
             "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "JSONDocument", "AgentRuntime", "AgentClock", "Serial",
         ], resources: [.copy("Fixtures")]),
         .testTarget(name: "APITests", dependencies: [
+            "TestSupport",
             "AgentRuntime", "AgentAPI", "AgentClock", "Auth", "Configuration", "GPIO", "POSIXIO",
         ]),
     ],

@@ -120,11 +120,15 @@ public struct FileDescriptor: Hashable, Sendable {
         }
     }
 
-    /// recv(2), retried on EINTR: 0 means the peer closed its side.
+    /// recv(2), retried on EINTR; on a non-blocking socket (libmicrohttpd hands over upgraded
+    /// connections that way) it waits for data. 0 means the peer closed its side.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
-        switch retryingOnInterrupt({ Glibc.recv(rawValue, buffer.baseAddress, buffer.count, 0) }) {
-        case .success(let n): return n
-        case .failure(let e): throw e
+        while true {
+            switch retryingOnInterrupt({ Glibc.recv(rawValue, buffer.baseAddress, buffer.count, 0) }) {
+            case .success(let n): return n
+            case .failure(let e) where e == .wouldBlock: _ = try poll(events: Int16(POLLIN), timeoutMilliseconds: -1)
+            case .failure(let e): throw e
+            }
         }
     }
 

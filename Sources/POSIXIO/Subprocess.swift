@@ -162,7 +162,7 @@ public final class Subprocess: Sendable {
     }
 
     /// True once the child has ended (not yet reaped, perhaps), false when the time ran out.
-    private func waitForExit(timeoutMilliseconds: Int32) -> Bool {
+    public func waitForExit(timeoutMilliseconds: Int32) -> Bool {
         ((try? exitEvent.poll(events: Int16(POLLIN), timeoutMilliseconds: timeoutMilliseconds)) ?? 0) != 0
     }
 }

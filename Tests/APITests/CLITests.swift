@@ -2,26 +2,20 @@ import AgentRuntime
 @testable import Configuration
 import Foundation
 import POSIXIO
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Runs rtectl (the built binary) as a user would, with its own lease store.
-func rtectl(_ args: [String], agent: Agent, user: String, stateDir: String,
-            stdin: FileHandle? = nil, stdout: FileHandle? = nil) throws -> Process {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rtectl")
-    p.arguments = args
-    p.environment = rtectlEnvironment(agent: agent, user: user, stateDir: stateDir)
-    if let stdin { p.standardInput = stdin }
-    if let stdout { p.standardOutput = stdout; p.standardError = stdout }
-    try p.run()
-    return p
+/// Runs rtectl (the built binary) as a user would, with its own lease store, on a terminal.
+func rtectl(_ args: [String], agent: Agent, user: String, stateDir: String, terminal: FileDescriptor) throws -> Subprocess {
+    try Subprocess([builtProduct("rtectl")] + args, environment: rtectlEnvironment(agent: agent, user: user, stateDir: stateDir),
+                   input: .descriptor(terminal), output: .descriptor(terminal), error: .descriptor(terminal))
 }
 
 func rtectlOutput(_ args: [String], agent: Agent, user: String, stateDir: String) async throws -> (Int32, String) {
-    try await run([packageRoot + "/.build/debug/rtectl"] + args, env: rtectlEnvironment(agent: agent, user: user, stateDir: stateDir))
+    try await run([builtProduct("rtectl")] + args, env: rtectlEnvironment(agent: agent, user: user, stateDir: stateDir))
 }
 
 func rtectlEnvironment(agent: Agent, user: String, stateDir: String) -> [String: String] {
@@ -64,12 +58,12 @@ func rtectlEnvironment(agent: Agent, user: String, stateDir: String) -> [String:
             try FileManager.default.createDirectory(atPath: config + "/rtectl", withIntermediateDirectories: true)
             try "devices:\n  lab1: {agent: \"http://127.0.0.1:\(agent.port)\", token: \(tokens["carol"]!)}\n"
                 .write(toFile: config + "/rtectl/devices.yaml", atomically: true, encoding: .utf8)
-            let named = try await run([packageRoot + "/.build/debug/rtectl", "reserve", "--device", "lab1", "--purpose", "named"],
+            let named = try await run([builtProduct("rtectl"), "reserve", "--device", "lab1", "--purpose", "named"],
                                       env: ["XDG_CONFIG_HOME": config, "RTECTL_STATE_DIR": config, "HOME": config])
             #expect(named.0 == 0, "\(named.1)")
             #expect(try await c["alice"]!.request("GET", "/api/v1/leases").json["current"].flatMap { ($0 as? [String: Any])?["holder"] as? String } == "carol")
         }
-        let unreachable = try await run([packageRoot + "/.build/debug/rtectl", "status", "--agent", "http://127.0.0.1:1"]).0
+        let unreachable = try await run([builtProduct("rtectl"), "status", "--agent", "http://127.0.0.1:1"]).0
         #expect(unreachable == 4)
     }
 
@@ -81,7 +75,7 @@ func rtectlEnvironment(agent: Agent, user: String, stateDir: String) -> [String:
             let slave = FileHandle(forUpdatingAtPath: pty.slavePath)!
             var before = termios()
             tcgetattr(slave.fileDescriptor, &before)
-            let p = try rtectl(["console"], agent: agent, user: "alice", stateDir: state, stdin: slave, stdout: slave)
+            let p = try rtectl(["console"], agent: agent, user: "alice", stateDir: state, terminal: FileDescriptor(rawValue: slave.fileDescriptor))
             let master = pty.master
             let read = { (text: String) async throws -> Bool in
                 try await onThread { () -> Bool in
@@ -108,8 +102,8 @@ func rtectlEnvironment(agent: Agent, user: String, stateDir: String) -> [String:
             try master.writeAll(Array("echo via-rtectl\r".utf8))
             #expect(try await read("via-rtectl\r\niPXE> "))
             try master.writeAll([0x1d])  // Ctrl-]
-            try await onThread { p.waitUntilExit() }
-            #expect(p.terminationStatus == 0)
+            #expect(p.waitForExit(timeoutMilliseconds: 20_000), "rtectl console ended on Ctrl-]")
+            #expect(p.stop(grace: 1) == .exited(0))
             var after = termios()
             tcgetattr(slave.fileDescriptor, &after)
             #expect(after.c_lflag == before.c_lflag && after.c_iflag == before.c_iflag, "the terminal mode is restored")

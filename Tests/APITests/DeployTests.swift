@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -9,7 +10,7 @@ import Glibc
         let root = scratchDirectory("destdir")
         var env = ProcessInfo.processInfo.environment
         env["DESTDIR"] = root
-        let (status, out) = try await run([packageRoot + "/deploy/install", packageRoot + "/.build/debug/rte-agent"], env: env)
+        let (status, out) = try await run([packageRoot + "/deploy/install", builtProduct("rte-agent")], env: env)
         #expect(status == 0, "\(out)")
         for (path, mode) in [("/usr/bin/rte-agent", 0o755), ("/lib/systemd/system/rte-agent.service", 0o644),
                              ("/lib/udev/rules.d/99-rte-agent.rules", 0o644), ("/etc/rte-agent/rte-agent.yaml", 0o640)] {
@@ -20,7 +21,7 @@ import Glibc
         #expect(check == 0 && said.contains(": ok"), "\(said)")
         // A second install keeps the site's config.
         try "# edited on site\n".write(toFile: root + "/etc/rte-agent/rte-agent.yaml", atomically: true, encoding: .utf8)
-        #expect(try await run([packageRoot + "/deploy/install", packageRoot + "/.build/debug/rte-agent"], env: env).0 == 0)
+        #expect(try await run([packageRoot + "/deploy/install", builtProduct("rte-agent")], env: env).0 == 0)
         #expect(try String(contentsOfFile: root + "/etc/rte-agent/rte-agent.yaml", encoding: .utf8) == "# edited on site\n")
     }
 
@@ -28,7 +29,7 @@ import Glibc
     func theUnitPassesSystemdAnalyzeVerify() async throws {
         // The unit as shipped, its binary path pointed at the built one (verify checks it exists).
         let unit = try String(contentsOfFile: packageRoot + "/deploy/systemd/rte-agent.service", encoding: .utf8)
-            .replacingOccurrences(of: "/usr/bin/rte-agent", with: packageRoot + "/.build/debug/rte-agent")
+            .replacingOccurrences(of: "/usr/bin/rte-agent", with: builtProduct("rte-agent"))
         let path = scratchDirectory("unit") + "/rte-agent.service"
         try unit.write(toFile: path, atomically: true, encoding: .utf8)
         let (status, out) = try await run(["systemd-analyze", "verify", path])
@@ -75,17 +76,12 @@ import Glibc
         let yaml = try String(contentsOfFile: packageRoot + "/deploy/simulated.yaml", encoding: .utf8)
             .replacingOccurrences(of: "console_port: 13541", with: "")
         try yaml.write(toFile: dir + "/agent.yaml", atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rte-agent")
-        p.arguments = ["serve", "--config", dir + "/agent.yaml", "--listen", "127.0.0.1:0", "--state-dir", dir + "/state"]
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = socketPath
         env["WATCHDOG_USEC"] = "200000"
         env["JOURNAL_STREAM"] = "8:12345"  // what systemd sets when stderr goes to the journal
-        p.environment = env
-        let stderr = Pipe()
-        p.standardError = stderr
-        try p.run()
+        let p = try TestChild([builtProduct("rte-agent"), "serve", "--config", dir + "/agent.yaml", "--listen", "127.0.0.1:0",
+                               "--state-dir", dir + "/state"], environment: env, deadlineSeconds: 120)
         let receive = { () async throws -> String in
             try await onThread { () -> String in
                 var buf = [UInt8](repeating: 0, count: 512)
@@ -97,14 +93,13 @@ import Glibc
         #expect(first.hasPrefix("READY=1") && first.contains("STATUS=serving apu2-sim"), "\(first)")
         #expect(try await receive() == "WATCHDOG=1")
         #expect(try await receive() == "WATCHDOG=1", "fed again every half interval")
-        kill(p.processIdentifier, SIGTERM)
+        p.process.signal(SIGTERM)
         var last = ""
         while last == "WATCHDOG=1" || last.isEmpty { last = try await receive(); if last.isEmpty { break } }
         #expect(last == "STOPPING=1")
-        try await onThread { p.waitUntilExit() }
-        #expect(p.terminationStatus == 0)
+        let (status, log) = await p.waitForEnd()
+        #expect(status == .exited(0))
         // swift-log lines carry their syslog priority for the journal.
-        let log = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(log.contains("<4>rte-agent: WARNING: authentication is OFF"), "\(log)")
         #expect(log.contains("<6>rte-agent: apu2-sim: API on http://"), "\(log)")
         #expect(log.contains("<5>rte-agent: stopping"), "\(log)")

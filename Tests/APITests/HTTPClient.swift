@@ -1,3 +1,4 @@
+import TestSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -180,19 +181,8 @@ func scratchDirectory(_ name: String = #function) -> String {
     return path
 }
 
-/// Runs a program (through env, so PATH finds it) and returns its exit status and output.
-func run(_ args: [String], env: [String: String]? = nil) async throws -> (Int32, String) {
-    try await onThread {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        if let env { p.environment = env }
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
+/// Runs a program (PATH finds it) to its end, with a clean signal mask and a deadline; returns
+/// its exit status and output.
+func run(_ args: [String], env: [String: String]? = nil, deadlineSeconds: Double = 300) async throws -> (Int32, String) {
+    try await runChild(args, environment: env, deadlineSeconds: deadlineSeconds)
 }

@@ -2,6 +2,7 @@ import AgentClock
 import AgentRuntime
 @testable import Configuration
 import Foundation
+import TestSupport
 import Testing
 
 nonisolated(unsafe) let thirdOfFive: [String: Any] = [
@@ -248,24 +249,10 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         let port = 20000 + Int.random(in: 0..<20000)
         /// Starts the daemon and returns once it says it is serving (its own log line, no polling).
-        func startDaemon() async throws -> Process {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rte-agent")
-            p.arguments = ["serve", "--config", configPath, "--listen", "127.0.0.1:\(port)", "--state-dir", dir + "/state"]
-            let log = Pipe()
-            p.standardError = log
-            try p.run()
-            let handle = log.fileHandleForReading
-            let up = try await onThread { () -> Bool in
-                var seen = Data()
-                while !String(decoding: seen, as: UTF8.self).contains("API on http://") {
-                    let d = handle.availableData
-                    if d.isEmpty { return false }
-                    seen += d
-                }
-                return true
-            }
-            guard up else { throw TimeoutError(what: "the daemon exited before serving") }
+        func startDaemon() async throws -> TestChild {
+            let p = try TestChild([builtProduct("rte-agent"), "serve", "--config", configPath, "--listen", "127.0.0.1:\(port)",
+                                   "--state-dir", dir + "/state"], deadlineSeconds: 120)
+            guard await p.waitForOutput(containing: "API on http://") else { throw TimeoutError(what: "the daemon exited before serving: \(p.output)") }
             return p
         }
         let http = HTTP(port: port, token: nil)
@@ -279,10 +266,10 @@ func failure(_ run: [String: Any]) -> [String: Any] {
             return s.receiveBlocking(until: "\"stage\":\"kernel\"", into: &acc)
         }
         #expect(reachedKernel)
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        first.process.signal(SIGKILL)
+        _ = await first.wait()
         let second = try await startDaemon()
-        defer { second.terminate(); second.waitUntilExit() }
+        defer { _ = second.process.stop() }
         let run = try await http.request("GET", "/api/v1/runs/\(id)").json
         #expect(run["state"] as? String == "interrupted")
         #expect((run["message"] as? String ?? "").contains("in stage kernel"))

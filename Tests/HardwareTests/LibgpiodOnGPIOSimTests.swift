@@ -3,6 +3,7 @@ import AgentClock
 import Foundation
 import GPIO
 import Synchronization
+import TestSupport
 import Testing
 
 /// Set by scripts/rig/gpio-sim-init's caller: these tests run inside the gpio-sim VM only.
@@ -184,24 +185,14 @@ struct LibgpiodOnGPIOSimTests {
         auth: {enabled: false}
         """
         try yaml.write(toFile: dir + "/agent.yaml", atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: packageRoot + "/.build/debug/rte-agent")
-        p.arguments = ["serve", "--config", dir + "/agent.yaml"]
-        let log = Pipe()
-        p.standardError = log
-        try p.run()
-        var text = ""
-        while !text.contains("API on http://") {
-            let d = log.fileHandleForReading.availableData
-            if d.isEmpty { break }
-            text += String(decoding: d, as: UTF8.self)
-        }
-        #expect(text.contains("API on http://"), "\(text)")
+        // Through POSIXIO.Subprocess: Foundation's Process needs a CFSocket wake-up pair, which the
+        // VM's busybox system could not give it ("Could not create wakeup socket pair") — the hang.
+        let p = try TestChild([builtProduct("rte-agent"), "serve", "--config", dir + "/agent.yaml"], deadlineSeconds: 60)
+        #expect(await p.waitForOutput(containing: "API on http://"), "\(p.output)")
         #expect(wire(0) == 0 && wire(9) == 1, "requested at safe values")
-        kill(p.processIdentifier, SIGTERM)
-        p.waitUntilExit()
-        text += String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(p.terminationStatus == 0, "\(text)")
+        p.process.signal(SIGTERM)
+        let (status, text) = await p.waitForEnd()
+        #expect(status == .exited(0), "\(text)")
         #expect(text.contains("outputs back to their safe values"))
         // Given back: another program can take them now.
         #expect((try? LibgpiodBackend().request(rteLines()))?.count == 4)
@@ -211,19 +202,14 @@ struct LibgpiodOnGPIOSimTests {
 /// On the host: boot the gpio-sim VM and run the tests above inside it.
 @Suite(.enabled(if: !inGPIOSimVM && ProcessInfo.processInfo.environment["RTE_SKIP_RIG"] != "1", "boots the gpio-sim VM from the host; RTE_SKIP_RIG=1 skips the QEMU rigs"))
 struct GPIOSimRigTests {
-    @Test func theLibgpiodBackendPassesAgainstRealKernelGPIOLines() throws {
+    @Test func theLibgpiodBackendPassesAgainstRealKernelGPIOLines() async throws {
         let testBinary = CommandLine.arguments[0]
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: packageRoot + "/scripts/rig/gpio-sim-run")
-        p.arguments = ["cd \(packageRoot) && RTE_IN_GPIO_SIM_VM=1 \(testBinary) --testing-library swift-testing --filter LibgpiodOnGPIOSimTests"]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        // The rig has its own deadline (timeout -s KILL inside); this one is the last resort.
+        let (status, text) = try await runChild([packageRoot + "/scripts/rig/gpio-sim-run",
+            "cd \(packageRoot) && RTE_IN_GPIO_SIM_VM=1 \(testBinary) --testing-library swift-testing --filter LibgpiodOnGPIOSimTests"],
+            deadlineSeconds: 900)
         for line in text.split(separator: "\n") where line.contains("gpio-sim:") || line.contains("Test run with") || line.contains("directionChanges") { print("in the VM: " + line) }
-        #expect(p.terminationStatus == 0, "\(text.suffix(4000))")
+        #expect(status == 0, "\(text.suffix(4000))")
         #expect(text.contains("Suite LibgpiodOnGPIOSimTests passed"), "\(text.suffix(4000))")
     }
 }

@@ -63,6 +63,24 @@ import Glibc
         #expect(await results.next() == "still here")
     }
 
+    /// An upgraded libmicrohttpd connection is non-blocking: receive waits for data there too.
+    @Test func receiveWaitsOnANonBlockingSocket() async throws {
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        let (reader, writer) = (FileDescriptor(rawValue: fds[0]), FileDescriptor(rawValue: fds[1]))
+        defer { reader.close(); writer.close() }
+        try reader.setNonBlocking(true)
+        let (got, sink) = AsyncStream<String>.makeStream()
+        startThread(name: "nb-recv") {
+            var buf = [UInt8](repeating: 0, count: 16)
+            let n = (try? buf.withUnsafeMutableBytes { (b) throws(Errno) -> Int in try reader.receive(into: b) }) ?? -1
+            sink.yield(n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : "n=\(n)")
+        }
+        try writer.writeAll(Array("late".utf8))
+        var it = got.makeAsyncIterator()
+        #expect(await it.next() == "late")
+    }
+
     @Test func aClosedPeerEndsTheSendAtOnce() throws {
         var fds: [Int32] = [0, 0]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
