@@ -11,8 +11,12 @@ public struct Lease: Codable, Sendable, Equatable {
     public var id: String
     public var holder: String
     public var purpose: String
-    /// Secret that authorizes changes to the DUT. Persisted (state file is 0600) so a restart keeps it valid.
+    /// Secret that authorizes changes to the DUT. Held in memory only, for the answer to whoever was
+    /// just granted the lease; empty for a lease read back after a restart.
     public var token: String
+    /// SHA-256 (hex) of the token: what is persisted and what a presented token is checked against,
+    /// so the state directory holds no secret and a restart keeps the token valid.
+    public var tokenHash: String
     public var grantedAt: Timestamp
     public var expiresAt: Timestamp
     /// Client address allowed to use the legacy (token-less) API and the TCP console as the holder.
@@ -21,6 +25,51 @@ public struct Lease: Codable, Sendable, Equatable {
     public var requestID: String?
     /// Set when a run took this lease for itself.
     public var run: String?
+
+    init(id: String, holder: String, purpose: String, token: String, grantedAt: Timestamp, expiresAt: Timestamp,
+         boundAddress: String?, requestID: String?, run: String?) {
+        self.id = id; self.holder = holder; self.purpose = purpose; self.token = token; self.tokenHash = SHA256.hex(token)
+        self.grantedAt = grantedAt; self.expiresAt = expiresAt; self.boundAddress = boundAddress; self.requestID = requestID
+        self.run = run
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, holder, purpose, tokenHash, grantedAt, expiresAt, boundAddress, requestID, run
+        case legacyToken = "token"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        holder = try c.decode(String.self, forKey: .holder)
+        purpose = try c.decode(String.self, forKey: .purpose)
+        token = ""
+        // Files written before tokens were hashed carry the token itself: hashed on reading, and
+        // the next write drops it.
+        if let hash = try c.decodeIfPresent(String.self, forKey: .tokenHash) {
+            tokenHash = hash
+        } else {
+            tokenHash = SHA256.hex(try c.decode(String.self, forKey: .legacyToken))
+        }
+        grantedAt = try c.decode(Timestamp.self, forKey: .grantedAt)
+        expiresAt = try c.decode(Timestamp.self, forKey: .expiresAt)
+        boundAddress = try c.decodeIfPresent(String.self, forKey: .boundAddress)
+        requestID = try c.decodeIfPresent(String.self, forKey: .requestID)
+        run = try c.decodeIfPresent(String.self, forKey: .run)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id); try c.encode(holder, forKey: .holder); try c.encode(purpose, forKey: .purpose)
+        try c.encode(tokenHash, forKey: .tokenHash); try c.encode(grantedAt, forKey: .grantedAt); try c.encode(expiresAt, forKey: .expiresAt)
+        try c.encodeIfPresent(boundAddress, forKey: .boundAddress); try c.encodeIfPresent(requestID, forKey: .requestID)
+        try c.encodeIfPresent(run, forKey: .run)
+    }
+
+    /// Whether `presented` is this lease's token (hashes compared in constant time).
+    func accepts(_ presented: String) -> Bool {
+        constantTimeEquals(Array(SHA256.hex(presented).utf8), Array(tokenHash.utf8))
+    }
 }
 
 /// A lease prints without its token (and without the client's idempotency key): lease values end
@@ -191,7 +240,15 @@ public actor LeaseBook {
         guard (1...maxTTLSeconds).contains(ttlSeconds) else { throw .ttlOutOfRange(max: maxTTLSeconds) }
         await checkExpiry()
         if let requestID {
-            if let c = current, c.requestID == requestID, c.holder == user {
+            if var c = current, c.requestID == requestID, c.holder == user {
+                if c.token.isEmpty {
+                    // Granted before a restart: only the token's hash survived, so the client that
+                    // proves it made the request (same user, same key) gets a new token for the lease.
+                    c.token = randomHex(bytes: 24)
+                    c.tokenHash = SHA256.hex(c.token)
+                    current = c
+                    persist()
+                }
                 guard await written() else { throw .notDurable }
                 return c
             }
@@ -293,7 +350,7 @@ public actor LeaseBook {
     public func authorize(token: String?) async throws(LeaseError) -> Lease {
         await checkExpiry()
         guard let token, !token.isEmpty else { throw .leaseRequired(current: current) }
-        guard let c = current, constantTimeEquals(Array(c.token.utf8), Array(token.utf8)) else {
+        guard let c = current, c.accepts(token) else {
             throw .invalidLeaseToken(current: current)
         }
         return c

@@ -351,7 +351,8 @@ public actor RunEngine {
             update(id) { $0.leaseId = lease.id }
         }
         let ownLease = leaseToken == nil
-        let token = lease.token
+        // The caller's own copy: a lease read back after a restart holds only the token's hash.
+        let token = leaseToken ?? lease.token
         runLeases[id] = lease.id
         defer { runLeases[id] = nil; abortReasons[id] = nil }
         update(id) { r in r.state = .running; r.startedAt = clock.now(); r.captureFrom = devices.capture.endOffset }
