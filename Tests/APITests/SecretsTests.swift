@@ -104,7 +104,10 @@ import Testing
             for id in runs { say("run \(id)", try await alice.request("GET", "/api/v1/runs/\(id)")) }
             say("runs", try await alice.request("GET", "/api/v1/runs"))
             say("metrics", try await alice.request("GET", "/metrics"))
-            #expect(tokens.count == 8)
+            // A lease held while the state dir is read: its token must not be in leases.json either.
+            let held = try await grant(carol, ["ttl_s": 600, "purpose": "held during the scan"])
+            say("list", try await alice.request("GET", "/api/v1/leases"))
+            #expect(tokens.count == 9 && tokens.contains(held))
             // Everything the agent said or wrote.
             for (what, text) in seen {
                 for t in tokens { #expect(!text.contains(t), "a lease token in \(what): \(text.prefix(300))") }
