@@ -3,6 +3,8 @@ import AgentRuntime
 @testable import Configuration
 import Foundation
 import GPIO
+import Leases
+import Auth
 import Testing
 
 /// Issue 16: leases and runs under attack and crashes. Each test fails on the code before the fix.
@@ -203,6 +205,27 @@ func iso8601(_ text: String?) -> Date? {
             #expect(r2.status == 422 && (r2.json["detail"] as? String ?? "").contains("limited to 4096 bytes"), "\(r2.text)")
             #expect(try await c["nobody"]!.request("GET", "/api/v1/health").status == 200)
         }
+    }
+
+    /// D5: "admin break says 404" on a wedged queue; it now clears it (entries nobody waits on).
+    @Test func anAdminBreakClearsAQueueWithoutAHolder() async throws {
+        let dir = scratchDirectory()
+        let now = Int64(Date().timeIntervalSince1970 * 1e9)
+        try """
+        {"current": null, "granted": 1, "expired": 0, "queue": [
+          {"id": "wait-9", "user": "bob", "purpose": "left", "ttlSeconds": 60, "enqueuedAt": \(now), "waitUntil": \(now + 3_600_000_000_000), "requestID": "k"}]}
+        """.write(toFile: dir + "/leases.json", atomically: true, encoding: .utf8)
+        // The book as it was before start-up served the queue (the state a crash used to leave at run time).
+        let book = try LeaseBook(clock: SystemClock(), stateDirectory: dir, maxTTLSeconds: 3600, maxWaitSeconds: 3600)
+        do { _ = try await book.acquire(user: "carol", purpose: "x", ttlSeconds: 60); Issue.record("granted past a queue") } catch {
+            #expect(error == .busy(nil, queueLength: 1))
+        }
+        do { _ = try await book.breakLease(by: Identity(user: "root", admin: true)); Issue.record("broke a lease nobody holds") } catch {
+            #expect(error == .noSuchLease)
+        }
+        let after = await book.snapshot
+        #expect(after.queue.isEmpty && after.current == nil)
+        #expect(try await book.acquire(user: "carol", purpose: "x", ttlSeconds: 60).holder == "carol")
     }
 
     /// D10: a lease whose state write failed was answered 201 and was gone after a restart.
