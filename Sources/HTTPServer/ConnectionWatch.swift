@@ -21,12 +21,19 @@ final class ConnectionWatch: Sendable {
     private struct State {
         var entries: [UInt: Entry] = [:]
         var stopped = false
+        /// When the thread's current poll ends by itself (nil: never). A new header deadline wakes
+        /// it only if it is earlier; a new hang-up watch never does (see `pickUpMs`).
+        var sleepingUntil: Int64? = nil
     }
     private let state = Mutex(State())
     private let wake: WakePipe
     private let headerTimeoutMs: Int64
     /// The peer shut its side (Linux POLLRDHUP; Glibc's module does not export the constant).
     private static let peerHungUp: Int16 = 0x2000
+    /// How soon a new hang-up watch is polled. Registering one wakes nobody (most handlers answer
+    /// in microseconds and unregister first); the thread picks new ones up at this interval, which
+    /// is what a long poll such as a lease queue wait needs.
+    private static let pickUpMs: Int64 = 500
 
     init(headerTimeoutSeconds: Int) throws(Errno) {
         headerTimeoutMs = Int64(headerTimeoutSeconds) * 1000
@@ -43,14 +50,17 @@ final class ConnectionWatch: Sendable {
     /// A connection opened, or finished a request and may send another: its headers are due.
     func expectHeaders(_ key: UInt, fd: Int32) {
         guard fd >= 0 else { return }
-        let added = state.withLock { s -> Bool in
+        let earlier = state.withLock { s -> Bool in
             if s.stopped { return false }
             var e = s.entries[key] ?? Entry(fd: fd)
-            e.headersDue = ConnectionWatch.now() + headerTimeoutMs
+            let due = ConnectionWatch.now() + headerTimeoutMs
+            e.headersDue = due
             s.entries[key] = e
-            return true
+            // Deadlines are all the same length, so on a busy server a new one is later than the
+            // one the thread waits for: no wake-up per request.
+            return s.sleepingUntil.map { due < $0 } ?? true
         }
-        if added { wake.wake() }
+        if earlier { wake.wake() }
     }
 
     func headersArrived(_ key: UInt) {
@@ -60,14 +70,15 @@ final class ConnectionWatch: Sendable {
     /// Calls `action` once if the client of `key` hangs up before `unwatchHangup`.
     func watchHangup(_ key: UInt, fd: Int32, _ action: @escaping @Sendable () -> Void) {
         guard fd >= 0 else { return }
-        let added = state.withLock { s -> Bool in
+        let wakeNeeded = state.withLock { s -> Bool in
             if s.stopped { return false }
             var e = s.entries[key] ?? Entry(fd: fd)
             e.onHangup = action
             s.entries[key] = e
-            return true
+            // Only a thread that sleeps past the pick-up interval needs telling.
+            return s.sleepingUntil.map { $0 > ConnectionWatch.now() + ConnectionWatch.pickUpMs } ?? true
         }
-        if added { wake.wake() }
+        if wakeNeeded { wake.wake() }
     }
 
     func unwatchHangup(_ key: UInt) {
@@ -90,9 +101,13 @@ final class ConnectionWatch: Sendable {
         while true {
             // Hang-up and errors only: data a client pipelines must not wake this thread.
             let (watched, timeout) = state.withLock { s -> ([(UInt, Int32)], Int32) in
-                let due = s.entries.values.compactMap(\.headersDue).min()
-                return (s.entries.filter { $0.value.onHangup != nil }.map { ($0.key, $0.value.fd) },
-                        due.map { Int32(clamping: max(0, $0 - ConnectionWatch.now())) } ?? -1)
+                let watched = s.entries.filter { $0.value.onHangup != nil }.map { ($0.key, $0.value.fd) }
+                let now = ConnectionWatch.now()
+                var due = s.entries.values.compactMap(\.headersDue).min()
+                // While hang-ups are watched, come back to pick up new ones.
+                if !watched.isEmpty { due = min(due ?? .max, now + ConnectionWatch.pickUpMs) }
+                s.sleepingUntil = due
+                return (watched, due.map { Int32(clamping: max(0, $0 - now)) } ?? -1)
             }
             let entries = [(wake.readEnd, Int16(POLLIN))] + watched.map { (FileDescriptor(rawValue: $0.1), ConnectionWatch.peerHungUp) }
             guard let revents = try? FileDescriptor.poll(entries, timeoutMilliseconds: timeout) else { break }
