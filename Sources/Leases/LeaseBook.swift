@@ -321,6 +321,11 @@ public actor LeaseBook {
         }
         let durable = await written()
         let lease = try result.get()
+        if Task.isCancelled {
+            // Granted in the instant its caller went away: nobody would hold it, so it is handed on.
+            if current?.id == lease.id { await end(lease, .released); await written() }
+            throw .waitCancelled
+        }
         guard durable else {
             if current?.id == lease.id { await end(lease, .released) }
             throw .notDurable
