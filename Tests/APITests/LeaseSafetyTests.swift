@@ -3,14 +3,17 @@ import AgentRuntime
 @testable import Configuration
 import Foundation
 import GPIO
+import POSIXIO
 import Leases
 import Auth
 import Testing
 
 /// Issue 16: leases and runs under attack and crashes. Each test fails on the code before the fix.
 func waitForQueueLength(_ http: HTTP, _ length: Int) async throws {
-    // The waiter's request is in flight on another thread; poll the book until it shows up.
-    for _ in 0..<2000 {
+    // The waiter's request is in flight on another thread (or its hang-up is noticed within the
+    // watch's pick-up interval): read the book until it shows, for at most 10 s.
+    let end = monotonicMilliseconds() + 10_000
+    while monotonicMilliseconds() < end {
         if (try await http.request("GET", "/api/v1/leases").json["queue"] as? [Any])?.count == length { return }
         await Task.yield()
     }
