@@ -94,7 +94,8 @@ struct JSONBody {
     init(_ request: HTTPRequest, allowed: Set<String>, allowEmpty: Bool = false) throws(Problem) {
         var value = JSONValue.object([:])
         if !(request.body.isEmpty && allowEmpty) {
-            guard let parsed = JSONValue.parse(json: request.body) else { throw Problem.badRequest("the body is not valid JSON") }
+            let parsed: JSONValue
+            do { parsed = try JSONValue.parseBody(json: request.body) } catch { throw Problem.badRequest("the body \(error.message)") }
             guard case .object = parsed else { throw Problem.badRequest("the body must be a JSON object, got \(parsed.typeName)") }
             value = parsed
         }

@@ -10,7 +10,8 @@ enum RunRoutes {
         guard let engine = ctx.runs else { return }
 
         router.add(.POST, "/api/v1/runs", g.user { r, id in
-            guard let doc = JSONValue.parse(json: r.body) else { throw Problem.badRequest("the body is not valid JSON (a run spec)") }
+            let doc: JSONValue
+            do { doc = try JSONValue.parseBody(json: r.body) } catch let e as DocumentError { throw Problem.badRequest("the body (a run spec) \(e.message)") }
             let spec: RunSpec
             do { spec = try RunSpec.parse(doc) } catch let error as DocumentError { throw Problem.from(error) }
             let record = try await engine.submit(spec, user: id.user, leaseToken: r.header("x-lease-token"))

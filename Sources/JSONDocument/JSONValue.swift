@@ -48,6 +48,17 @@ extension JSONValue {
         try? JSONDecoder().decode(JSONValue.self, from: Data(bytes))
     }
 
+    /// Parses a request body: the same, but a document nested past `YAMLNesting.limit` is refused
+    /// by name before the decoder (which recurses per level) sees it.
+    public static func parseBody(json bytes: [UInt8]) throws(DocumentError) -> JSONValue {
+        let nesting = YAMLNesting.deepest(in: String(decoding: bytes, as: UTF8.self))
+        guard nesting.depth <= YAMLNesting.limit else {
+            throw DocumentError(path: "", message: "nested \(nesting.depth) levels deep; at most \(YAMLNesting.limit) are accepted", kind: .malformed)
+        }
+        guard let value = parse(json: bytes) else { throw DocumentError(path: "", message: "is not valid JSON", kind: .malformed) }
+        return value
+    }
+
     /// Parses YAML (a superset of JSON) into the same value tree, so a run spec reads the same
     /// from a file as from an API body.
     public static func parse(yaml text: String) throws(DocumentError) -> JSONValue {

@@ -262,6 +262,10 @@ func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
                 #expect((r.json["detail"] as? String ?? "").contains(detail), "\(r.json["detail"] ?? "")", sourceLocation: sourceLocation)
             }
             expectProblem(try await a.request("POST", "/api/v1/power", body: Array("{\"action\": ".utf8), leaseToken: token), 400, "not valid JSON")
+            // Issue 16 D8: nesting is refused by name, for any body the API reads.
+            let deep = Array(("{\"action\": " + String(repeating: "[", count: 600) + String(repeating: "]", count: 600) + "}").utf8)
+            expectProblem(try await a.request("POST", "/api/v1/power", body: deep, leaseToken: token), 400, "nested 602 levels deep; at most 64 are accepted")
+            expectProblem(try await a.request("POST", "/api/v1/runs", body: deep), 400, "nested 602 levels deep; at most 64 are accepted")
             expectProblem(try await a.request("POST", "/api/v1/power", body: Array("[1,2]".utf8), leaseToken: token), 400, "must be a JSON object")
             expectProblem(try await a.request("POST", "/api/v1/power", json: ["action": 5], leaseToken: token), 400, "\"action\" must be a string")
             expectProblem(try await a.request("POST", "/api/v1/power", json: ["action": "on", "force": true], leaseToken: token), 400, "unknown field \"force\"")
