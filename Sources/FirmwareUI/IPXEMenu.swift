@@ -4,7 +4,8 @@ import Terminal
 ///
 /// iPXE draws the menu with cursor addressing: the title near the top (bold), one row per item,
 /// the selected item in a highlight colour (white on red, `ESC[0;41;1m`; other items `ESC[0;44m`),
-/// and the default item's countdown as "(N)" at the right end of its row. Nothing on the screen
+/// and the default item's countdown as "(N)" right-aligned in its row (its ")" four columns from
+/// the screen's right edge, as on the QEMU rig), only while iPXE's timeout runs. Nothing on the screen
 /// tells a gap (`item --gap`) from an item, so rows that are blank or look like separators
 /// ("--- Boot options ---") are reported as gaps; navigation never relies on that guess, it
 /// watches where the highlight really goes.
@@ -68,7 +69,10 @@ public struct IPXEMenu: Sendable, Equatable {
         guard firstItemRow <= lastItemRow else { return nil }
         var items: [Item] = []
         for row in firstItemRow...lastItemRow {
-            let label = stripCountdown(screen.text(row: row).trimmingBlanks)
+            // Only the highlighted row can carry the countdown, and only where iPXE draws it: a
+            // label of its own that ends in "(2)" is a label.
+            let text = screen.text(row: row)
+            let label = row == selectedRow ? stripCountdown(text, columns: screen.columns) : text.trimmingBlanks
             items.append(Item(row: row, label: label, isGap: row != selectedRow && looksLikeGap(label), isSelected: row == selectedRow))
         }
         return IPXEMenu(title: title, items: items)
@@ -80,12 +84,18 @@ public struct IPXEMenu: Sendable, Equatable {
         return selectable.first { $0.label == wanted } ?? selectable.first { $0.label.lowercased() == wanted.lowercased() }
     }
 
-    static func stripCountdown(_ text: String) -> String {
-        // "Debian stable netinst          (10)" → "Debian stable netinst"
-        guard text.hasSuffix(")"), let open = text.lastIndex(of: "(") else { return text }
-        let digits = text[text.index(after: open)..<text.index(before: text.endIndex)]
-        guard !digits.isEmpty, digits.allSatisfy(\.isNumber) else { return text }
-        return String(text[..<open]).trimmingBlanks
+    /// The row's text without the countdown iPXE right-aligns in the default item's row:
+    /// "  Debian stable netinst        (10)  " → "Debian stable netinst". A "(N)" anywhere else (a
+    /// label's own "(2)" right after its text) is kept.
+    static func stripCountdown(_ row: String, columns: Int) -> String {
+        let chars = Array(row)
+        let close = columns - 4
+        guard close >= 3, close < chars.count, chars[close] == ")" else { return row.trimmingBlanks }
+        var open = close - 1
+        while open > 0, chars[open].isNumber { open -= 1 }
+        // Digits between "(" and ")", and a blank before it (the label stops short of the countdown).
+        guard chars[open] == "(", open < close - 1, open > 0, chars[open - 1] == " " else { return row.trimmingBlanks }
+        return String(chars[..<open]).trimmingBlanks
     }
 
     static func looksLikeGap(_ label: String) -> Bool {

@@ -485,10 +485,19 @@ actor SimBrain {
         var selected = config.defaultEntry
         func row(_ i: Int) -> String { let r = String(firstRow + i); return r.count == 1 ? "0" + r : r }
         func padded(_ s: String) -> String { s.count >= 78 ? String(s.prefix(78)) : s + String(repeating: " ", count: 78 - s.count) }
+        /// An item row as iPXE draws it: two blanks, the label, and on the default item while the
+        /// timeout runs its countdown right-aligned two columns before the row's end.
+        func itemText(_ i: Int, countdown: Int?) -> String {
+            var text = Array(padded("  " + entries[i]))
+            if let countdown {
+                let mark = Array("(\(countdown))")
+                text.replaceSubrange((76 - mark.count)..<76, with: mark)
+            }
+            return String(text)
+        }
         func drawItem(_ i: Int, firstDraw: Bool, countdown: Int? = nil) {
             let attr = i == selected ? "\u{1b}[0;41;1m" : "\u{1b}[0;44m"
-            let suffix = countdown.map { " (\($0))" } ?? ""
-            emit("\u{1b}[\(row(i));02H\(attr)\(padded(" " + entries[i] + suffix))")
+            emit("\u{1b}[\(row(i));02H\(attr)\(itemText(i, countdown: countdown))")
         }
         // Like iPXE: paint the screen blue, title bold, items white on blue, the selection on red.
         emit("\u{1b}[2J\u{1b}[0;44m\u{1b}[2J\u{1b}[?25l\u{1b}[01;\(String(max(1, 40 - title.count / 2)))H\u{1b}[0;44;1m\(title)")
@@ -503,7 +512,7 @@ actor SimBrain {
                 if var r = remaining {
                     r -= 1; remaining = r
                     if r <= 0 { break }
-                    emit("\u{1b}[\(row(selected));02H\(padded(" " + entries[selected] + " (\(r))"))")
+                    emit("\u{1b}[\(row(selected));02H\(itemText(selected, countdown: r))")
                 }
                 continue
             }

@@ -68,6 +68,22 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         }
     }
 
+    /// Issue 15 (1): with "Xen Linux dev (2)" above "Xen Linux dev", a run asking for "Xen Linux dev"
+    /// booted the "(2)" entry and reported success. The kernel command line tells which booted.
+    @Test func theExactLabelBootsBesideALookAlike() async throws {
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.simulator.menuEntries = ["Xen Linux dev (2)", "Xen Linux dev", "Xen Linux dev-old", "iPXE shell"]
+        config.simulator.defaultEntry = 2  // the countdown is on another row
+        try await withAgent(config) { agent, c in
+            let a = c["alice"]!
+            let id = try await a.request("POST", "/api/v1/runs", json: spec { $0["commands"] = [["send": "cat /proc/cmdline", "expect": "rte.entry=", "timeout_s": 10]] }).json["id"] as! String
+            let run = try await finishedRun(a, id)
+            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "")")
+            let booted = await agent.hardware.simulator!.lastCommandLine ?? "nothing booted"
+            #expect(booted.hasSuffix("rte.entry=xen-linux-dev"), "\(booted)")
+        }
+    }
+
     @Test func failuresStopAtTheRightStageWithAUsefulMessage() async throws {
         try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
             let a = c["alice"]!

@@ -45,6 +45,33 @@ func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
         #expect(t.lines.tail(400).contains("\"net7\": no such network device"))
     }
 
+    /// Issue 15 (1): a trailing "(N)" was cut from every row, so "Xen Linux dev (2)" read as
+    /// "Xen Linux dev" and the wrong entry booted. Only the countdown iPXE right-aligns in the
+    /// highlighted row is not part of a label.
+    @Test func aLabelEndingInANumberInParenthesesIsALabel() throws {
+        func row(_ n: Int, _ attr: String, _ label: String, countdown: String? = nil) -> String {
+            var text = Array(("  " + label).padding(toLength: 78, withPad: " ", startingAt: 0))
+            if let countdown { let m = Array(countdown); text.replaceSubrange((76 - m.count)..<76, with: m) }
+            return "\u{1b}[\(n < 10 ? "0" : "")\(n);02H\(attr)" + String(text)
+        }
+        let labels = ["Xen Linux dev (2)", "Xen Linux dev", "Xen Linux dev (debug)", "Xen Linux dev-old", "Xen Linux (3)"]
+        // Drawn as the QEMU rig's iPXE draws it: the default item highlighted with its countdown.
+        var bytes = "\u{1b}[2J\u{1b}[0;44m\u{1b}[2J\u{1b}[01;30H\u{1b}[0;44;1mlab menu"
+        for (i, l) in labels.enumerated() {
+            bytes += row(i + 3, i == 0 ? "\u{1b}[0;41;1m" : "\u{1b}[0;44m", l, countdown: i == 0 ? "(10)" : nil)
+        }
+        var t = Terminal()
+        t.feed(Array(bytes.utf8))
+        let menu = try #require(IPXEMenu.read(from: t.screen))
+        #expect(menu.items.map(\.label) == labels)
+        #expect(menu.selected?.label == "Xen Linux dev (2)")
+        #expect(menu.item(labelled: "Xen Linux dev")?.row == 3, "the exact label, not the (2) one")
+        // After the first key the countdown is gone and the row is redrawn: still the same label.
+        var after = Terminal()
+        after.feed(Array((bytes + row(3, "\u{1b}[0;41;1m", labels[0])).utf8))
+        #expect(IPXEMenu.read(from: after.screen)?.selected?.label == "Xen Linux dev (2)")
+    }
+
     @Test func splittingTheRealBytesAtEveryBoundaryGivesTheSameScreenAndText() throws {
         for name in ["qemu-ipxe-menu-navigate.bin", "qemu-ipxe-shell-chain.bin"] {
             let bytes = try fixture(name)

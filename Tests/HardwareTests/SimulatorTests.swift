@@ -26,7 +26,7 @@ func simulatedConfig(stateDir: String, timing: String = "fast", extra: String = 
         let text = String(decoding: bytes, as: UTF8.self)
         #expect(text.contains("SeaBIOS (version"))
         #expect(text.contains("Press Ctrl-B for the iPXE command line..."))
-        #expect(text.contains("\u{1b}[0;41;1m Debian stable netboot"), "the default entry is drawn selected")
+        #expect(text.contains("\u{1b}[0;41;1m  Debian stable netboot"), "the default entry is drawn selected, as iPXE draws it")
         #expect(text.contains("rte.entry=debian-stable-netboot"))
         #expect(await hw.simulator?.phase == "login")
         // Hard off silences it.
