@@ -325,35 +325,79 @@ public struct BootStrategy: Sendable {
 
         func shellCommand(_ command: RunSpec.Command, prompt: String) async throws -> (String, Double?) {
             console.skipUnread()
-            guard try await console.typeEchoed(command.send, timeout: .milliseconds(Int64(command.timeoutSeconds * 1000))) else {
+            // Framed by markers the way labgrid's ShellDriver does it: the output is exactly what
+            // the command printed between them (a "# " inside it is output, not the prompt), and
+            // its exit status comes back after the end marker. The typed line splits each marker
+            // with '' so its echo never looks like the marker itself.
+            let frame = ShellFrame(command.send)
+            let timeout = command.timeoutSeconds
+            guard try await console.typeEchoed(frame.line, timeout: .milliseconds(Int64(timeout * 1000))) else {
                 throw StageFailure(expected: "the echo of \"\(command.send)\"", message: "the shell did not echo \"\(command.send)\"")
             }
-            let echoEnd = console.readOffset
             try console.send("\r")
-            let end = try await wait([.literal(prompt)], command.timeoutSeconds, "the shell prompt after \"\(command.send)\"")
-            // Everything between the echo and the next prompt is the command's output.
+            let begin = try await wait([.literal(frame.begin)], timeout, "the start of \"\(command.send)\"'s output")
+            let end = try await wait([.regex(frame.endPattern)], timeout, "the end of \"\(command.send)\" (its exit status)")
+            let exitCode = ShellFrame.exitCode(end.text)
+            _ = try await wait([.literal(prompt)], timeout, "the shell prompt after \"\(command.send)\"")
             var raw: [UInt8] = []
-            if case .data(_, let bytes, _) = devices.capture.readPersisted(from: echoEnd, limit: Int(min(1 << 20, end.start - echoEnd))) { raw = bytes }
+            if case .data(_, let bytes, _) = devices.capture.readPersisted(from: begin.end, limit: Int(min(1 << 20, end.start - begin.end))) { raw = bytes }
             var plain = Terminal()
-            var bytes = plain.feed(raw).bytes
-            // The prompt's line ("root@apu2:~# ") is not output.
-            if let lastBreak = bytes.lastIndex(of: 0x0a) { bytes.removeSubrange(lastBreak...) } else { bytes = [] }
-            let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: "\r\n ")
+            let text = ShellFrame.output(plain.feed(raw).bytes)
             var passed = true
+            var problem: String?
             if let expect = command.expect {
                 var m = try StreamMatcher([expect])
                 var chunk = TextChunk()
                 chunk.bytes = Array(text.utf8)
                 chunk.offsets = Array(0..<UInt64(chunk.bytes.count))
-                passed = m.scan(chunk) != nil
+                if m.scan(chunk) == nil {
+                    passed = false
+                    problem = "\"\(command.send)\" printed \(String(text.prefix(200)).debugDescription), which lacks \(expect)"
+                }
             }
-            rec.commands.append(CommandResult(command: command.send, output: String(text.prefix(4096)), passed: passed))
-            guard passed else {
-                throw StageFailure(expected: "\(command.expect!) in the output of \"\(command.send)\"",
-                                   message: "\"\(command.send)\" printed \(String(text.prefix(200)).debugDescription), which lacks \(command.expect!)")
+            if passed, let wanted = command.expectExit, exitCode != wanted {
+                passed = false
+                problem = "\"\(command.send)\" exited with \(exitCode.map(String.init) ?? "an unreadable status"), expected \(wanted)"
             }
-            return ("\(command.send): \(String(text.prefix(80)).debugDescription)", nil)
+            rec.commands.append(CommandResult(command: command.send, output: String(text.prefix(4096)), passed: passed, exitCode: exitCode))
+            if let problem {
+                throw StageFailure(expected: command.expect.map { "\($0) in the output of \"\(command.send)\"" } ?? "exit status \(command.expectExit ?? 0)",
+                                   message: problem)
+            }
+            return ("\(command.send): exit \(exitCode.map(String.init) ?? "?"), \(String(text.prefix(80)).debugDescription)", nil)
         }
+    }
+}
+
+/// A shell command wrapped in begin and end markers (`echo`s around `eval` of the command, so
+/// pipes, redirections and a trailing comment stay the command's own).
+struct ShellFrame {
+    let begin: String
+    let endPattern: String
+    let line: String
+
+    init(_ command: String, id: UInt64 = UInt64.random(in: 0...UInt64.max)) {
+        let tag = "RTE" + String(id, radix: 36)
+        begin = tag + "B"
+        endPattern = tag + "E [0-9]+"
+        let quoted = "'" + command.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
+        line = "echo \(tag)''B; eval \(quoted); echo \(tag)''E $?"
+    }
+
+    static func exitCode(_ endMarker: String) -> Int? {
+        endMarker.split(separator: " ").last.flatMap { Int($0) }
+    }
+
+    /// The command's output: what came between the begin marker's line and the end marker.
+    static func output(_ bytes: [UInt8]) -> String {
+        var b = bytes[...]
+        // The rest of the begin marker's line.
+        if b.first == 0x0d { b = b.dropFirst() }
+        if b.first == 0x0a { b = b.dropFirst() }
+        // The end marker starts its own line: drop that line break.
+        if b.last == 0x0a { b = b.dropLast() }
+        if b.last == 0x0d { b = b.dropLast() }
+        return String(decoding: b, as: UTF8.self)
     }
 }
 

@@ -30,6 +30,8 @@ public struct CommandResult: Codable, Sendable, Equatable {
     public var command: String
     public var output: String
     public var passed: Bool
+    /// The command's exit status, read after its end marker (nil if it could not be read).
+    public var exitCode: Int?
 }
 
 public struct IterationResult: Codable, Sendable, Equatable {

@@ -40,6 +40,8 @@ public struct RunSpec: Sendable, Equatable {
         public var send: String
         public var expect: Pattern?
         public var timeoutSeconds: Double
+        /// When set, the exit status the command must end with (always recorded).
+        public var expectExit: Int? = nil
     }
 
     public struct Timeouts: Sendable, Equatable {
@@ -142,7 +144,7 @@ public struct RunSpec: Sendable, Equatable {
             if case .string(let s) = item {
                 commands.append(Command(send: s, expect: nil, timeoutSeconds: 30)); continue
             }
-            c = try FieldReader(item, path: "commands[\(n)]", allowed: ["send", "expect", "expect_regex", "timeout_s"])
+            c = try FieldReader(item, path: "commands[\(n)]", allowed: ["send", "expect", "expect_regex", "expect_exit", "timeout_s"])
             guard let send = try c.text("send") else { throw DocumentError(path: c.at("send"), message: "is required", kind: .invalid) }
             var expect: Pattern?
             if let e = try nonEmpty(c, "expect", text: true) { expect = .literal(e) }
@@ -153,7 +155,12 @@ public struct RunSpec: Sendable, Equatable {
                 }
                 expect = .regex(e)
             }
-            commands.append(Command(send: send, expect: expect, timeoutSeconds: try c.number("timeout_s", range: 0.001...86400) ?? 30))
+            let expectExit = try c.int("expect_exit")
+            if let expectExit, !(0...255).contains(expectExit) {
+                throw DocumentError(path: c.at("expect_exit"), message: "must be an exit status between 0 and 255", kind: .invalid)
+            }
+            commands.append(Command(send: send, expect: expect, timeoutSeconds: try c.number("timeout_s", range: 0.001...86400) ?? 30,
+                                    expectExit: expectExit))
         }
         if !commands.isEmpty && login == nil {
             throw DocumentError(path: "commands", message: "shell commands need a login section", kind: .invalid)

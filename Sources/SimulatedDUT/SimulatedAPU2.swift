@@ -610,20 +610,38 @@ actor SimBrain {
             phase = "shell"
             emit("root@apu2:~# ")
             let line = try await readLine(echo: true, g)
-            let words = line.split(separator: " ").map(String.init)
+            if let ended = await runLine(line) { return ended }
+        }
+    }
+
+    /// The exit status of the last command, for `$?`.
+    private var lastStatus = 0
+
+    /// A small sh: `;`-separated statements, quotes, `eval`, `$?` — enough for the framed commands
+    /// the agent types. Returns true/false when the shell ended (see rootShell), nil to go on.
+    private func runLine(_ line: String) async -> Bool? {
+        for statement in SimBrain.statements(line) {
+            let words = SimBrain.words(statement, status: lastStatus)
             guard let cmd = words.first else { continue }
+            var status = 0
             switch cmd {
+            case "eval":
+                if let ended = await runLine(words.dropFirst().joined(separator: " ")) { return ended }
+                continue
             case "uname":
                 emit(words.contains("-r") ? "\(kernelRelease)\r\n" : words.contains("-a")
                      ? "Linux apu2 \(kernelRelease) #1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 x86_64 GNU/Linux\r\n" : "Linux\r\n")
             case "cat" where words.count > 1 && words[1] == "/proc/cmdline":
                 emit("\(lastCommandLine ?? "")\r\n")
             case "cat":
-                emit("cat: \(words.dropFirst().first ?? ""): No such file or directory\r\n")
+                emit("cat: \(words.dropFirst().first ?? ""): No such file or directory\r\n"); status = 1
             case "hostname": emit("apu2\r\n")
             case "echo": emit(words.dropFirst().joined(separator: " ") + "\r\n")
+            case "printf":
+                let format = words.dropFirst().first ?? ""
+                emit(format.replacingOccurrences(of: "\\n", with: "\r\n"))
             case "true", ":": break
-            case "false": break
+            case "false": status = 1
             case "exit", "logout": return false
             case "poweroff":
                 await acpiShutdown(); return true
@@ -633,9 +651,52 @@ actor SimBrain {
                 Task { await self.restartIfCurrent(g2) }
                 return true
             default:
-                emit("-sh: \(cmd): not found\r\n")
+                emit("-sh: \(cmd): not found\r\n"); status = 127
+            }
+            lastStatus = status
+        }
+        return nil
+    }
+
+    /// Splits a command line at `;` outside quotes.
+    static func statements(_ line: String) -> [String] {
+        var out: [String] = [], current = "", quote: Character?, escaped = false
+        for c in line {
+            if escaped { escaped = false } else if let q = quote { if c == q { quote = nil } } else if c == "\\" { escaped = true }
+            else if c == "'" || c == "\"" { quote = c } else if c == ";" {
+                out.append(current); current = ""; continue
+            }
+            current.append(c)
+        }
+        out.append(current)
+        return out
+    }
+
+    /// Words of one statement, quotes removed (adjacent pieces join, as in sh), `$?` expanded
+    /// outside single quotes.
+    static func words(_ statement: String, status: Int) -> [String] {
+        var out: [String] = [], word = "", inWord = false, quote: Character?
+        var chars = Array(statement)[...]
+        while let c = chars.first {
+            chars = chars.dropFirst()
+            if let q = quote {
+                if c == q { quote = nil }
+                else if q == "\"", c == "$", chars.first == "?" { chars = chars.dropFirst(); word += String(status) }
+                else { word.append(c) }
+                continue
+            }
+            switch c {
+            case " ", "\t": if inWord { out.append(word); word = ""; inWord = false }
+            case "'", "\"": quote = c; inWord = true
+            case "\\":
+                if let next = chars.first { word.append(next); chars = chars.dropFirst() }
+                inWord = true
+            case "$" where chars.first == "?": chars = chars.dropFirst(); word += String(status); inWord = true
+            default: word.append(c); inWord = true
             }
         }
+        if inWord { out.append(word) }
+        return out
     }
 
     private func restartIfCurrent(_ g: Int) {

@@ -72,7 +72,10 @@ struct QEMURigTests {
                 "power": "on",
                 "ipxe": ["commands": ["dhcp", "chain http://10.0.2.2:\(rig.port)/menu.ipxe"], "menu_entry": "Xen Linux dev"],
                 "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
-                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 20]],
+                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 20],
+                             // Issue 15 (5): output holding the prompt text is output, exit statuses are read.
+                             ["send": "printf '# one\\n# two\\nthree\\n'", "expect": "three", "expect_exit": 0, "timeout_s": 20],
+                             ["send": "sh -c 'exit 3'", "expect_exit": 3, "timeout_s": 20]],
                 "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
             ]
             let posted = try await a.request("POST", "/api/v1/runs", json: spec, leaseToken: token)
@@ -88,6 +91,10 @@ struct QEMURigTests {
                 return
             }
             #expect(stages.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String == "chose \"Xen Linux dev\" (row 7) with 2 key(s)")
+            let commands = ((run["iterations"] as? [[String: Any]])?.first?["commands"] as? [[String: Any]]) ?? []
+            #expect(commands.count == 3)
+            #expect(commands.dropFirst().first?["output"] as? String == "# one\r\n# two\r\nthree", "\(commands)")
+            #expect(commands.map { $0["exit_code"] as? Int } == [0, 0, 3], "\(commands)")
             // The guest powers itself off: QEMU ends, and the console's link goes with it (its pty
             // number is free for the next pty anyone opens).
             let link = agent.hardware.config.serial.device

@@ -84,6 +84,30 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         }
     }
 
+    /// Issue 15 (5): a command's output ended at the first "# " (the shell prompt text), so a file
+    /// with comment lines came back cut. Commands are now framed by markers; exit statuses recorded.
+    @Test func commandOutputHoldingThePromptTextComesBackWholeWithItsExitStatus() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
+            let a = c["alice"]!
+            let id = try await a.request("POST", "/api/v1/runs", json: spec { $0["commands"] = [
+                ["send": "printf '# one\\n# two\\nthree\\n'", "expect": "three", "timeout_s": 10],
+                ["send": "false", "timeout_s": 10],
+                ["send": "echo 'it''s' \"quoted; not split\"", "expect": "its quoted; not split", "timeout_s": 10],
+            ] }).json["id"] as! String
+            let run = try await finishedRun(a, id)
+            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
+            let commands = ((run["iterations"] as? [[String: Any]])?.first?["commands"] as? [[String: Any]]) ?? []
+            #expect(commands.first?["output"] as? String == "# one\r\n# two\r\nthree")
+            #expect(commands.map { $0["exit_code"] as? Int } == [0, 1, 0], "a failing command without expect_exit is recorded, not failed")
+            // With expect_exit the status decides.
+            let strict = try await a.request("POST", "/api/v1/runs", json: spec { $0["commands"] = [["send": "false", "expect_exit": 0, "timeout_s": 10]] }).json["id"] as! String
+            let failed = try await finishedRun(a, strict)
+            #expect(failed["state"] as? String == "failed")
+            #expect(failure(failed)["stage"] as? String == "command")
+            #expect((failure(failed)["message"] as? String ?? "").contains("\"false\" exited with 1, expected 0"), "\(failure(failed))")
+        }
+    }
+
     @Test func failuresStopAtTheRightStageWithAUsefulMessage() async throws {
         try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
             let a = c["alice"]!
