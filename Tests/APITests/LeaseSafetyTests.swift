@@ -72,14 +72,8 @@ func iso8601(_ text: String?) -> Date? {
             let bank = agent.hardware.simulatedBank!
             let aliceToken = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "kernel"]).json["token"] as! String
             let id = try await alice.request("POST", "/api/v1/runs", json: spec { $0["repeat"] = 1000 }, leaseToken: aliceToken).json["id"] as! String
-            let running = try await onThread { () -> Bool in
-                let s = try TestSocket.connect(port: alice.port)
-                defer { s.close() }
-                s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
-                var acc: [UInt8] = []
-                // Mid-iteration: the next stage powers the board.
-                return s.receiveBlocking(until: "\"stage\":\"power\"", into: &acc)
-            }
+            // Mid-iteration: the next stage powers the board.
+            let running = try await runEvents(alice, id, until: "\"stage\":\"power\"").found
             #expect(running)
             let bobWaits = Task { try await bob.request("POST", "/api/v1/leases", json: ["ttl_s": 60, "wait_s": 60, "purpose": "next"]) }
             try await waitForQueueLength(alice, 1)

@@ -20,17 +20,23 @@ func spec(_ base: [String: Any] = thirdOfFive, _ change: (inout [String: Any]) -
     return s
 }
 
-/// Follows the run's event stream until it ends, then returns the run.
-func finishedRun(_ http: HTTP, _ id: String) async throws -> [String: Any] {
-    let port = http.port, token = http.token ?? ""
-    let sawEnd = try await onThread { () -> Bool in
+/// Follows a run's event stream (as `http`'s user) until `text` appears or the stream ends;
+/// returns whether it appeared and everything read.
+func runEvents(_ http: HTTP, _ id: String, until text: String = "event: run_finished") async throws -> (found: Bool, text: String) {
+    let port = http.port, auth = http.token.map { "Authorization: Bearer \($0)\r\n" } ?? ""
+    return try await onThread { () -> (found: Bool, text: String) in
         let s = try TestSocket.connect(port: port)
         defer { s.close() }
-        s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n\r\n".utf8))
+        s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\n\(auth)\r\n".utf8))
         var acc: [UInt8] = []
-        return s.receiveBlocking(until: "event: run_finished", into: &acc)
+        let found = s.receiveBlocking(until: text, into: &acc)
+        return (found, String(decoding: acc, as: UTF8.self))
     }
-    #expect(sawEnd)
+}
+
+/// Follows the run's event stream until it ends, then returns the run.
+func finishedRun(_ http: HTTP, _ id: String) async throws -> [String: Any] {
+    #expect(try await runEvents(http, id).found)
     return try await http.request("GET", "/api/v1/runs/\(id)").json
 }
 
@@ -215,13 +221,7 @@ func failure(_ run: [String: Any]) -> [String: Any] {
             let id = try await a.request("POST", "/api/v1/runs", json: spec { $0["timeouts"] = ["kernel": 600]; $0["login"] = ["username": "root", "prompt": "never:"] },
                                          leaseToken: token).json["id"] as! String
             #expect(try await b.request("DELETE", "/api/v1/runs/\(id)").status == 403)
-            let events = try await onThread { () -> Bool in
-                let s = try TestSocket.connect(port: a.port)
-                defer { s.close() }
-                s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
-                var acc: [UInt8] = []
-                return s.receiveBlocking(until: "\"stage\":\"kernel\"", into: &acc)
-            }
+            let events = try await runEvents(a, id, until: "\"stage\":\"kernel\"").found
             #expect(events)
             let cancelled = try await a.request("DELETE", "/api/v1/runs/\(id)")
             #expect(cancelled.status == 200 && cancelled.json["state"] as? String == "cancelled")
@@ -248,26 +248,13 @@ func failure(_ run: [String: Any]) -> [String: Any] {
             let aliceToken = aliceLease["token"] as! String
             // Many short iterations: the run checks its lease between stages.
             let id = try await a.request("POST", "/api/v1/runs", json: spec { $0["repeat"] = 1000 }, leaseToken: aliceToken).json["id"] as! String
-            let started = try await onThread { () -> Bool in
-                let s = try TestSocket.connect(port: a.port)
-                defer { s.close() }
-                s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
-                var acc: [UInt8] = []
-                return s.receiveBlocking(until: "iteration_finished", into: &acc)
-            }
+            let started = try await runEvents(a, id, until: "iteration_finished").found
             #expect(started)
             #expect(try await a.request("DELETE", "/api/v1/leases/current", leaseToken: aliceToken).status == 204)
             let bobToken = try await b.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "bob's", "wait_s": 30]).json["token"] as! String
             let run = try await finishedRun(a, id)
             #expect(run["state"] as? String == "error")
-            let events = try await onThread { () -> String in
-                let s = try TestSocket.connect(port: a.port)
-                defer { s.close() }
-                s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
-                var acc: [UInt8] = []
-                _ = s.receiveBlocking(until: "event: run_finished", into: &acc)
-                return String(decoding: acc, as: UTF8.self)
-            }
+            let events = try await runEvents(a, id).text
             let body = String(decoding: try await a.request("GET", "/api/v1/runs/\(id)").body, as: UTF8.self)
             #expect(body.contains("lease"), "the message says why: \(body)")
             for (what, text) in [("run", body), ("events", events)] {
@@ -298,13 +285,7 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         let http = HTTP(port: port, token: nil)
         let first = try await startDaemon()
         let id = try await http.request("POST", "/api/v1/runs", json: spec { $0["timeouts"] = ["kernel": 600]; $0["login"] = ["username": "root", "prompt": "never:"] }).json["id"] as! String
-        let reachedKernel = try await onThread { () -> Bool in
-            let s = try TestSocket.connect(port: port)
-            defer { s.close() }
-            s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\n\r\n".utf8))
-            var acc: [UInt8] = []
-            return s.receiveBlocking(until: "\"stage\":\"kernel\"", into: &acc)
-        }
+        let reachedKernel = try await runEvents(http, id, until: "\"stage\":\"kernel\"").found
         #expect(reachedKernel)
         first.process.signal(SIGKILL)
         _ = await first.wait()

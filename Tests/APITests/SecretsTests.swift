@@ -47,16 +47,7 @@ import Testing
                 return t
             }
             func say(_ what: String, _ r: RawHTTPResponse) { seen.append((what, r.text)) }
-            func events(_ id: String) async throws -> String {
-                try await onThread { () -> String in
-                    let s = try TestSocket.connect(port: alice.port)
-                    defer { s.close() }
-                    s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(APITests.tokens["alice"]!)\r\n\r\n".utf8))
-                    var acc: [UInt8] = []
-                    _ = s.receiveBlocking(until: "event: run_finished", into: &acc)
-                    return String(decoding: acc, as: UTF8.self)
-                }
-            }
+            func events(_ id: String) async throws -> String { try await runEvents(alice, id).text }
             // Leases: renew, bind, list, release; an idempotent retry.
             let a1 = try await grant(alice, ["ttl_s": 600, "purpose": "first"])
             say("renew", try await alice.request("POST", "/api/v1/leases/current/renew", json: ["ttl_s": 900], leaseToken: a1))
