@@ -262,12 +262,55 @@ public struct BootStrategy: Sendable {
                     break
                 }
             }
-            rec.menu = menu.items.map { ($0.isGap ? "(gap) " : "") + $0.label }
-            guard let target = menu.item(labelled: label) else {
-                throw StageFailure(expected: "menu entry \"\(label)\"",
-                                   message: "the menu \"\(menu.title)\" has no entry \"\(label)\"; entries: \(menu.selectable.map(\.label).joined(separator: " | "))")
-            }
             var keys = 0
+            // A menu longer than the window: iPXE shows "..." above or below the rows it hides and
+            // scrolls as the highlight moves. Walk the highlight toward the hidden rows (below
+            // first, then above) until the entry is on screen, collecting every entry seen.
+            var seen = menu.selectable.map(\.label)
+            let windowSize = max(1, seen.count)
+            var scrolled = false
+            func hidden(_ m: IPXEMenu, _ key: Key) -> Bool {
+                let edge = key == .down ? m.items.last : m.items.first
+                return edge.map { $0.isGap && $0.label == "..." } ?? false
+            }
+            for key in [Key.down, Key.up] {
+                while menu.item(labelled: label) == nil, hidden(menu, key), let selected = menu.selected {
+                    let window = menu.selectable.map(\.label)
+                    // What the page rows held before the key: a page change rewrites the markers
+                    // first and the last item row last, so it is complete once that row changed.
+                    let before = console.screen
+                    let rows = IPXEMenu.window(rows: before.rows)
+                    try console.send(key.bytes)
+                    keys += 1
+                    do {
+                        menu = try await console.waitForScreen(timeout: .seconds(5)) { screen in
+                            guard let m = IPXEMenu.read(from: screen), let s = m.selected, s.row != selected.row || s.label != selected.label else { return nil }
+                            let pageChanged = screen.text(row: rows.topMarker) != before.text(row: rows.topMarker)
+                                || screen.text(row: rows.bottomMarker) != before.text(row: rows.bottomMarker)
+                            if pageChanged && screen.text(row: rows.lastItem) == before.text(row: rows.lastItem) { return nil }
+                            return m
+                        }
+                    } catch {
+                        if isCancellation(error) { throw ConsoleWaitError.cancelled }
+                        throw StageFailure(expected: "the highlight to move \(key.rawValue) from \"\(selected.label)\"",
+                                           message: "after \(key.rawValue) the highlight stayed on \"\(selected.label)\" with more entries \(key == .down ? "below" : "above")")
+                    }
+                    let now = menu.selectable.map(\.label)
+                    if now != window {
+                        scrolled = true
+                        let new = now.filter { !seen.contains($0) }
+                        seen = key == .down ? seen + new : new + seen
+                    }
+                    if keys > 4096 { throw StageFailure(expected: "to page through the menu", message: "paging did not end after \(keys) keys") }
+                }
+            }
+            rec.menu = scrolled ? seen : menu.items.map { ($0.isGap ? "(gap) " : "") + $0.label }
+            guard let target = menu.item(labelled: label) else {
+                let pages = (seen.count + windowSize - 1) / windowSize
+                throw StageFailure(expected: "menu entry \"\(label)\"",
+                                   message: "the menu \"\(menu.title)\" has no entry \"\(label)\"; " + (scrolled
+                                       ? "all \(seen.count) entries, read over \(pages) pages of \(windowSize): " : "entries: ") + seen.joined(separator: " | "))
+            }
             while let selected = menu.selected, selected.row != target.row {
                 let key = target.row > selected.row ? Key.down : Key.up
                 try console.send(key.bytes)

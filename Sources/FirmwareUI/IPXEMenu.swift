@@ -78,6 +78,14 @@ public struct IPXEMenu: Sendable, Equatable {
         return IPXEMenu(title: title, items: items)
     }
 
+    /// Where iPXE draws a scrolling menu's window on a screen of `rows` (as on the QEMU rig, 25
+    /// rows): "..." above the window on row 2 (0-based), items from row 3 to rows − 3, "..." below
+    /// on rows − 2. On a page change iPXE writes both marker rows first, then every item row top
+    /// to bottom, so the page is complete once the last item row has been written.
+    public static func window(rows: Int) -> (topMarker: Int, lastItem: Int, bottomMarker: Int) {
+        (2, rows - 3, rows - 2)
+    }
+
     /// Finds an item by its label: exact first, then ignoring case and surrounding blanks.
     public func item(labelled label: String) -> Item? {
         let wanted = label.trimmingBlanks

@@ -3,6 +3,7 @@ import Auth
 @testable import Configuration
 import Foundation
 import POSIXIO
+import TestSupport
 import Testing
 
 /// The QEMU virtual apu2: real SeaBIOS, iPXE and Linux. Skipped only with RTE_SKIP_RIG=1 (shown
@@ -62,6 +63,50 @@ extension String {
 
 @Suite(.serialized, .enabled(if: rigEnabled, "RTE_SKIP_RIG=1 skips the QEMU rig"))
 struct QEMURigTests {
+    /// Issue 15 (2): real iPXE shows 20 of 50 entries with "..." markers and pages the window as
+    /// the highlight moves; entries below and above the window were reported missing. The kernel
+    /// command line proves which entry booted; a missing entry fails at ipxe_menu naming them all.
+    @Test func entriesBelowAndAboveALongMenusWindowBootAndAMissingOneIsNamed() async throws {
+        let rig = try await Rig.shared.prepare()
+        let dir = scratchDirectory("rig50")
+        let server = try TestChild([packageRoot + "/scripts/rig/serve", dir, "--entries", "50"], deadlineSeconds: 900)
+        defer { _ = server.process.stop(grace: 1) }
+        #expect(await server.waitForOutput(containing: "port "))
+        let port = try #require(server.output.split(separator: "\n").first { $0.hasPrefix("port ") }.flatMap { Int($0.dropFirst(5)) })
+        var config = try rigConfig(rig, stateDir: scratchDirectory())
+        config.qemu.arguments = config.qemu.arguments.map { $0.replacingOccurrences(of: rig.directory, with: dir) }
+        try await withAgent(config) { agent, c in
+            let a = c["alice"]!
+            func boot(_ entry: String) async throws -> [String: Any] {
+                let slug = entry.lowercased().replacingOccurrences(of: " ", with: "-")
+                let id = try await a.request("POST", "/api/v1/runs", json: [
+                    "name": "long menu: \(entry)", "power": "cycle",
+                    "ipxe": ["commands": ["dhcp", "chain http://10.0.2.2:\(port)/menu.ipxe"], "menu_entry": entry],
+                    "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
+                    "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=\(slug)", "timeout_s": 20]],
+                    "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
+                ] as [String: Any]).json["id"] as! String
+                return try await finishedRun(a, id)
+            }
+            for entry in ["Entry 48", "Entry 03"] {
+                let run = try await boot(entry)
+                let it = (run["iterations"] as? [[String: Any]])?.first ?? [:]
+                let menu = (it["stages"] as? [[String: Any]])?.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String ?? ""
+                printToStandardError("rig long menu \(entry): \(run["state"] ?? "") \(menu) \(failure(run)["message"] ?? "")")
+                #expect(run["state"] as? String == "passed", "\(entry): \(failure(run))")
+                let output = (it["commands"] as? [[String: Any]])?.first?["output"] as? String ?? ""
+                #expect(output.hasSuffix("rte.entry=\(entry.lowercased().replacingOccurrences(of: " ", with: "-"))"), "\(entry) booted \(output)")
+            }
+            let missing = try await boot("Entry 77")
+            #expect(missing["state"] as? String == "failed")
+            #expect(failure(missing)["stage"] as? String == "ipxe_menu")
+            let message = failure(missing)["message"] as? String ?? ""
+            #expect(message.contains("has no entry \"Entry 77\"; all 51 entries, read over 3 pages of 20: Entry 01 | Entry 02"), "\(message)")
+            #expect(message.contains("Entry 50 | iPXE shell"))
+            _ = agent
+        }
+    }
+
     @Test func aBootTestThroughTheAPIPicksANonDefaultEntryOnRealFirmwareAndLinux() async throws {
         let rig = try await Rig.shared.prepare()
         try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { agent, c in

@@ -72,6 +72,30 @@ func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
         #expect(IPXEMenu.read(from: after.screen)?.selected?.label == "Xen Linux dev (2)")
     }
 
+    /// Issue 15 (2): a 50-entry menu on the QEMU rig's iPXE, default in the middle. The window's
+    /// geometry and drawing order the navigator relies on, checked against the real bytes: "..."
+    /// markers on rows 2 and 23, items on rows 3–22, markers first, the last item row last.
+    @Test func aLongMenusWindowIsReadWithItsMarkersAndIsCompleteOnlyOnceItsLastRowIsDrawn() throws {
+        let bytes = try fixture("qemu-ipxe-menu-page-down.bin")
+        var t = Terminal()
+        t.feed(bytes)
+        let menu = try #require(IPXEMenu.read(from: t.screen))
+        let rows = IPXEMenu.window(rows: t.screen.rows)
+        #expect(t.screen.rows == 25 && rows == (2, 22, 23))
+        #expect(menu.items.first?.label == "..." && menu.items.first?.isGap == true && menu.items.first?.row == rows.topMarker)
+        #expect(menu.items.last?.label == "..." && menu.items.last?.isGap == true && menu.items.last?.row == rows.bottomMarker)
+        #expect(menu.selectable.map(\.label) == (20...39).map { "Entry \($0)" })
+        #expect(menu.selected?.label == "Entry 26", "the countdown is not part of the label")
+        #expect(t.screen.text(row: rows.lastItem).trimmingCharacters(in: .whitespaces) == "Entry 39")
+        // Cut right after the highlighted row: the markers are there, the last item row is not yet.
+        let cut = try #require(bytes.firstRange(of: Array("\u{1b}[11;02H".utf8))).lowerBound
+        var partial = Terminal()
+        partial.feed(Array(bytes[..<cut]))
+        #expect(IPXEMenu.read(from: partial.screen)?.selected?.label == "Entry 26")
+        #expect(partial.screen.text(row: rows.topMarker).contains("...") && partial.screen.text(row: rows.bottomMarker).contains("..."))
+        #expect(partial.screen.text(row: rows.lastItem).trimmingCharacters(in: .whitespaces).isEmpty, "not drawn yet: not complete")
+    }
+
     @Test func splittingTheRealBytesAtEveryBoundaryGivesTheSameScreenAndText() throws {
         for name in ["qemu-ipxe-menu-navigate.bin", "qemu-ipxe-shell-chain.bin"] {
             let bytes = try fixture(name)
