@@ -139,20 +139,6 @@ public actor GPIOController {
         try l.setValue(false)
     }
 
-    /// Holds the line at `active` for `duration`, then puts back the value it had (the legacy
-    /// RTE API's timed writes). Timed here, not by a client sleeping.
-    public func hold(_ role: String, active: Bool, for duration: Duration) async throws(GPIOError) {
-        let l = try line(role)
-        try refuseWhilePressed(l)
-        cancelRevert(role)
-        let before = try l.value()
-        try l.setValue(active)
-        pressing.insert(role)
-        defer { pressing.remove(role) }
-        do { try await clock.sleep(for: duration) } catch {}
-        try l.setValue(before)
-    }
-
     /// Holds a button long enough for the board to force power off (default 4 s on an apu2).
     public func longPress(_ role: String, for duration: Duration = .seconds(4)) async throws(GPIOError) {
         try await pulse(role, for: duration)

@@ -266,7 +266,7 @@ public actor RunEngine {
         }
         if Task.isCancelled {
             // Handed the device just as it was cancelled: pass it on.
-            if !deviceWaiters.contains(where: { $0.key == key }) && deviceBusyFor == key { releaseDevice() }
+            if deviceBusyFor == key { releaseDevice() }
             throw RunAborted(reason: "cancelled before it started")
         }
     }
