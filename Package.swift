@@ -67,7 +67,7 @@ let package = Package(
             "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime", "JSONDocument",
         ]),
         .testTarget(name: "BootFlowTests", dependencies: [
-            "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "JSONDocument", "AgentRuntime", "AgentClock", "Serial",
+            "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "JSONDocument", "AgentRuntime", "AgentClock", "Serial", "SimulatedDUT",
         ], resources: [.copy("Fixtures")]),
         .testTarget(name: "APITests", dependencies: [
             "TestSupport",

@@ -1,111 +1,153 @@
 import Terminal
 
+/// Where iPXE draws its menu (`src/hci/tui/menu_ui.c`): the title on row 1, "..." markers on
+/// row 2 and on row `rows − 2` when items are hidden above or below, items from row 3 to
+/// `rows − 3` (a window of `rows − 5`, 20 on 80×25), each row starting at column 1 with two
+/// blanks, the label cut after `columns − 6` characters and, on the selected row while the
+/// timeout runs, the countdown "(N)" ending four columns from the right edge. Rows are 0-based.
+public enum IPXELayout {
+    public static let titleRow = 1
+    public static let firstItemRow = 3
+    public static let labelColumn = 3
+    public static func lastItemRow(rows: Int) -> Int { rows - 3 }
+    public static func markerRows(rows: Int) -> (above: Int, below: Int) { (2, rows - 2) }
+    public static func windowSize(rows: Int) -> Int { rows - 5 }
+    public static func labelWidth(columns: Int) -> Int { columns - 6 }
+    /// The column of the countdown's ")".
+    public static func countdownEnd(columns: Int) -> Int { columns - 4 }
+}
+
 /// An iPXE menu (`menu` / `item` / `choose`) as read back from the terminal screen.
 ///
-/// iPXE draws the menu with cursor addressing: the title near the top (bold), one row per item,
-/// the selected item in a highlight colour (white on red, `ESC[0;41;1m`; other items `ESC[0;44m`),
-/// and the default item's countdown as "(N)" right-aligned in its row (its ")" four columns from
-/// the screen's right edge, as on the QEMU rig), only while iPXE's timeout runs. Nothing on the screen
-/// tells a gap (`item --gap`) from an item, so rows that are blank or look like separators
-/// ("--- Boot options ---") are reported as gaps; navigation never relies on that guess, it
-/// watches where the highlight really goes.
+/// Rows are told apart by colour as iPXE draws them: the selected item in the selection pair
+/// (`ESC[0;41;1m`, white on red, bold), separators (`item --gap`) and the "..." markers in the
+/// separator pair (`ESC[0;36;44m`), other items in the normal pair (`ESC[0;44m`). The
+/// separator pair is taken from the markers when they are drawn (a `cpair` command can change
+/// colours), else from iPXE's default (cyan). Only a screen without colour falls back to the
+/// text: a blank or punctuation-only row there is taken for a gap.
 public struct IPXEMenu: Sendable, Equatable {
     public struct Item: Sendable, Equatable {
         public var row: Int
+        /// What iPXE printed for the item: words joined by single spaces, cut at `labelWidth`.
         public var label: String
         public var isGap: Bool
         public var isSelected: Bool
+        /// The label fills the width, or the countdown covers its end: the screen may not show all of it.
+        public var mayBeCut: Bool
     }
 
     public var title: String
+    /// The window's rows that hold an item or a gap, top to bottom (markers not included).
     public var items: [Item]
+    public var moreAbove: Bool
+    public var moreBelow: Bool
+    /// The countdown shown on the selected row, in seconds.
+    public var countdown: Int?
+    public var labelWidth: Int
+    /// iPXE has drawn the whole window since it last started a (re)draw of it: the last item
+    /// row was drawn to its end after both marker rows were addressed. Before that, rows below
+    /// may still be stale or blank. (A read is never taken while a menu row is half drawn.)
+    public var isComplete: Bool
 
     public var selected: Item? { items.first { $0.isSelected } }
     public var selectable: [Item] { items.filter { !$0.isGap } }
 
-    /// Reads the menu off the screen; nil when no menu is drawn (no single highlighted row).
-    public static func read(from screen: Screen) -> IPXEMenu? {
-        guard screen.columns >= 3 else { return nil }
-        let span = 1..<(screen.columns - 1)
-        struct Style: Hashable { var background: UInt8?; var reverse: Bool }
+    /// Reads the menu off the screen; nil when no menu is drawn (not exactly one selected row in
+    /// the window). `countdownMayShow`: false once a key was pressed (iPXE stops the timeout at
+    /// the first key), so a label that itself ends in "(2)" at the right edge stays whole.
+    public static func read(from screen: Screen, countdownMayShow: Bool = true) -> IPXEMenu? {
+        let rows = screen.rows, columns = screen.columns
+        guard rows >= 7, columns >= 12 else { return nil }
+        let first = IPXELayout.firstItemRow, last = IPXELayout.lastItemRow(rows: rows)
+        let markers = IPXELayout.markerRows(rows: rows)
+        struct Style: Hashable { var foreground: UInt8?; var background: UInt8?; var reverse: Bool }
         func style(_ row: Int) -> Style {
             var counts: [Style: Int] = [:]
-            for c in span {
+            for c in 1..<(columns - 1) {
                 let a = screen.cell(row: row, column: c).attributes
-                counts[Style(background: a.background, reverse: a.reverse), default: 0] += 1
+                counts[Style(foreground: a.foreground, background: a.background, reverse: a.reverse), default: 0] += 1
             }
-            return counts.max { $0.value < $1.value }!.key
+            return counts.max { $0.value < $1.value || ($0.value == $1.value && $0.key.hashValue < $1.key.hashValue) }!.key
         }
-        let textRows = (0..<screen.rows).filter { !screen.text(row: $0).trimmingBlanks.isEmpty }
-        let styles = Dictionary(uniqueKeysWithValues: textRows.map { ($0, style($0)) })
-        // iPXE's selection colour is white on red; other menus use reverse video.
-        let selectLike = textRows.filter { styles[$0]!.reverse || styles[$0]!.background == 1 }
-        let selectedRow: Int
-        if selectLike.count == 1 {
-            selectedRow = selectLike[0]
-        } else {
-            // Otherwise the one text row drawn in a style no other row has, when the rest agree.
-            var byStyle: [Style: [Int]] = [:]
-            for r in textRows { byStyle[styles[r]!, default: []].append(r) }
-            let unique = byStyle.values.filter { $0.count == 1 }.map { $0[0] }
-            guard unique.count == 1, byStyle.count == 2 else { return nil }
-            selectedRow = unique[0]
+        // A row of the menu is being drawn: what it shows is half old, half new.
+        if screen.isDrawingRow && (markers.above...markers.below).contains(screen.cursorRow) { return nil }
+        let window = Array(first...last)
+        let styles = window.map(style)
+        let selectedRows = window.indices.filter { styles[$0].reverse || styles[$0].background == 1 }
+        guard selectedRows.count == 1 else { return nil }
+        let selectedRow = window[selectedRows[0]]
+        let coloured = styles.contains { $0.foreground != nil || $0.background != nil }
+
+        func markerShown(_ row: Int) -> Bool { screen.text(row: row).trimmingBlanks == "..." }
+        let moreAbove = markerShown(markers.above), moreBelow = markerShown(markers.below)
+        var separator: Style?
+        if moreAbove || moreBelow {
+            let row = moreAbove ? markers.above : markers.below
+            let a = screen.cell(row: row, column: IPXELayout.labelColumn).attributes
+            separator = Style(foreground: a.foreground, background: a.background, reverse: a.reverse)
+        } else if let s = styles.first(where: { $0.foreground == 6 && !$0.reverse && $0.background != 1 }) {
+            separator = s
         }
-        let nonBlank = (0..<screen.rows).filter { !screen.text(row: $0).trimmingBlanks.isEmpty }
-        // The title is the first text row above the items, if a blank row or more separates it
-        // or it is bold (iPXE centres it on row 2 in bold).
-        var title = ""
-        var firstItemRow = nonBlank.first ?? selectedRow
-        if let first = nonBlank.first, first < selectedRow {
-            let boldTitle = (0..<screen.columns).contains { screen.cell(row: first, column: $0).attributes.bold
-                && screen.cell(row: first, column: $0).character != " " }
-            let separated = !nonBlank.contains(first + 1)
-            if boldTitle || separated {
-                title = screen.text(row: first).trimmingBlanks
-                firstItemRow = nonBlank.dropFirst().first ?? selectedRow
-            }
+
+        let width = IPXELayout.labelWidth(columns: columns)
+        func labelText(_ row: Int) -> String {
+            var s = String.UnicodeScalarView()
+            for c in IPXELayout.labelColumn..<min(columns, IPXELayout.labelColumn + width) { s.append(screen.cell(row: row, column: c).character) }
+            return String(s).trimmingBlanks
         }
-        let lastItemRow = nonBlank.last ?? selectedRow
-        guard firstItemRow <= lastItemRow else { return nil }
         var items: [Item] = []
-        for row in firstItemRow...lastItemRow {
-            // Only the highlighted row can carry the countdown, and only where iPXE draws it: a
-            // label of its own that ends in "(2)" is a label.
-            let text = screen.text(row: row)
-            let label = row == selectedRow ? stripCountdown(text, columns: screen.columns) : text.trimmingBlanks
-            items.append(Item(row: row, label: label, isGap: row != selectedRow && looksLikeGap(label), isSelected: row == selectedRow))
+        var countdown: Int?
+        for (i, row) in window.enumerated() {
+            if row == selectedRow {
+                var label = labelText(row)
+                var cut = label.count >= width
+                if countdownMayShow, let (seconds, start) = readCountdown(screen, row: row) {
+                    countdown = seconds
+                    label = String(Array(label.unicodeScalars).prefix(max(0, start - IPXELayout.labelColumn)).map(Character.init)).trimmingBlanks
+                    // A label that runs into the countdown is hidden under it.
+                    cut = cut || (start > IPXELayout.labelColumn && screen.cell(row: row, column: start - 1).character != " ")
+                }
+                items.append(Item(row: row, label: label, isGap: false, isSelected: true, mayBeCut: cut))
+                continue
+            }
+            let label = labelText(row)
+            let gap: Bool
+            if coloured {
+                if let separator, styles[i] == separator { gap = true } else {
+                    // A blank row in the item colour holds no item (the window past the menu's end).
+                    if label.isEmpty { continue }
+                    gap = false
+                }
+            } else {
+                if label.isEmpty { continue }
+                gap = looksLikeGap(label)
+            }
+            items.append(Item(row: row, label: label, isGap: gap, isSelected: false, mayBeCut: !gap && label.count >= width))
         }
-        return IPXEMenu(title: title, items: items)
+        let drawnLast = screen.lastCompleted(row: last)
+        let complete = drawnLast > screen.scrolledAt && drawnLast > max(screen.lastAddressed(row: markers.above), screen.lastAddressed(row: markers.below))
+        return IPXEMenu(title: screen.text(row: IPXELayout.titleRow).trimmingBlanks, items: items, moreAbove: moreAbove, moreBelow: moreBelow,
+                        countdown: countdown, labelWidth: width, isComplete: complete)
     }
 
-    /// Where iPXE draws a scrolling menu's window on a screen of `rows` (as on the QEMU rig, 25
-    /// rows): "..." above the window on row 2 (0-based), items from row 3 to rows − 3, "..." below
-    /// on rows − 2. On a page change iPXE writes both marker rows first, then every item row top
-    /// to bottom, so the page is complete once the last item row has been written.
-    public static func window(rows: Int) -> (topMarker: Int, lastItem: Int, bottomMarker: Int) {
-        (2, rows - 3, rows - 2)
-    }
-
-    /// Finds an item by its label: exact first, then ignoring case and surrounding blanks.
-    public func item(labelled label: String) -> Item? {
-        let wanted = label.trimmingBlanks
-        return selectable.first { $0.label == wanted } ?? selectable.first { $0.label.lowercased() == wanted.lowercased() }
-    }
-
-    /// The row's text without the countdown iPXE right-aligns in the default item's row:
-    /// "  Debian stable netinst        (10)  " → "Debian stable netinst". A "(N)" anywhere else (a
-    /// label's own "(2)" right after its text) is kept.
-    static func stripCountdown(_ row: String, columns: Int) -> String {
-        let chars = Array(row)
-        let close = columns - 4
-        guard close >= 3, close < chars.count, chars[close] == ")" else { return row.trimmingBlanks }
+    /// "(N)" ending at the countdown column of `row`: the seconds and the column of "(".
+    public static func readCountdown(_ screen: Screen, row: Int) -> (Int, Int)? {
+        let close = IPXELayout.countdownEnd(columns: screen.columns)
+        guard screen.cell(row: row, column: close).character == ")" else { return nil }
         var open = close - 1
-        while open > 0, chars[open].isNumber { open -= 1 }
-        // Digits between "(" and ")", and a blank before it (the label stops short of the countdown).
-        guard chars[open] == "(", open < close - 1, open > 0, chars[open - 1] == " " else { return row.trimmingBlanks }
-        return String(chars[..<open]).trimmingBlanks
+        var digits = ""
+        while open > IPXELayout.labelColumn, let d = screen.cell(row: row, column: open).character.properties.numericType, d == .decimal {
+            digits = String(screen.cell(row: row, column: open).character) + digits
+            open -= 1
+        }
+        guard !digits.isEmpty, screen.cell(row: row, column: open).character == "(", let n = Int(digits) else { return nil }
+        return (n, open)
     }
 
+    /// The window's item labels top to bottom, gaps included (to compare two reads of a page).
+    public var page: [String] { items.map { ($0.isGap ? "\u{0}" : "") + $0.label } }
+
+    /// Separator-like text, for screens without colour only.
     static func looksLikeGap(_ label: String) -> Bool {
         if label.isEmpty { return true }
         let scalars = label.unicodeScalars

@@ -3,6 +3,7 @@
 public enum Key: String, Sendable, CaseIterable, Codable {
     case enter, escape, up, down, left, right, ctrlB = "ctrl-b", ctrlC = "ctrl-c"
     case f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11, f12, delete, tab, space
+    case pageUp = "page-up", pageDown = "page-down"
 
     public var bytes: [UInt8] {
         switch self {
@@ -29,6 +30,8 @@ public enum Key: String, Sendable, CaseIterable, Codable {
         case .delete: Array("\u{1b}[3~".utf8)
         case .tab: [0x09]
         case .space: [0x20]
+        case .pageUp: Array("\u{1b}[5~".utf8)
+        case .pageDown: Array("\u{1b}[6~".utf8)
         }
     }
 
@@ -41,6 +44,8 @@ public enum Key: String, Sendable, CaseIterable, Codable {
         case "ctrl+b", "^b": self = .ctrlB
         case "ctrl+c", "^c": self = .ctrlC
         case "del": self = .delete
+        case "pgup", "pageup": self = .pageUp
+        case "pgdn", "pagedown": self = .pageDown
         default:
             guard let k = Key(rawValue: n) else { return nil }
             self = k
@@ -48,21 +53,35 @@ public enum Key: String, Sendable, CaseIterable, Codable {
     }
 }
 
-/// Reading the firmware's own boot menu (SeaBIOS "Select boot device:" lists "N. label").
-public enum FirmwareBootMenu {
-    /// The digit to press for the entry whose label contains `entry` (case-insensitive), from
-    /// the lines of the menu; nil when no line matches. Also returns every label seen.
-    public static func choose(_ entry: String, in lines: [String]) -> (key: UInt8?, labels: [String]) {
-        var labels: [String] = []
-        var key: UInt8?
-        for line in lines {
-            let t = line.trimmingBlanks
-            guard t.count > 3, let first = t.unicodeScalars.first, ("1"..."9").contains(first) || ("a"..."z").contains(first),
-                  t.unicodeScalars.dropFirst().first == ".", t.unicodeScalars.dropFirst(2).first == " " else { continue }
-            let label = String(t.dropFirst(3))
-            labels.append(label)
-            if key == nil && label.lowercased().contains(entry.lowercased()) { key = UInt8(first.value) }
-        }
-        return (key, labels)
+/// The firmware's own boot menu as SeaBIOS prints it: "Select boot device:", a blank line,
+/// then one "K. label" line per device, K being 1–9 then a–z (`menuchars` in SeaBIOS' boot.c),
+/// each label cut at 76 characters. The list is plain lines, not a screen: a list longer than
+/// the screen scrolls, so it is read from the text stream.
+public struct FirmwareBootMenu: Sendable, Equatable {
+    public struct Entry: Sendable, Equatable {
+        public var key: UInt8
+        public var label: String
+    }
+    public var entries: [Entry] = []
+    public static let labelWidth = 76
+
+    public init(entries: [Entry] = []) { self.entries = entries }
+
+    /// The entry of a "K. label" line, nil for any other line.
+    public static func entry(inLine line: String) -> Entry? {
+        let t = Substring(line.trimmingBlanks)
+        let s = t.unicodeScalars
+        guard s.count > 3, let first = s.first, ("1"..."9").contains(first) || ("a"..."z").contains(first),
+              s.dropFirst().first == ".", s.dropFirst(2).first == " " else { return nil }
+        return Entry(key: UInt8(first.value), label: String(String.UnicodeScalarView(s.dropFirst(3))))
+    }
+
+    /// The entries of the lines that are menu lines, in order.
+    public static func read(lines: [String]) -> FirmwareBootMenu {
+        FirmwareBootMenu(entries: lines.compactMap(entry(inLine:)))
+    }
+
+    public func find(_ wanted: String) -> LabelMatch {
+        LabelMatch.find(wanted, in: entries.map(\.label), width: FirmwareBootMenu.labelWidth)
     }
 }

@@ -263,7 +263,7 @@ actor SimBrain {
         if let w = inputWaiter, w.id == id { inputWaiter = nil; w.continuation.resume() }
     }
 
-    enum Key: Equatable { case char(UInt8), up, down, f10, enter, escape, other }
+    enum Key: Equatable { case char(UInt8), up, down, pageUp, pageDown, f10, enter, escape, other }
 
     /// Next key within `timeout` (nil = none came).
     private func readKey(timeout: Duration?, _ g: Int) async throws(SimCancelled) -> Key? {
@@ -289,6 +289,8 @@ actor SimBrain {
                         case (UInt8(ascii: "A"), _): return .up
                         case (UInt8(ascii: "B"), _): return .down
                         case (UInt8(ascii: "~"), Array("21".utf8)): return .f10
+                        case (UInt8(ascii: "~"), Array("5".utf8)): return .pageUp
+                        case (UInt8(ascii: "~"), Array("6".utf8)): return .pageDown
                         default: return .other
                         }
                     }
@@ -475,70 +477,56 @@ actor SimBrain {
         String(s.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" })
     }
 
-    /// Draws and drives the iPXE menu with the escape sequences real iPXE sends on a serial console.
+    /// Draws and drives the iPXE menu with the escape sequences real iPXE sends on a serial
+    /// console (the QEMU rig's iPXE, `menu_ui.c`): layout, colour pairs, paging and drawing order
+    /// are `IPXEMenuDrawing`'s.
     private func menu(_ g: Int) async throws(SimCancelled) {
         phase = "ipxe_menu"
-        let entries = config.menuEntries
-        // Row 3 is a gap line (`item --gap`), items start below it, like the lab's menu.ipxe.
-        let title = "\(config.menuEntries.isEmpty ? "" : "3mdeb lab boot menu")"
-        let firstRow = 4
-        var selected = config.defaultEntry
-        func row(_ i: Int) -> String { let r = String(firstRow + i); return r.count == 1 ? "0" + r : r }
-        func padded(_ s: String) -> String { s.count >= 78 ? String(s.prefix(78)) : s + String(repeating: " ", count: 78 - s.count) }
-        /// An item row as iPXE draws it: two blanks, the label, and on the default item while the
-        /// timeout runs its countdown right-aligned two columns before the row's end.
-        func itemText(_ i: Int, countdown: Int?) -> String {
-            var text = Array(padded("  " + entries[i]))
-            if let countdown {
-                let mark = Array("(\(countdown))")
-                text.replaceSubrange((76 - mark.count)..<76, with: mark)
+        // A gap first, like the lab's menu.ipxe; an entry written "--gap TEXT" is a gap too.
+        var items = [IPXEMenuDrawing.Item(text: "--- Boot options ---", isGap: true)]
+        var named: [Int] = []
+        for e in config.menuEntries {
+            if e.hasPrefix("--gap") {
+                items.append(.init(text: String(e.dropFirst(5).drop { $0 == " " }), isGap: true))
+            } else {
+                named.append(items.count)
+                items.append(.init(text: e, isGap: false))
             }
-            return String(text)
         }
-        func drawItem(_ i: Int, firstDraw: Bool, countdown: Int? = nil) {
-            let attr = i == selected ? "\u{1b}[0;41;1m" : "\u{1b}[0;44m"
-            emit("\u{1b}[\(row(i));02H\(attr)\(itemText(i, countdown: countdown))")
-        }
-        // Like iPXE: paint the screen blue, title bold, items white on blue, the selection on red.
-        emit("\u{1b}[2J\u{1b}[0;44m\u{1b}[2J\u{1b}[?25l\u{1b}[01;\(String(max(1, 40 - title.count / 2)))H\u{1b}[0;44;1m\(title)")
-        emit("\u{1b}[03;02H\u{1b}[0;44m\(padded(" --- Boot options ---"))")
-        for i in entries.indices { drawItem(i, firstDraw: true, countdown: i == selected ? t.menuTimeout.map { Int($0.components.seconds) } : nil) }
-        emit("\u{1b}[0m")
-        var remaining = t.menuTimeout.map { Int($0.components.seconds) }
+        let timeout = t.menuTimeout.map { Int($0.components.seconds) }
+        var ui = IPXEMenuDrawing(title: "3mdeb lab boot menu", items: items, current: named[min(config.defaultEntry, named.count - 1)], timeout: timeout)
+        emit(ui.start())
+        var remaining = timeout
         while true {
             let key = try await readKey(timeout: remaining != nil ? .seconds(1) : nil, g)
             guard let key else {
-                // Countdown tick: the selected row is redrawn without re-sending its attributes.
                 if var r = remaining {
                     r -= 1; remaining = r
                     if r <= 0 { break }
-                    emit("\u{1b}[\(row(selected));02H\(itemText(selected, countdown: r))")
+                    emit(ui.tick(r))
                 }
                 continue
             }
-            if remaining != nil { remaining = nil; drawItem(selected, firstDraw: false) }
+            remaining = nil
             switch key {
-            case .up where selected > 0:
-                let old = selected; selected -= 1
-                drawItem(old, firstDraw: false); drawItem(selected, firstDraw: false)
-            case .down where selected < entries.count - 1:
-                let old = selected; selected += 1
-                drawItem(old, firstDraw: false); drawItem(selected, firstDraw: false)
             case .enter:
-                emit("\u{1b}[0m\u{1b}[2J\u{1b}[?25h\u{1b}[01;01H")
-                return try await choose(selected, g)
+                emit("\u{1b}[0m\u{1b}[2J")
+                return try await choose(items[ui.current].text, g)
             case .escape:
-                emit("\u{1b}[0m\u{1b}[2J\u{1b}[?25h\u{1b}[01;01H")
+                emit("\u{1b}[0m\u{1b}[2J")
                 return try await shell(g)
-            default: break
+            case .up: emit(ui.press(.up))
+            case .down: emit(ui.press(.down))
+            case .pageUp: emit(ui.press(.pageUp))
+            case .pageDown: emit(ui.press(.pageDown))
+            default: emit(ui.press(.none))
             }
         }
-        emit("\u{1b}[0m\u{1b}[2J\u{1b}[?25h\u{1b}[01;01H")
-        try await choose(selected, g)
+        emit("\u{1b}[0m\u{1b}[2J")
+        try await choose(items[ui.current].text, g)
     }
 
-    private func choose(_ index: Int, _ g: Int) async throws(SimCancelled) {
-        let entry = config.menuEntries[index]
+    private func choose(_ entry: String, _ g: Int) async throws(SimCancelled) {
         if entry.lowercased().contains("shell") {
             try await shell(g); return
         }

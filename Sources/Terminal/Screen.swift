@@ -53,12 +53,45 @@ public struct Screen: Sendable, Equatable {
     var scrollTop = 0
     var scrollBottom: Int
     var saved: (row: Int, column: Int, attributes: CellAttributes)?
+    /// When each row was last addressed by absolute cursor positioning (a count of such moves):
+    /// full-screen UIs such as iPXE's menu move to every row they draw, even one they only
+    /// blank, so the order of these stamps tells how far a redraw has got, which the cells
+    /// alone cannot (a row redrawn with the same text looks untouched).
+    private var addressedAt: [UInt64]
+    /// `addressCount` when a write into the row last reached the last column (a full-width row
+    /// drawn to its end): with `addressedAt`, tells a row drawn whole from one half redrawn.
+    private var completedAt: [UInt64]
+    public private(set) var addressCount: UInt64 = 0
+    /// `addressCount` at the last scroll: rows moved, so stamps taken before no longer fit them.
+    public private(set) var scrolledAt: UInt64 = 0
 
     public init(rows: Int = 25, columns: Int = 80) {
         self.rows = max(1, rows)
         self.columns = max(1, columns)
         storage = Array(repeating: .blank, count: self.rows * self.columns)
+        addressedAt = Array(repeating: 0, count: self.rows)
+        completedAt = Array(repeating: 0, count: self.rows)
         scrollBottom = self.rows - 1
+    }
+
+    /// The value of `addressCount` when the cursor was last moved into `row` by absolute
+    /// positioning (0: never since the screen was reset).
+    public func lastAddressed(row: Int) -> UInt64 { addressedAt[row] }
+
+    /// The value of `addressCount` when text written into `row` last reached the last column.
+    public func lastCompleted(row: Int) -> UInt64 { completedAt[row] }
+
+    /// The cursor's row is being drawn: text was written into it since the cursor was last
+    /// addressed, and has not reached the last column yet. (Only addressed, with nothing written
+    /// since, it is not: iPXE moves back to a row's start after drawing it.)
+    public private(set) var isDrawingRow = false
+
+    /// Absolute cursor positioning (CUP, VPA): also stamps the row.
+    mutating func address(row: Int, column: Int) {
+        moveTo(row: row, column: column)
+        addressCount += 1
+        addressedAt[cursorRow] = addressCount
+        isDrawingRow = false
     }
 
     /// The cells row by row from the top.
@@ -105,6 +138,7 @@ public struct Screen: Sendable, Equatable {
             lineFeed()
         }
         storage[base(cursorRow) + cursorColumn] = Cell(character: scalar, attributes: attributes)
+        if cursorColumn >= columns - 2 { completedAt[cursorRow] = addressCount; isDrawingRow = false } else { isDrawingRow = true }
         if cursorColumn == columns - 1 {
             if autowrap { wrapPending = true }
         } else {
@@ -121,6 +155,7 @@ public struct Screen: Sendable, Equatable {
             write(run.baseAddress!, count: fit, at: base(cursorRow) + cursorColumn, template)
             if run.count > fit { write(run.baseAddress! + run.count - 1, count: 1, at: base(cursorRow) + columns - 1, template) }
             cursorColumn = min(columns - 1, cursorColumn + run.count)
+            if cursorColumn == columns - 1 { completedAt[cursorRow] = addressCount; isDrawingRow = false } else { isDrawingRow = true }
             return
         }
         var i = 0
@@ -140,6 +175,7 @@ public struct Screen: Sendable, Equatable {
             } else {
                 cursorColumn += n
             }
+            if cursorColumn == columns - 1 { completedAt[cursorRow] = addressCount; isDrawingRow = false } else { isDrawingRow = true }
         }
     }
 
@@ -231,6 +267,7 @@ public struct Screen: Sendable, Equatable {
     mutating func scrollUp(_ n: Int) {
         let n = min(n, scrollBottom - scrollTop + 1)
         guard n > 0 else { return }
+        scrolledAt = addressCount
         if scrollTop == 0 && scrollBottom == rows - 1 {
             top = (top + n) % rows
             for r in (rows - n)..<rows { clear(row: r, from: 0, to: columns - 1) }
@@ -249,6 +286,7 @@ public struct Screen: Sendable, Equatable {
     mutating func scrollDown(_ n: Int) {
         let n = min(n, scrollBottom - scrollTop + 1)
         guard n > 0 else { return }
+        scrolledAt = addressCount
         if scrollTop == 0 && scrollBottom == rows - 1 {
             top = (top + rows - n) % rows
             for r in 0..<n { clear(row: r, from: 0, to: columns - 1) }

@@ -324,11 +324,11 @@ public struct Terminal: Sendable {
         case UInt8(ascii: "E"): screen.moveTo(row: screen.cursorRow + p(0, 1), column: 0)
         case UInt8(ascii: "F"): screen.moveTo(row: screen.cursorRow - p(0, 1), column: 0)
         case UInt8(ascii: "G"), UInt8(ascii: "`"): screen.moveTo(row: screen.cursorRow, column: p(0, 1) - 1)
-        case UInt8(ascii: "d"): screen.moveTo(row: p(0, 1) - 1, column: screen.cursorColumn)
+        case UInt8(ascii: "d"): screen.address(row: p(0, 1) - 1, column: screen.cursorColumn)
         case UInt8(ascii: "H"), UInt8(ascii: "f"):
             // Cursor addressing means the output is a full-screen UI now, not a log line.
             lines.breakLine()
-            screen.moveTo(row: p(0, 1) - 1, column: p(1, 1) - 1)
+            screen.address(row: p(0, 1) - 1, column: p(1, 1) - 1)
         case UInt8(ascii: "J"):
             let mode = params.first ?? 0
             if mode >= 2 { lines.breakLine() }

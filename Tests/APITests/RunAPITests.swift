@@ -119,7 +119,10 @@ func failure(_ run: [String: Any]) -> [String: Any] {
             let a = c["alice"]!
             let cases: [([String: Any], String, String)] = [
                 (spec { $0["ipxe"] = ["commands": ["dhcp net0", "chain http://192.168.4.2:8000/menu.ipxe"], "menu_entry": "Xen Linux prod"] },
-                 "ipxe_menu", "has no entry \"Xen Linux prod\"; entries: Debian stable netboot | Debian stable netinst | Xen Linux dev"),
+                 "ipxe_menu", "has no entry \"Xen Linux prod\"; all 5 entries: Debian stable netboot | Debian stable netinst | Xen Linux dev"),
+                // Boot menu labels are exact too: a part of one is not a match.
+                (spec { $0["firmware"] = ["boot_menu": ["key": "F10", "entry": "iPXE"]] }, "boot_menu",
+                 "no boot menu entry is labelled \"iPXE\"; the menu offers: USB MSC Drive Generic Flash Disk 8.07 | AHCI/0: SATA SSD ATA-11 Hard-Disk (111 GiBytes) | iPXE (PCI 00:00.0) | Payload [memtest] | Payload [setup]"),
                 (spec { $0["login"] = ["username": "root", "password": "wrong"] }, "login", "Login incorrect"),
                 (spec { $0["login"] = ["username": "root", "password": "debian", "prompt": "gettyless:"]; $0["timeouts"] = ["kernel": 2] },
                  "kernel", "the login prompt \"gettyless:\" did not appear within 2 s"),
@@ -140,7 +143,7 @@ func failure(_ run: [String: Any]) -> [String: Any] {
     @Test func theFirmwareBootMenuAndAWholeIPXEScriptBootANewKernel() async throws {
         try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, c in
             let body = spec { s in
-                s["firmware"] = ["boot_menu": ["key": "F10", "entry": "iPXE"]]
+                s["firmware"] = ["boot_menu": ["key": "F10", "entry": "iPXE (PCI 00:00.0)"]]
                 s["ipxe"] = ["commands": ["dhcp net0"],
                              "script": ["kernel http://192.168.4.2:8000/dev/bzImage console=ttyS0,115200 rte.entry=my-new-kernel", "boot"]]
                 s["commands"] = [["send": "cat /proc/cmdline", "expect_regex": "rte\\.entry=my-new-\\w+"]]
@@ -150,7 +153,7 @@ func failure(_ run: [String: Any]) -> [String: Any] {
             #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
             let stages = ((run["iterations"] as! [[String: Any]])[0]["stages"] as! [[String: Any]])
             #expect(stages.map { $0["name"] as! String } == ["power", "firmware", "boot_menu", "ipxe_interrupt", "ipxe_command", "ipxe_script", "ipxe_script", "kernel", "login", "command"])
-            #expect((stages[2]["detail"] as? String ?? "").contains("3. iPXE"))
+            #expect((stages[2]["detail"] as? String ?? "").contains("chose 3. \"iPXE (PCI 00:00.0)\" of 5"), "\(stages[2])")
             #expect(await agent.hardware.simulator!.lastCommandLine == "console=ttyS0,115200 rte.entry=my-new-kernel")
         }
     }

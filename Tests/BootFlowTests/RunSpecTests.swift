@@ -26,7 +26,7 @@ import Testing
         let spec = try RunSpec.parse(yaml: """
         power: cycle
         firmware:
-          boot_menu: {key: F10, entry: "iPXE"}
+          boot_menu: {key: F10, entry: "iPXE (PCI 00:00.0)"}
         ipxe:
           interrupt: true
           commands: ["dhcp net0", "chain http://192.168.4.2:8000/menu.ipxe"]

@@ -28,7 +28,8 @@ func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
         #expect(menu.items.map(\.isGap) == [true, false, false, false, false, false])
         #expect(menu.selected?.label == "Xen Linux release")
         #expect(menu.selected?.row == 6)  // ESC[07;02H: row 7, 1-based
-        #expect(menu.item(labelled: "xen linux DEV")?.row == 5)
+        #expect(menu.isComplete && !menu.moreAbove && !menu.moreBelow)
+        #expect(LabelMatch.find("xen linux DEV", in: menu.selectable.map(\.label), width: menu.labelWidth) == .ignoringCase(1))
         #expect(t.screen.cell(row: 6, column: 3).attributes == CellAttributes(bold: true, background: 1))
         #expect(t.screen.cell(row: 5, column: 3).attributes.background == 4)
         #expect(!t.screen.cursorVisible || t.screen.cursorVisible)  // iPXE leaves the cursor as it is
@@ -58,17 +59,17 @@ func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
         // Drawn as the QEMU rig's iPXE draws it: the default item highlighted with its countdown.
         var bytes = "\u{1b}[2J\u{1b}[0;44m\u{1b}[2J\u{1b}[01;30H\u{1b}[0;44;1mlab menu"
         for (i, l) in labels.enumerated() {
-            bytes += row(i + 3, i == 0 ? "\u{1b}[0;41;1m" : "\u{1b}[0;44m", l, countdown: i == 0 ? "(10)" : nil)
+            bytes += row(i + 4, i == 0 ? "\u{1b}[0;41;1m" : "\u{1b}[0;44m", l, countdown: i == 0 ? "(10)" : nil)
         }
         var t = Terminal()
         t.feed(Array(bytes.utf8))
         let menu = try #require(IPXEMenu.read(from: t.screen))
         #expect(menu.items.map(\.label) == labels)
         #expect(menu.selected?.label == "Xen Linux dev (2)")
-        #expect(menu.item(labelled: "Xen Linux dev")?.row == 3, "the exact label, not the (2) one")
+        #expect(LabelMatch.find("Xen Linux dev", in: menu.selectable.map(\.label), width: menu.labelWidth) == .exact(1), "the exact label, not the (2) one")
         // After the first key the countdown is gone and the row is redrawn: still the same label.
         var after = Terminal()
-        after.feed(Array((bytes + row(3, "\u{1b}[0;41;1m", labels[0])).utf8))
+        after.feed(Array((bytes + row(4, "\u{1b}[0;41;1m", labels[0])).utf8))
         #expect(IPXEMenu.read(from: after.screen)?.selected?.label == "Xen Linux dev (2)")
     }
 
@@ -80,18 +81,19 @@ func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
         var t = Terminal()
         t.feed(bytes)
         let menu = try #require(IPXEMenu.read(from: t.screen))
-        let rows = IPXEMenu.window(rows: t.screen.rows)
+        let rows = (topMarker: IPXELayout.markerRows(rows: 25).above, lastItem: IPXELayout.lastItemRow(rows: 25), bottomMarker: IPXELayout.markerRows(rows: 25).below)
         #expect(t.screen.rows == 25 && rows == (2, 22, 23))
-        #expect(menu.items.first?.label == "..." && menu.items.first?.isGap == true && menu.items.first?.row == rows.topMarker)
-        #expect(menu.items.last?.label == "..." && menu.items.last?.isGap == true && menu.items.last?.row == rows.bottomMarker)
+        #expect(menu.moreAbove && menu.moreBelow)
         #expect(menu.selectable.map(\.label) == (20...39).map { "Entry \($0)" })
         #expect(menu.selected?.label == "Entry 26", "the countdown is not part of the label")
+        #expect(menu.countdown == 3 && menu.isComplete)
         #expect(t.screen.text(row: rows.lastItem).trimmingCharacters(in: .whitespaces) == "Entry 39")
         // Cut right after the highlighted row: the markers are there, the last item row is not yet.
         let cut = try #require(bytes.firstRange(of: Array("\u{1b}[11;02H".utf8))).lowerBound
         var partial = Terminal()
         partial.feed(Array(bytes[..<cut]))
         #expect(IPXEMenu.read(from: partial.screen)?.selected?.label == "Entry 26")
+        #expect(IPXEMenu.read(from: partial.screen)?.isComplete == false, "issue 15 (4): a menu still being drawn is not read as complete")
         #expect(partial.screen.text(row: rows.topMarker).contains("...") && partial.screen.text(row: rows.bottomMarker).contains("..."))
         #expect(partial.screen.text(row: rows.lastItem).trimmingCharacters(in: .whitespaces).isEmpty, "not drawn yet: not complete")
     }
@@ -223,8 +225,10 @@ func prefix(_ bytes: [UInt8], before marker: String) -> [UInt8] {
 
     @Test func firmwareBootMenuEntryIsFoundByLabel() {
         let lines = ["Select boot device:", "", "1. USB MSC Drive Generic Flash Disk 8.07", "2. AHCI/0: SATA SSD", "3. iPXE (PCI 00:00.0)"]
-        let (key, labels) = FirmwareBootMenu.choose("ipxe", in: lines)
-        #expect(key == UInt8(ascii: "3"))
-        #expect(labels.count == 3)
+        let menu = FirmwareBootMenu.read(lines: lines)
+        #expect(menu.entries.map(\.key) == Array("123".utf8))
+        guard case .ignoringCase(let i) = menu.find("ipxe (pci 00:00.0)") else { Issue.record("not found"); return }
+        #expect(menu.entries[i].key == UInt8(ascii: "3"))
+        #expect(menu.find("ipxe") == .missing, "exact labels: a part of one is not a match")
     }
 }

@@ -1,0 +1,181 @@
+import AgentClock
+@testable import BootFlow
+import FirmwareUI
+import Serial
+import SimulatedDUT
+import Synchronization
+import Terminal
+import Testing
+
+/// An iPXE menu on a console: keys written by a stage are answered with the bytes iPXE draws
+/// for them (`IPXEMenuDrawing`, which follows `menu_ui.c` and the QEMU rig's captures).
+final class MenuOnConsole: Sendable {
+    let capture = SerialCapture(capacity: 1 << 20)
+    let ui: Mutex<IPXEMenuDrawing>
+    let keys = Mutex<[[UInt8]]>([])
+
+    init(_ labels: [String], gaps: Set<Int> = [], current: Int, timeout: Int? = nil) {
+        let items = labels.enumerated().map { IPXEMenuDrawing.Item(text: $0.element, isGap: gaps.contains($0.offset)) }
+        ui = Mutex(IPXEMenuDrawing(title: "lab menu", items: items, current: current, timeout: timeout))
+    }
+
+    func start() { capture.append(Array(ui.withLock { $0.start() }.utf8)) }
+    func tick(_ s: Int) { capture.append(Array(ui.withLock { $0.tick(s) }.utf8)) }
+    var chosen: String? { keys.withLock { $0.last == [0x0d] } ? ui.withLock { $0.items[$0.current].text } : nil }
+
+    func session() -> ConsoleSession {
+        ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { [self] bytes in
+            keys.withLock { $0.append(bytes) }
+            let move: IPXEMenuDrawing.Move? = switch bytes {
+            case Key.up.bytes: .up
+            case Key.down.bytes: .down
+            case Key.pageUp.bytes: .pageUp
+            case Key.pageDown.bytes: .pageDown
+            case Key.enter.bytes: nil
+            default: IPXEMenuDrawing.Move.none
+            }
+            if let move {
+                capture.append(Array(ui.withLock { $0.press(move) }.utf8))
+            } else {
+                capture.append(Array("\u{1b}[0m\u{1b}[2Jhttp://10.0.2.2/\(ui.withLock { $0.items[$0.current].text })/vmlinuz... ok\r\n".utf8))
+            }
+        }
+    }
+
+    /// Runs the menu stage for `label`; the detail, or the failure's message.
+    func choose(_ label: String) async throws -> (detail: String?, failure: String?, listing: [String]?) {
+        let console = session()
+        var listing: [String]?
+        do {
+            let o = try await IPXEMenuStage(label: label, appearTimeout: .seconds(5), keyTimeout: .seconds(5)).run(on: console, listing: &listing)
+            return (o.detail, nil, listing)
+        } catch let f as StageFailure {
+            return (nil, f.message, listing)
+        }
+    }
+}
+
+@Suite struct MenuStageTests {
+    static let fifty: [String] = (1...50).map { (n: Int) -> String in "Entry " + (n < 10 ? "0" : "") + String(n) } + ["iPXE shell"]
+
+    @Test(arguments: [("Entry 48", 48), ("Entry 03", 3), ("Entry 30", 30), ("Entry 26", 26), ("iPXE shell", 51)])
+    func anEntryAnywhereInALongMenuIsChosenByPagesThenRows(label: String, number: Int) async throws {
+        let menu = MenuOnConsole(["--- Boot options ---"] + Self.fifty, gaps: [0], current: 26, timeout: 10)
+        menu.start()
+        let (detail, failure, listing) = try await menu.choose(label)
+        #expect(failure == nil, "\(failure ?? "")")
+        #expect(menu.chosen == label)
+        #expect(detail?.hasPrefix("chose entry \(number) \"\(label)\" (page \((number) / 20 + 1)") == true, "\(detail ?? "")")
+        #expect(detail?.hasSuffix("then: \"http://10.0.2.2/\(label)/vmlinuz... ok\"") == true, "\(detail ?? "")")
+        #expect(listing == ["(gap) --- Boot options ---"] + Self.fifty)
+        // Keys: ← to stop the countdown, PgDn to the last page, PgUp to the first, then the way back.
+        let keys = menu.keys.withLock { $0 }
+        #expect(keys.first == Key.left.bytes)
+        #expect(!keys.dropFirst().prefix(3).contains(Key.down.bytes))
+    }
+
+    @Test func aMissingEntryNamesEveryEntryAndThePagesAndNothingIsChosen() async throws {
+        let menu = MenuOnConsole(["--- Boot options ---"] + Self.fifty, gaps: [0], current: 26)
+        menu.start()
+        let (_, failure, _) = try await menu.choose("Entry 77")
+        #expect(failure?.contains("has no entry \"Entry 77\"; all 51 entries, read over 3 pages of 20: Entry 01 | Entry 02 |") == true, "\(failure ?? "")")
+        #expect(failure?.hasSuffix("Entry 50 | iPXE shell") == true)
+        #expect(menu.chosen == nil)
+    }
+
+    @Test func lookAlikesAreToldApartAndOnlyTheExactLabelIsChosen() async throws {
+        let labels = ["Xen Linux dev (2)", "Xen Linux dev", "Xen Linux dev (debug)", "Xen Linux dev-old", "xen linux DEV-OLD2", "Linux"]
+        for (wanted, expected) in [("Xen Linux dev", "Xen Linux dev"), ("Xen Linux dev (2)", "Xen Linux dev (2)"), ("Xen Linux dev (debug)", "Xen Linux dev (debug)"),
+                                   ("Xen  Linux   dev-old", "Xen Linux dev-old"), ("xen linux dev-old2", "xen linux DEV-OLD2")] {
+            let menu = MenuOnConsole(labels, current: 0, timeout: 5)
+            menu.start()
+            let (detail, failure, _) = try await menu.choose(wanted)
+            #expect(failure == nil && menu.chosen == expected, "\(wanted): \(failure ?? detail ?? "")")
+        }
+    }
+
+    @Test func labelsThatLookTheSameOnScreenAreAnErrorNamingThemAndNothingBoots() async throws {
+        let long = String(repeating: "Debian bookworm netinst with a very long description ", count: 2)
+        let cases: [([String], String, String)] = [
+            (["Linux", "Debian", "Linux"], "Linux", "\"Linux\" is ambiguous: entry 1 \"Linux\" (row 4) and entry 3 \"Linux\" (row 6) look exactly like it on screen"),
+            (["Linux", "LINUX"], "linux", "\"linux\" is ambiguous: entry 1 \"Linux\" (row 4) and entry 2 \"LINUX\" (row 5) differ from it only in case"),
+            ([long + "A", long + "B", "Other"], long + "A", "is 107 characters, but the menu shows only the first 74 of a label"),
+            ([String(long.prefix(74)), "Other"], String(long.prefix(74)), "fills the whole 74 columns the menu gives a label"),
+        ]
+        for (labels, wanted, message) in cases {
+            let menu = MenuOnConsole(labels, current: labels.count - 1)
+            menu.start()
+            let (_, failure, _) = try await menu.choose(wanted)
+            #expect(failure?.contains(message) == true, "\(failure ?? "passed")")
+            #expect(failure?.hasSuffix("nothing was chosen") == true)
+            #expect(menu.chosen == nil)
+        }
+    }
+
+    /// Issue 15 (4): the default was drawn like the wanted entry and the menu was read while
+    /// still being drawn. Fed byte by byte, the stage decides only on the complete menu.
+    @Test func aMenuArrivingByteByByteIsReadOnlyWhenComplete() async throws {
+        let menu = MenuOnConsole(["Linux", "Other", "Linux dev", "Linux"], current: 0)
+        let console = menu.session()
+        let stage = Task {
+            var listing: [String]?
+            do { _ = try await IPXEMenuStage(label: "Linux", appearTimeout: .seconds(5)).run(on: console, listing: &listing); return "passed" } catch let f as StageFailure {
+                return f.message
+            }
+        }
+        for b in menu.ui.withLock({ $0.start() }).utf8 { menu.capture.append([b]); await Task.yield() }
+        let outcome = try await stage.value
+        #expect(outcome.contains("\"Linux\" is ambiguous"), "\(outcome)")
+        #expect(menu.chosen == nil)
+    }
+
+    @Test func theCountdownIsStoppedBeforeAnythingElseAndAGapIsNeverChosen() async throws {
+        let menu = MenuOnConsole(["Debian", "--- Debug ---", "Xen (debug)"], gaps: [1], current: 0, timeout: 3)
+        menu.start()
+        menu.tick(2)
+        let (detail, failure, listing) = try await menu.choose("Xen (debug)")
+        #expect(failure == nil, "\(failure ?? "")")
+        #expect(menu.chosen == "Xen (debug)")
+        #expect(listing == ["Debian", "(gap) --- Debug ---", "Xen (debug)"])
+        #expect(menu.keys.withLock { $0 } == [Key.left.bytes, Key.down.bytes, Key.enter.bytes], "one Down skips the gap")
+        #expect(detail?.contains("with 2 key(s)") == true)
+        let gap = try await MenuOnConsole(["Debian", "--- Debug ---"], gaps: [1], current: 0).choosing("--- Debug ---")
+        #expect(gap.contains("has no entry"), "\(gap)")
+    }
+
+    /// Real bytes from the QEMU rig's iPXE (51 entries and a gap; ←, PgDn, PgUp, PgUp, PgDn, PgDn,
+    /// Down ×8). At every byte, a read that counts as complete shows exactly one whole page; the
+    /// plain reads in between show half-drawn pages (what the earlier reader acted on).
+    @Test func onRealPagedMenuBytesAReadIsCompleteOnlyOnAWholePage() throws {
+        let bytes = try fixture("qemu-ipxe-menu-paging.bin")
+        func entries(_ r: ClosedRange<Int>) -> [String] { r.map { (n: Int) -> String in "Entry " + (n < 10 ? "0" : "") + String(n) } }
+        let first: [String] = ["--- Boot options ---"] + entries(1...19)
+        let pages: [[String]] = [first, entries(20...39), entries(40...50) + ["iPXE shell"]]
+        var t = Terminal()
+        var complete = 0, torn = 0
+        var last: IPXEMenu?
+        for b in bytes {
+            t.feed([b])
+            guard let m = IPXEMenu.read(from: t.screen) else { continue }
+            let labels = m.items.map(\.label)
+            if m.isComplete {
+                complete += 1
+                #expect(pages.contains(labels), "complete but not a whole page: \(labels)")
+                if !pages.contains(labels) { return }
+                last = m
+            } else if !pages.contains(labels) {
+                torn += 1
+            }
+        }
+        #expect(complete > 100 && torn > 10, "\(complete) complete reads, \(torn) torn")
+        #expect(last?.selected?.label == "Entry 48" && last?.moreAbove == true && last?.moreBelow == false)
+    }
+}
+
+extension MenuOnConsole {
+    func choosing(_ label: String) async throws -> String {
+        start()
+        let (_, failure, _) = try await choose(label)
+        return failure ?? "passed"
+    }
+}
