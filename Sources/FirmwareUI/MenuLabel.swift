@@ -44,7 +44,7 @@ public enum LabelMatch: Sendable, Equatable {
 
     /// Why the match picks nothing, in words, given how to name entry `i` (nil when it picks one).
     public func problem(wanted: String, name: (Int) -> String) -> String? {
-        let w = LabelMatch.normalized(wanted).debugDescription
+        let w = "\"" + LabelMatch.normalized(wanted) + "\""
         switch self {
         case .exact, .ignoringCase:
             return nil

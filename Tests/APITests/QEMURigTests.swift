@@ -107,6 +107,70 @@ struct QEMURigTests {
         }
     }
 
+    /// Issue 15 (1, 4, "done when"): a lab menu of look-alikes on real iPXE, with a 1 s timeout on
+    /// a default that is not wanted. Each exact label boots its own kernel (its /proc/cmdline
+    /// says so); two entries drawn the same and a label longer than iPXE shows fail at ipxe_menu
+    /// naming the entries, and nothing boots.
+    @Test func lookAlikesOnRealIPXE() async throws {
+        let rig = try await Rig.shared.prepare()
+        let dir = scratchDirectory("riglook")
+        // 74 characters: iPXE shows this much of a label on 80 columns, so the two below look the same.
+        let long = "Debian bookworm netinst with the lab's preseed, serial console and debug:1"
+        #expect(long.count == 74)
+        let entries: [(String, String)] = [("dev2", "Xen Linux dev (2)"), ("dev", "Xen Linux dev"), ("debug", "Xen Linux dev (debug)"),
+                                           ("old", "Xen Linux dev-old"), ("same1", "Debian same"), ("same2", "Debian  same"),
+                                           ("longa", long + " A variant"), ("longb", long + " B variant"), ("def", "Default entry")]
+        var menu = ["#!ipxe", "menu Look-alikes", "item --gap -- --- Xen ---"]
+        menu += entries.map { "item \($0.0) \($0.1)" }
+        menu += ["choose --default def --timeout 1000 target && goto ${target}"]
+        for (slug, _) in entries {
+            menu += [":\(slug)", "kernel ${rig}/vmlinuz console=ttyS0,115200 rte.entry=\(slug)", "initrd ${rig}/initrd.img", "boot"]
+        }
+        let menuFile = dir + "/lab-menu.ipxe"
+        try (menu.joined(separator: "\n") + "\n").write(toFile: menuFile, atomically: true, encoding: .utf8)
+        let server = try TestChild([packageRoot + "/scripts/rig/serve", dir, "--menu", menuFile], deadlineSeconds: 900)
+        defer { _ = server.process.stop(grace: 1) }
+        #expect(await server.waitForOutput(containing: "port "))
+        let port = try #require(server.output.split(separator: "\n").first { $0.hasPrefix("port ") }.flatMap { Int($0.dropFirst(5)) })
+        var config = try rigConfig(rig, stateDir: scratchDirectory())
+        config.qemu.arguments = config.qemu.arguments.map { $0.replacingOccurrences(of: rig.directory, with: dir) }
+        try await withAgent(config) { agent, c in
+            let a = c["alice"]!
+            func boot(_ entry: String, slug: String) async throws -> (run: [String: Any], transcript: String) {
+                let id = try await a.request("POST", "/api/v1/runs", json: [
+                    "name": "look-alikes: \(entry)", "power": "cycle",
+                    "ipxe": ["commands": ["dhcp", "chain http://10.0.2.2:\(port)/menu.ipxe"], "menu_entry": entry],
+                    "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
+                    "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=\(slug)", "timeout_s": 20]],
+                    "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
+                ] as [String: Any]).json["id"] as! String
+                let run = try await finishedRun(a, id)
+                return (run, try await a.request("GET", "/api/v1/runs/\(id)/transcript").text)
+            }
+            for (slug, label) in [("dev", "Xen Linux dev"), ("dev2", "Xen Linux dev (2)"), ("debug", "Xen Linux dev (debug)"), ("old", "Xen Linux dev-old")] {
+                let (run, _) = try await boot(label, slug: slug)
+                let it = (run["iterations"] as? [[String: Any]])?.first ?? [:]
+                let detail = (it["stages"] as? [[String: Any]])?.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String ?? ""
+                printToStandardError("rig look-alike \(label): \(run["state"] ?? "") \(detail) \(failure(run)["message"] ?? "")")
+                #expect(run["state"] as? String == "passed", "\(label): \(failure(run))")
+                let output = (it["commands"] as? [[String: Any]])?.first?["output"] as? String ?? ""
+                #expect(output.hasSuffix("rte.entry=\(slug)"), "\(label) booted \(output)")
+                #expect(detail.contains("\"\(label)\""), "\(detail)")
+            }
+            for (label, message) in [("Debian same", "\"Debian same\" is ambiguous: entry 5 \"Debian same\" (row 9) and entry 6 \"Debian same\" (row 10) look exactly like it on screen"),
+                                     (long + " A variant", "is 84 characters, but the menu shows only the first 74 of a label, so the entry cannot be told on screen (entry 7 \"\(long)\" (row 11) and entry 8 \"\(long)\" (row 12) show those 74)"),
+                                     (long, "\"\(long)\" is ambiguous: entry 7 \"\(long)\" (row 11) and entry 8 \"\(long)\" (row 12) look exactly like it on screen")] {
+                let (run, transcript) = try await boot(label, slug: "none")
+                printToStandardError("rig look-alike \(label): \(run["state"] ?? "") \(failure(run)["message"] ?? "")")
+                #expect(run["state"] as? String == "failed")
+                #expect(failure(run)["stage"] as? String == "ipxe_menu", "\(failure(run))")
+                #expect((failure(run)["message"] as? String ?? "").contains(message), "\(failure(run)["message"] ?? "")")
+                #expect(!transcript.contains("Linux version") && !transcript.contains("vmlinuz..."), "nothing booted")
+            }
+            _ = agent
+        }
+    }
+
     @Test func aBootTestThroughTheAPIPicksANonDefaultEntryOnRealFirmwareAndLinux() async throws {
         let rig = try await Rig.shared.prepare()
         try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { agent, c in
