@@ -71,7 +71,7 @@ let package = Package(
         ], resources: [.copy("Fixtures")]),
         .testTarget(name: "APITests", dependencies: [
             "TestSupport",
-            "AgentRuntime", "AgentAPI", "AgentClock", "Auth", "Configuration", "GPIO", "POSIXIO",
+            "AgentRuntime", "AgentAPI", "AgentClock", "Auth", "Configuration", "GPIO", "POSIXIO", "Terminal", "FirmwareUI",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,9 +1,11 @@
 import AgentRuntime
 import Auth
 @testable import Configuration
+import FirmwareUI
 import Foundation
 import POSIXIO
 import TestSupport
+import Terminal
 import Testing
 
 /// The QEMU virtual apu2: real SeaBIOS, iPXE and Linux. Skipped only with RTE_SKIP_RIG=1 (shown
@@ -168,6 +170,69 @@ struct QEMURigTests {
                 #expect(!transcript.contains("Linux version") && !transcript.contains("vmlinuz..."), "nothing booted")
             }
             _ = agent
+        }
+    }
+
+    /// Issue 15: does iPXE's menu wrap at its ends? Measured, not assumed: Up on the first
+    /// entry and Down on the last leave the highlight where it is (the navigator's direct way is
+    /// then the shortest). Keys are typed through the API; the screen is read from the capture.
+    @Test func theRealMenuDoesNotWrapAtItsEnds() async throws {
+        let rig = try await Rig.shared.prepare()
+        try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { agent, c in
+            let a = c["alice"]!
+            let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 900, "purpose": "wrap"]).json["token"] as! String
+            let from = agent.hardware.capture.endOffset
+            // Up to the chain: the menu then shows its 3 s countdown on the first entry.
+            let id = try await a.request("POST", "/api/v1/runs", json: [
+                "name": "menu up", "power": "cycle", "ipxe": ["commands": ["dhcp", "chain http://10.0.2.2:\(rig.port)/menu.ipxe"]],
+                "timeouts": ["firmware": 60, "ipxe": 90],
+            ] as [String: Any], leaseToken: token).json["id"] as! String
+            #expect(try await finishedRun(a, id)["state"] as? String == "passed")
+            var screen = Terminal()
+            var offset = from
+            func follow() {
+                while case .data(_, let bytes, let next) = agent.hardware.capture.read(from: offset, limit: 1 << 16), !bytes.isEmpty {
+                    screen.feed(bytes); offset = next
+                }
+            }
+            /// Sends a key and waits until iPXE has drawn `draws` rows after it; the highlighted label then.
+            func press(_ key: Key, draws: UInt64, since: UInt64? = nil) async throws -> String? {
+                follow()
+                let mark = since ?? screen.screen.addressCount
+                #expect(try await a.request("POST", "/api/v1/serial/input", json: ["base64": Data(key.bytes).base64EncodedString()], leaseToken: token).status == 200)
+                let deadline = ContinuousClock.now + .seconds(30)
+                while ContinuousClock.now < deadline {
+                    follow()
+                    if screen.screen.addressCount >= mark + draws, let m = IPXEMenu.read(from: screen.screen, countdownMayShow: false), m.isComplete {
+                        return m.selected?.label
+                    }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                return nil
+            }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline {
+                follow()
+                if IPXEMenu.read(from: screen.screen)?.isComplete == true { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(IPXEMenu.read(from: screen.screen)?.selected?.label == "Debian stable netboot")
+            // Up on the first entry: iPXE redraws the row (the countdown stops) and stays.
+            let afterUp = try await press(.up, draws: 2)
+            #expect(afterUp == "Debian stable netboot", "Up on the first entry went to \(afterUp ?? "nothing")")
+            for label in ["Debian stable netinst", "Xen Linux dev", "Linux dev", "iPXE shell"] {
+                #expect(try await press(.down, draws: 2) == label)
+            }
+            // Down on the last entry, then Up: without wrap only the Up draws (to "Linux dev");
+            // with wrap the Down would have drawn the first entry highlighted.
+            follow()
+            let mark = screen.screen.addressCount
+            #expect(try await a.request("POST", "/api/v1/serial/input", json: ["base64": Data(Key.down.bytes).base64EncodedString()], leaseToken: token).status == 200)
+            let final = try await press(.up, draws: 2, since: mark)
+            let drawn = screen.screen.addressCount - mark
+            printToStandardError("rig wrap: Up on the first entry → \(afterUp ?? "?"); Down on the last, then Up → \(final ?? "?") (\(drawn) rows drawn)")
+            #expect(final == "Linux dev", "Down on the last entry moved the highlight: \(final ?? "?"), \(drawn) rows drawn")
+            #expect(try await a.request("POST", "/api/v1/power", json: ["action": "hard_off"], leaseToken: token).status == 200)
         }
     }
 

@@ -179,3 +179,73 @@ extension MenuOnConsole {
         return failure ?? "passed"
     }
 }
+
+@Suite struct FirmwareMenuStageTests {
+    /// SeaBIOS prints the list in one burst after the menu key; here 30 entries, more than a
+    /// 25-row screen holds, with look-alikes.
+    static func seaBIOS(_ labels: [String]) -> String {
+        let keys = Array("123456789abcdefghijklmnopqrsuvwxyz")  // SeaBIOS skips t (its TPM menu)
+        return "Select boot device:\r\n\r\n" + labels.enumerated().map { "\(keys[$0.offset]). \($0.element)\r\n" }.joined()
+    }
+
+    func choose(_ entry: String, from labels: [String]) async throws -> (String, [[UInt8]]) {
+        let capture = SerialCapture(capacity: 1 << 20)
+        let keys = Mutex<[[UInt8]]>([])
+        let console = ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { bytes in
+            keys.withLock { $0.append(bytes) }
+            // F10 opens the menu: the firmware prints it a moment later.
+            if bytes == Key.f10.bytes { Task.detached { capture.append(Array(Self.seaBIOS(labels).utf8)) } }
+        }
+        capture.append(Array("SeaBIOS (version rel-1.16.0.1)\r\n\r\nPress F10 key now for boot menu\r\n".utf8))
+        let stage = FirmwareMenuStage(menu: RunSpec.BootMenu(key: .f10, entry: entry, prompt: .literal("Press F10 key now for boot menu")),
+                                      promptTimeout: .seconds(5), listQuiet: .milliseconds(200))
+        do {
+            return (try await stage.run(on: console).detail, keys.withLock { $0 })
+        } catch let f as StageFailure {
+            return (f.message, keys.withLock { $0 })
+        }
+    }
+
+    @Test func theExactLabelIsChosenFromAListLongerThanTheScreen() async throws {
+        let labels = (1...28).map { "USB MSC Drive \($0)" } + ["iPXE (PCI 00:00.0)", "iPXE (PCI 00:00.0) old"]
+        let (detail, keys) = try await choose("iPXE (PCI 00:00.0)", from: labels)
+        #expect(detail.contains("chose u. \"iPXE (PCI 00:00.0)\" of 30"), "\(detail)")
+        #expect(keys == [Key.f10.bytes, Array("u".utf8)])
+        let (last, lastKeys) = try await choose("ipxe (pci 00:00.0) OLD", from: labels)
+        #expect(last.contains("chose v. \"iPXE (PCI 00:00.0) old\" of 30 (matched ignoring case)"), "\(last)")
+        #expect(lastKeys.last == Array("v".utf8))
+    }
+
+    @Test func aPartOfALabelOrTwoEqualLabelsChooseNothing() async throws {
+        let (missing, k1) = try await choose("iPXE", from: ["AHCI/0: SATA SSD", "iPXE (PCI 00:00.0)"])
+        #expect(missing == "no boot menu entry is labelled \"iPXE\"; the menu offers: AHCI/0: SATA SSD | iPXE (PCI 00:00.0)")
+        #expect(k1 == [Key.f10.bytes])
+        let (twice, k2) = try await choose("Payload [setup]", from: ["Payload [setup]", "AHCI/0", "Payload [setup]"])
+        #expect(twice.contains("\"Payload [setup]\" is ambiguous: 1. \"Payload [setup]\" and 3. \"Payload [setup]\" look exactly like it on screen"), "\(twice)")
+        #expect(k2 == [Key.f10.bytes])
+    }
+}
+
+@Suite struct SimulatedMenuFidelityTests {
+    /// The simulated apu2 draws iPXE's menu as the QEMU rig's iPXE does: the same screen, cell
+    /// for cell (characters and colours), for the same 51-entry menu with its default on page 2.
+    @Test func theSimulatorsMenuScreenEqualsTheRealOne() throws {
+        let bytes = try fixture("qemu-ipxe-menu-paging.bin")
+        var real = Terminal()
+        for b in bytes {
+            real.feed([b])
+            if let m = IPXEMenu.read(from: real.screen), m.isComplete { break }
+        }
+        let labels = ["--- Boot options ---"] + MenuStageTests.fifty
+        let items = labels.enumerated().map { IPXEMenuDrawing.Item(text: $0.element, isGap: $0.offset == 0) }
+        var sim = Terminal()
+        sim.feed(Array(IPXEMenuDrawing(title: "3mdeb lab boot menu", items: items, current: 26, timeout: 3).start().utf8))
+        for row in 0..<25 {
+            for column in 0..<80 {
+                let r = real.screen.cell(row: row, column: column), s = sim.screen.cell(row: row, column: column)
+                #expect(r == s, "row \(row) column \(column): real \(r), simulated \(s)")
+                if r != s { return }
+            }
+        }
+    }
+}
