@@ -90,6 +90,28 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         }
     }
 
+    /// Issue 15 (4): entries that look the same on screen — equal labels, and labels that differ
+    /// only past the 74 columns iPXE shows — were chosen by a guess (the first one that looked
+    /// right). Now the run fails at ipxe_menu naming them, and nothing boots.
+    @Test func entriesThatLookTheSameFailAtTheMenuAndNothingBoots() async throws {
+        let long = String(repeating: "Debian netinst, lab preseed, serial console ", count: 2)  // 88 characters
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.simulator.menuEntries = ["Linux", "Debian", "Linux", long + "A", long + "B", "iPXE shell"]
+        config.simulator.defaultEntry = 1
+        try await withAgent(config) { agent, c in
+            let a = c["alice"]!
+            for (wanted, message) in [("Linux", "\"Linux\" is ambiguous: entry 1 \"Linux\" (row 5) and entry 3 \"Linux\" (row 7) look exactly like it on screen"),
+                                      (long + "A", "is 89 characters, but the menu shows only the first 74 of a label")] {
+                let id = try await a.request("POST", "/api/v1/runs", json: spec { $0["ipxe"] = ["commands": ["dhcp net0", "chain http://192.168.4.2:8000/menu.ipxe"], "menu_entry": wanted] }).json["id"] as! String
+                let run = try await finishedRun(a, id)
+                #expect(run["state"] as? String == "failed")
+                #expect(failure(run)["stage"] as? String == "ipxe_menu", "\(failure(run))")
+                #expect((failure(run)["message"] as? String ?? "").contains(message), "\(failure(run)["message"] ?? "")")
+                #expect(await agent.hardware.simulator!.lastCommandLine == nil, "nothing booted")
+            }
+        }
+    }
+
     /// Issue 15 (5): a command's output ended at the first "# " (the shell prompt text), so a file
     /// with comment lines came back cut. Commands are now framed by markers; exit statuses recorded.
     @Test func commandOutputHoldingThePromptTextComesBackWholeWithItsExitStatus() async throws {
