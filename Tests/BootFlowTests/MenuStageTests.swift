@@ -249,3 +249,70 @@ extension MenuOnConsole {
         }
     }
 }
+
+/// Replays a recorded console: each write of a stage releases the recording up to where the DUT
+/// answered it — a typed chunk up to its echo (its characters in order, line breaks allowed in
+/// between), a line ending in Enter up to the next prompt.
+final class Replay: Sendable {
+    let capture = SerialCapture(capacity: 1 << 20)
+    let bytes: [UInt8]
+    let prompts: [[UInt8]]
+    let cursor = Mutex(0)
+
+    init(_ bytes: [UInt8], prompts: [String], until first: String) {
+        self.bytes = bytes
+        self.prompts = prompts.map { Array($0.utf8) }
+        let end = bytes.firstRange(of: Array(first.utf8))!.upperBound
+        cursor.withLock { $0 = end }
+        capture.append(Array(bytes[..<end]))
+    }
+
+    func written(_ w: [UInt8]) {
+        let (from, to) = cursor.withLock { c -> (Int, Int) in
+            let start = c
+            if w.last == 0x0d {
+                let ends = prompts.compactMap { bytes[c...].firstRange(of: $0)?.upperBound }
+                c = ends.min() ?? bytes.count
+            } else {
+                for b in w { while c < bytes.count && bytes[c] != b { c += 1 }; c = min(bytes.count, c + 1) }
+            }
+            return (start, c)
+        }
+        if to > from { capture.append(Array(bytes[from..<to])) }
+    }
+
+    func session() -> ConsoleSession {
+        ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { [self] in written($0) }
+    }
+}
+
+@Suite struct LoginAndCommandStageTests {
+    /// The QEMU rig's real getty, busybox shell and a framed `cat /proc/cmdline` (its markers'
+    /// tag recorded with it), replayed against the login and command stages.
+    @Test func theLoginAndAFramedCommandRunOnARecordedSession() async throws {
+        let replay = Replay(try fixture("qemu-login-framed-command.bin"), prompts: ["Password: ", "root@apu2:~# "], until: "apu2 login: ")
+        let console = replay.session()
+        let login = RunSpec.Login(prompt: "login:", username: "root", password: "debian", passwordPrompt: "Password: ", shellPrompt: "# ")
+        let logged = try await LoginStage(login: login, timeout: .seconds(5)).run(on: console)
+        #expect(logged.detail == "logged in as root")
+        var results: [CommandResult] = []
+        let command = RunSpec.Command(send: "cat /proc/cmdline", expect: .literal("rte.entry=entry-48"), timeoutSeconds: 5, expectExit: 0)
+        let ran = try await ShellCommandStage(command: command, prompt: "# ", frameID: 3342572148663286624).run(on: console, results: &results)
+        #expect(results == [CommandResult(command: "cat /proc/cmdline", output: "console=ttyS0,115200 rte.entry=entry-48", passed: true, exitCode: 0)])
+        #expect(ran.detail == "cat /proc/cmdline: exit 0, \"console=ttyS0,115200 rte.entry=entry-48\"")
+    }
+
+    @Test func aWrongExpectationFailsTheCommandStageWithWhatWasPrinted() async throws {
+        let replay = Replay(try fixture("qemu-login-framed-command.bin"), prompts: ["Password: ", "root@apu2:~# "], until: "root@apu2:~# ")
+        let console = replay.session()
+        var results: [CommandResult] = []
+        let command = RunSpec.Command(send: "cat /proc/cmdline", expect: .literal("rte.entry=entry-03"), timeoutSeconds: 5)
+        do {
+            _ = try await ShellCommandStage(command: command, prompt: "# ", frameID: 3342572148663286624).run(on: console, results: &results)
+            Issue.record("passed")
+        } catch let f as StageFailure {
+            #expect(f.message == "\"cat /proc/cmdline\" printed \"console=ttyS0,115200 rte.entry=entry-48\", which lacks \"rte.entry=entry-03\"")
+        }
+        #expect(results.map(\.passed) == [false] && results.first?.exitCode == 0)
+    }
+}

@@ -11,10 +11,12 @@ import Terminal
 struct ShellCommandStage {
     var command: RunSpec.Command
     var prompt: String
+    /// The markers' tag (random unless a test replays a recorded session).
+    var frameID: UInt64 = UInt64.random(in: 0...UInt64.max)
 
     func run(on console: ConsoleSession, results: inout [CommandResult]) async throws -> StageOutcome {
         console.skipUnread()
-        let frame = ShellFrame(command.send)
+        let frame = ShellFrame(command.send, id: frameID)
         let timeout = Duration.milliseconds(Int64(command.timeoutSeconds * 1000))
         guard try await console.typeEchoed(frame.line, timeout: timeout) else {
             throw StageFailure(expected: "the echo of \"\(command.send)\"", message: "the shell did not echo \"\(command.send)\"")
