@@ -20,6 +20,7 @@ let package = Package(
         .systemLibrary(name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
         // SHA-256 and constant-time comparison for API tokens (Auth/SHA256.swift).
         .systemLibrary(name: "CNettle", pkgConfig: "nettle", providers: [.apt(["nettle-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         .target(name: "AgentClock"),
         .target(name: "CPOSIXShims"),
@@ -41,6 +42,7 @@ let package = Package(
 
         .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "POSIXIO"]),
         .target(name: "Auth", dependencies: ["CNettle", "Configuration"]),
+        .target(name: "Flashing", dependencies: ["CZlib", "Auth", "Configuration", "GPIO", "Power", "POSIXIO", "AgentClock"]),
         .target(name: "Leases", dependencies: ["Auth", "AgentClock", "POSIXIO"]),
         .target(name: "AgentAPI", dependencies: ["HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
         .target(name: "AgentRuntime", dependencies: [.product(name: "Logging", package: "swift-log"), "CPOSIXShims", "AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
@@ -64,7 +66,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["POSIXIO"], path: "Tests/TestSupport"),
         .testTarget(name: "HardwareTests", dependencies: [
             "TestSupport",
-            "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime", "JSONDocument",
+            "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime", "JSONDocument", "Flashing",
         ]),
         .testTarget(name: "BootFlowTests", dependencies: [
             "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "JSONDocument", "AgentRuntime", "AgentClock", "Serial", "SimulatedDUT",

@@ -15,8 +15,10 @@ public enum SHA256 {
         return digest
     }
 
-    public static func hex(_ text: String) -> String {
-        hash(Array(text.utf8)).map { b in
+    public static func hex(_ text: String) -> String { hex(bytes: Array(text.utf8)) }
+
+    public static func hex(bytes: [UInt8]) -> String {
+        hash(bytes).map { b in
             let digits = Array("0123456789abcdef".utf8)
             return String(decoding: [digits[Int(b >> 4)], digits[Int(b & 0xf)]], as: UTF8.self)
         }.joined()

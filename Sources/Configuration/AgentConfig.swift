@@ -18,6 +18,7 @@ public struct AgentConfig: Sendable {
     public var simulator: SimulatorConfig
     public var qemu: QEMUConfig = QEMUConfig(binary: "qemu-system-x86_64", arguments: [], softOffSeconds: 30)
     public var compat: CompatConfig
+    public var flash: FlashConfig = FlashConfig()
 }
 
 public enum DUTBackend: String, CaseIterable, Sendable { case gpio, simulated, qemu }
@@ -179,6 +180,31 @@ public struct QEMUConfig: Sendable {
     public var arguments: [String]
     /// How long a soft power-off (ACPI) may take before the state is reported as still on.
     public var softOffSeconds: Int
+}
+
+/// Flashing the DUT's SPI chip through the RTE's SPI header with flashrom (`flash:`).
+public struct FlashConfig: Sendable {
+    public enum Voltage: String, Sendable, CaseIterable { case v3_3 = "3.3", v1_8 = "1.8" }
+    public enum PowerAfter: String, Sendable, CaseIterable { case off, on }
+    /// The flashrom binary (searched in PATH).
+    public var flashrom = "flashrom"
+    /// flashrom's `-p` argument: the RTE's spidev.
+    public var programmer = "linux_spi:dev=/dev/spidev1.0,spispeed=16000"
+    /// flashrom's `-c` argument, when probing finds more than one definition.
+    public var chip: String?
+    /// The chip's size: uploaded images must have exactly this many bytes (apu2: W25Q64, 8 MiB).
+    public var chipBytes: Int64 = 8 << 20
+    public var voltage: Voltage = .v3_3
+    /// How long the power button is held to put the board in S5 before the SPI lines switch.
+    public var s5PressMilliseconds = 6000
+    /// Pulse `cmos_clear` after a write or an erase (the apu2 needs it after a new firmware).
+    public var cmosResetAfterWrite = true
+    public var cmosPressMilliseconds = 1000
+    /// What the DUT is left at after flashing.
+    public var powerAfter: PowerAfter = .off
+    /// A flashrom run longer than this is killed (an 8 MiB write+verify takes ~1–3 min at 16 MHz).
+    public var timeoutSeconds = 900
+    public init() {}
 }
 
 public struct CompatConfig: Sendable {
@@ -419,9 +445,30 @@ extension AgentConfig {
             allowAnonymousWrites: try cR?.bool("allow_anonymous_writes", default: true) ?? true)
         try cR?.rejectUnknownKeys()
 
-        return AgentConfig(
+        // flash
+        var flash = FlashConfig()
+        if var fR = try root.section("flash") {
+            flash.flashrom = try fR.string("flashrom", default: flash.flashrom)
+            flash.programmer = try fR.string("programmer", default: flash.programmer)
+            flash.chip = try fR.string("chip")
+            if let mib = try fR.int("chip_mib") {
+                guard [1, 2, 4, 8, 16, 32, 64, 128].contains(mib) else { throw fR.error("chip_mib", "must be a power of two from 1 to 128, got \(mib)") }
+                flash.chipBytes = Int64(mib) << 20
+            }
+            flash.voltage = try fR.choice("voltage", default: flash.voltage)
+            flash.s5PressMilliseconds = try fR.int("s5_press_ms", default: flash.s5PressMilliseconds, range: 0...30_000)
+            flash.cmosResetAfterWrite = try fR.bool("cmos_reset_after_write", default: flash.cmosResetAfterWrite)
+            flash.cmosPressMilliseconds = try fR.int("cmos_press_ms", default: flash.cmosPressMilliseconds, range: 1...30_000)
+            flash.powerAfter = try fR.choice("power_after", default: flash.powerAfter)
+            flash.timeoutSeconds = try fR.int("timeout_s", default: flash.timeoutSeconds, range: 1...7200)
+            try fR.rejectUnknownKeys()
+        }
+
+        var config = AgentConfig(
             sourceFile: file, dut: dut, serial: serial, gpio: GPIOConfig(lines: lines), power: power, http: http,
             stateDirectory: stateDirectory, auth: auth, leases: leases, simulator: simulator, qemu: qemu, compat: compat)
+        config.flash = flash
+        return config
     }
 
     private static func parseLine(_ r: inout YAMLReader, role: String, defaultChip: String?, consumer: String) throws(ConfigError) -> GPIOLineConfig {

@@ -142,7 +142,8 @@ public struct FileDescriptor: Hashable, Sendable {
     /// Waits for `events`; returns the returned events (0 on timeout).
     public func poll(events: Int16, timeoutMilliseconds: Int32) throws(Errno) -> Int16 {
         var p = pollfd(fd: rawValue, events: events, revents: 0)
-        let r = retryingOnInterrupt { Glibc.poll(&p, 1, timeoutMilliseconds) }
+        // One pointer for the whole retry loop: `&p` inside the closure overlapped the caller's access.
+        let r = withUnsafeMutablePointer(to: &p) { ptr in retryingOnInterrupt { Glibc.poll(ptr, 1, timeoutMilliseconds) } }
         switch r {
         case .success(let n): return n == 0 ? 0 : p.revents
         case .failure(let e): throw e

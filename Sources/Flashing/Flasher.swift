@@ -1,0 +1,264 @@
+import AgentClock
+import Auth
+import Configuration
+import GPIO
+import Glibc
+import POSIXIO
+import Power
+
+/// Why a flash request was refused.
+public enum FlashError: Error, Sendable, Equatable, CustomStringConvertible {
+    case busy(String)
+    case noImage
+    case badImage(String)
+    case notFound(String)
+    case storage(String)
+
+    public var description: String {
+        switch self {
+        case .busy(let id): "flash job \(id) is still running; one flash operation at a time"
+        case .noImage: "no image is uploaded; upload one first (PUT /api/v1/flash/image)"
+        case .badImage(let why): why
+        case .notFound(let id): "no flash job \(id)"
+        case .storage(let why): why
+        }
+    }
+}
+
+/// The uploaded image, as stored.
+public struct FlashImageInfo: Sendable, Codable, Equatable {
+    public var bytes: Int64
+    public var sha256: String
+    public var uploadedBy: String
+    public var uploadedAt: Timestamp
+}
+
+/// A flash operation as the API shows it.
+public struct FlashJob: Sendable, Codable, Equatable {
+    public enum State: String, Sendable, Codable { case running, succeeded, failed }
+    public var id: String
+    public var operation: FlashOperation
+    public var user: String
+    public var state: State
+    public var phase: String
+    public var percent: Int
+    public var startedAt: Timestamp
+    public var endedAt: Timestamp?
+    public var durationMs: Double?
+    /// The flashrom step alone (the rest is GPIO and power).
+    public var flashromMs: Double?
+    public var chip: String?
+    public var imageSha256: String?
+    /// A read's result: its size and hash (download at /api/v1/flash/read).
+    public var readSha256: String?
+    public var steps: [FlashStepRecord]
+    public var failure: FlashFailure?
+}
+
+/// A change in a flash job, for its event stream.
+public struct FlashEvent: Sendable, Codable, Equatable {
+    public var type: String
+    public var job: String
+    public var step: FlashStepRecord?
+    public var phase: String?
+    public var percent: Int?
+    public var state: FlashJob.State?
+}
+
+/// Owns flashing: the uploaded image (one, in `state_dir/flash/`), one operation at a time, its
+/// progress and result. Runs and the API both come through here.
+public actor Flasher {
+    public let config: FlashConfig
+    let sequence: FlashSequence
+    let clock: any AgentClock
+    let directory: String
+    private var image: FlashImageInfo?
+    private var jobs: [String: FlashJob] = [:]
+    private var order: [String] = []
+    private var running: String?
+    private var subscribers: [String: [Int: AsyncStream<FlashEvent>.Continuation]] = [:]
+    private var history: [String: [FlashEvent]] = [:]
+    private var nextSubscriber = 0
+    private var counter = 0
+
+    public var imagePath: String { directory + "/image.rom" }
+    public var readPath: String { directory + "/read.rom" }
+    public var isBusy: Bool { running != nil }
+
+    public init(config: FlashConfig, gpio: GPIOController, power: any DUTPower, clock: any AgentClock, stateDirectory: String) {
+        self.config = config
+        self.clock = clock
+        directory = stateDirectory + "/flash"
+        let tool = Flashrom(binary: config.flashrom, programmer: config.programmer, chip: config.chip)
+        let timeout = config.timeoutSeconds
+        sequence = FlashSequence(config: config, gpio: gpio, power: power, clock: clock) { request, progress async throws(FlashromFailure) -> FlashromReport in
+            let outcome: Result<FlashromReport, FlashromFailure> = await withCheckedContinuation { c in
+                // flashrom blocks on its child: never on the cooperative pool.
+                startThread(name: "flashrom") {
+                    c.resume(returning: Result { () throws(FlashromFailure) -> FlashromReport in
+                        try tool.run(request.operation, file: request.file, verify: request.verify, layout: request.layout,
+                                     regions: request.regions, timeoutSeconds: timeout, progress: progress)
+                    })
+                }
+            }
+            return try outcome.get()
+        }
+        // An image uploaded before a restart is still there (its hash is taken again).
+        if let bytes = readFile(directory + "/image.rom") {
+            image = FlashImageInfo(bytes: Int64(bytes.count), sha256: SHA256.hex(bytes: bytes), uploadedBy: "(before restart)", uploadedAt: clock.now())
+        }
+    }
+
+    public var currentImage: FlashImageInfo? { image }
+
+    /// Stores an uploaded image (raw, or gzip which is unpacked) after checking it fits the chip.
+    /// On disk (written and synced) before it is acknowledged.
+    public func storeImage(_ upload: [UInt8], user: String) throws(FlashError) -> FlashImageInfo {
+        if let running { throw .busy(running) }
+        let size = config.chipBytes
+        var bytes = upload
+        if Gzip.isGzip(upload) {
+            do { bytes = try Gzip.inflate(upload, limit: Int(min(size, Int64(Int.max - 1)))) } catch { throw .badImage("the upload is gzip but cannot be unpacked: \(error)") }
+        }
+        guard Int64(bytes.count) == size else {
+            throw .badImage("the image is \(bytes.count) bytes; the chip (flash.chip_mib) holds exactly \(size) — a region write still takes a whole-chip image")
+        }
+        do {
+            try makeDirectories(directory)
+            try writeFileAtomically(imagePath, bytes)
+        } catch { throw .storage("storing the image failed: \(error)") }
+        let info = FlashImageInfo(bytes: Int64(bytes.count), sha256: SHA256.hex(bytes: bytes), uploadedBy: user, uploadedAt: clock.now())
+        image = info
+        return info
+    }
+
+    public func deleteImage() throws(FlashError) {
+        if let running { throw .busy(running) }
+        guard image != nil else { throw .noImage }
+        unlink(imagePath)
+        image = nil
+    }
+
+    public func job(_ id: String) throws(FlashError) -> FlashJob {
+        guard let j = jobs[id] else { throw .notFound(id) }
+        return j
+    }
+
+    public var recentJobs: [FlashJob] { order.suffix(20).reversed().compactMap { jobs[$0] } }
+    public var lastJob: FlashJob? { order.last.flatMap { jobs[$0] } }
+
+    /// Starts an operation on the uploaded image (write) or into `read.rom` (read); returns at once.
+    public func start(_ operation: FlashOperation, verify: Bool = true, layout: FlashLayout? = nil, regions: [String] = [],
+                      user: String) throws(FlashError) -> FlashJob {
+        let request = try prepare(operation, verify: verify, layout: layout, regions: regions)
+        let job = begin(request, user: user)
+        Task { await self.execute(request, job: job.id) }
+        return job
+    }
+
+    /// Runs an operation to its end (for a run's `flash:` step).
+    public func perform(_ operation: FlashOperation, verify: Bool = true, user: String) async throws(FlashError) -> FlashJob {
+        let request = try prepare(operation, verify: verify, layout: nil, regions: [])
+        let job = begin(request, user: user)
+        await execute(request, job: job.id)
+        return jobs[job.id]!
+    }
+
+    private func prepare(_ operation: FlashOperation, verify: Bool, layout: FlashLayout?, regions: [String]) throws(FlashError) -> FlashRequest {
+        if let running { throw .busy(running) }
+        switch operation {
+        case .write:
+            guard image != nil else { throw .noImage }
+            return FlashRequest(operation: .write, file: imagePath, verify: verify, layout: layout, regions: regions)
+        case .read:
+            do { try makeDirectories(directory) } catch { throw .storage("\(error)") }
+            unlink(readPath + ".part")
+            return FlashRequest(operation: .read, file: readPath + ".part", layout: layout, regions: regions)
+        case .probe, .erase:
+            return FlashRequest(operation: operation)
+        }
+    }
+
+    private func begin(_ request: FlashRequest, user: String) -> FlashJob {
+        counter += 1
+        let id = "flash-" + String(clock.now().nanosecondsSinceEpoch / 1_000_000, radix: 36) + "-" + String(counter)
+        let job = FlashJob(id: id, operation: request.operation, user: user, state: .running, phase: "starting", percent: 0,
+                           startedAt: clock.now(), imageSha256: request.operation == .write ? image?.sha256 : nil, steps: [])
+        jobs[id] = job
+        order.append(id)
+        if order.count > 50 { jobs[order.removeFirst()] = nil }
+        running = id
+        return job
+    }
+
+    private func execute(_ request: FlashRequest, job id: String) async {
+        let (report, steps, failure) = await sequence.run(request, onStep: { s in
+            Task { await self.stepped(id, s) }
+        }, onProgress: { p in
+            Task { await self.progressed(id, p) }
+        })
+        var j = jobs[id]!
+        j.steps = steps
+        j.chip = report?.chip
+        j.failure = failure
+        j.endedAt = clock.now()
+        j.durationMs = (j.endedAt! - j.startedAt).milliseconds
+        j.flashromMs = steps.first { $0.name == FlashSequence.Step.flashrom.rawValue }?.durationMs
+        j.state = failure == nil ? .succeeded : .failed
+        j.percent = failure == nil ? 100 : j.percent
+        j.phase = failure == nil ? "done" : "failed at \(failure!.step)"
+        if request.operation == .read {
+            if failure == nil, let bytes = readFile(readPath + ".part") {
+                rename(readPath + ".part", readPath)
+                j.readSha256 = SHA256.hex(bytes: bytes)
+            } else {
+                unlink(readPath + ".part")
+            }
+        }
+        jobs[id] = j
+        running = nil
+        publish(FlashEvent(type: "finished", job: id, state: j.state))
+    }
+
+    private func stepped(_ id: String, _ s: FlashStepRecord) {
+        jobs[id]?.phase = s.name
+        publish(FlashEvent(type: "step", job: id, step: s))
+    }
+
+    private func progressed(_ id: String, _ p: FlashromProgress) {
+        guard jobs[id]?.state == .running else { return }
+        jobs[id]?.phase = p.phase
+        let percent = max(jobs[id]?.percent ?? 0, p.percent)
+        jobs[id]?.percent = percent
+        publish(FlashEvent(type: "progress", job: id, phase: p.phase, percent: p.percent))
+    }
+
+    /// The job's events so far, then live ones until it ends.
+    public func events(_ id: String) throws(FlashError) -> AsyncStream<FlashEvent> {
+        guard let j = jobs[id] else { throw .notFound(id) }
+        let (stream, continuation) = AsyncStream<FlashEvent>.makeStream()
+        for e in history[id] ?? [] { continuation.yield(e) }
+        if j.state != .running {
+            if history[id]?.last?.type != "finished" { continuation.yield(FlashEvent(type: "finished", job: id, state: j.state)) }
+            continuation.finish()
+        } else {
+            nextSubscriber += 1
+            let key = nextSubscriber
+            subscribers[id, default: [:]][key] = continuation
+            continuation.onTermination = { _ in Task { await self.unsubscribe(id, key) } }
+        }
+        return stream
+    }
+
+    private func unsubscribe(_ id: String, _ key: Int) { subscribers[id]?[key] = nil }
+
+    private func publish(_ e: FlashEvent) {
+        history[e.job, default: []].append(e)
+        if history[e.job]!.count > 1000 { history[e.job]!.removeFirst(500) }
+        for c in subscribers[e.job]?.values ?? [:].values { c.yield(e) }
+        if e.type == "finished" {
+            for c in subscribers[e.job]?.values ?? [:].values { c.finish() }
+            subscribers[e.job] = nil
+        }
+    }
+}
