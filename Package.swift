@@ -38,14 +38,14 @@ let package = Package(
         .target(name: "Matching", dependencies: ["Terminal"]),
         .target(name: "FirmwareUI", dependencies: ["Terminal"]),
         .target(name: "BootFlow", dependencies: ["Terminal", "Matching", "FirmwareUI", "JSONDocument", "Power", "Serial", "AgentClock"]),
-        .target(name: "Runs", dependencies: ["BootFlow", "Leases", "Auth", "JSONDocument", "AgentClock", "POSIXIO"]),
+        .target(name: "Runs", dependencies: ["Flashing", "BootFlow", "Leases", "Auth", "JSONDocument", "AgentClock", "POSIXIO"]),
 
         .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "POSIXIO"]),
         .target(name: "Auth", dependencies: ["CNettle", "Configuration"]),
         .target(name: "Flashing", dependencies: ["CZlib", "Auth", "Configuration", "GPIO", "Power", "POSIXIO", "AgentClock"]),
         .target(name: "Leases", dependencies: ["Auth", "AgentClock", "POSIXIO"]),
-        .target(name: "AgentAPI", dependencies: ["HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
-        .target(name: "AgentRuntime", dependencies: [.product(name: "Logging", package: "swift-log"), "CPOSIXShims", "AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
+        .target(name: "AgentAPI", dependencies: ["Flashing", "HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
+        .target(name: "AgentRuntime", dependencies: ["Flashing", .product(name: "Logging", package: "swift-log"), "CPOSIXShims", "AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
 
         .executableTarget(name: "rte-agent", dependencies: [
             "AgentRuntime", "Configuration", "AgentClock", "POSIXIO", "BootFlow", "Runs", "HTTPServer", "AgentClient",

@@ -1,6 +1,7 @@
 import AgentClock
 import Auth
 import Configuration
+import Flashing
 import FoundationEssentials
 import GPIO
 import HTTPServer
@@ -24,15 +25,16 @@ public struct APIContext: Sendable {
     public var capture: SerialCapture
     public var metrics: Metrics
     public var runs: RunEngine?
+    public var flasher: Flasher?
     /// The agent's log (the journal under systemd): refusals worth an operator's attention.
     public var log: @Sendable (String) -> Void
 
     public init(config: AgentConfig, clock: any AgentClock, startedAt: Timestamp, authenticator: Authenticator, leases: LeaseBook,
                 power: any DUTPower, gpio: GPIOController?, serial: SerialPort, capture: SerialCapture, metrics: Metrics,
-                runs: RunEngine? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
+                runs: RunEngine? = nil, flasher: Flasher? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.config = config; self.clock = clock; self.startedAt = startedAt; self.authenticator = authenticator
         self.leases = leases; self.power = power; self.gpio = gpio; self.serial = serial; self.capture = capture
-        self.metrics = metrics; self.runs = runs; self.log = log
+        self.metrics = metrics; self.runs = runs; self.flasher = flasher; self.log = log
     }
 }
 
@@ -118,6 +120,7 @@ func problem(for error: any Error) -> Problem {
     case let e as PowerError: return powerProblem(e)
     case let e as GPIOError: return gpioProblem(e)
     case let e as RunError: return RunRoutes.problem(e)
+    case let e as FlashError: return FlashRoutes.problem(e)
     default: return Problem(500, "internal", "Internal error", "\(error)")
     }
 }
@@ -162,6 +165,7 @@ public enum AgentRoutes {
         HardwareRoutes.add(&router, ctx, g)
         SerialRoutes.add(&router, ctx, g)
         RunRoutes.add(&router, ctx, g)
+        FlashRoutes.add(&router, ctx, g)
         CompatRoutes.add(&router, ctx, g)
         return router
     }

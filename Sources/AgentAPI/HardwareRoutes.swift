@@ -11,6 +11,7 @@ enum HardwareRoutes {
         })
 
         router.add(.POST, "/api/v1/power", g.holder { r, _, _ in
+            try await refuseWhileFlashing(ctx)
             let body = try JSONBody(r, allowed: ["action"])
             guard let name = try body.string("action") else { throw Problem.badRequest("field \"action\" is required") }
             guard let action = PowerAction(rawValue: name) else {
@@ -37,6 +38,7 @@ enum HardwareRoutes {
         })
 
         router.add(.POST, "/api/v1/lines/{role}", g.holder { r, _, _ in
+            try await refuseWhileFlashing(ctx)
             let role = r.pathParameters["role"] ?? ""
             let body = try JSONBody(r, allowed: ["active", "pulse_ms"])
             guard let gpio = ctx.gpio, await gpio.has(role) else { throw gpioProblem(.unknownRole(role)) }
@@ -55,5 +57,12 @@ enum HardwareRoutes {
             guard let line = await gpio.status().first(where: { $0.role == role }) else { throw gpioProblem(.unknownRole(role)) }
             return json(200, line)
         })
+    }
+}
+
+/// While the RTE drives the SPI bus, nobody else switches power or lines (not even the holder).
+func refuseWhileFlashing(_ ctx: APIContext) async throws(Problem) {
+    if let f = ctx.flasher, await f.isBusy {
+        throw Problem(409, "flash-busy", "Flash in progress", "the SPI chip is being flashed; power and lines are held until the flash job ends")
     }
 }

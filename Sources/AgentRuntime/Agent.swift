@@ -2,6 +2,7 @@ import AgentAPI
 import AgentClock
 import Auth
 import Configuration
+import Flashing
 import HTTPServer
 import Leases
 import Power
@@ -75,9 +76,10 @@ public final class Agent: Sendable {
             }
         }
         await runs.releaseInterruptedLeases()
+        let flasher = hardware.gpio.map { Flasher(config: config.flash, gpio: $0, power: power, clock: clock, stateDirectory: config.stateDirectory) }
         let ctx = APIContext(config: config, clock: clock, startedAt: clock.now(), authenticator: Authenticator(config: config.auth),
                              leases: leases, power: power, gpio: hardware.gpio, serial: hardware.serial,
-                             capture: hardware.capture, metrics: metrics, runs: runs, log: log)
+                             capture: hardware.capture, metrics: metrics, runs: runs, flasher: flasher, log: log)
         metrics.addCollector { [hardware] in
             let s = hardware.serial.status
             let state = await power.state()
@@ -88,6 +90,10 @@ public final class Agent: Sendable {
                     ("lease_queue_length", [:], Double(snap.queue.count))]
         }
         let router = AgentRoutes.router(ctx)
+        // A firmware image is the chip's size (gzip may add a little): bounded, not the default limit.
+        let imageBytes = Int(config.flash.chipBytes) + (1 << 20)
+        let imageLimits = [BodyLimit(method: "PUT", path: "/api/v1/flash/image", maxBytes: imageBytes),
+                           BodyLimit(method: "POST", path: "/api/v1/flash/file", maxBytes: imageBytes + (64 << 10))]
         let server: HTTPServer
         do {
             var tlsCert: String?, tlsKey: String?
@@ -103,7 +109,7 @@ public final class Agent: Sendable {
                                            maxConnections: config.http.maxConnections,
                                            maxConnectionsPerAddress: config.http.maxConnectionsPerAddress,
                                            headerTimeoutSeconds: config.http.headerTimeoutSeconds,
-                                           tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey),
+                                           tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey, bodyLimits: imageLimits),
                 handler: { request in await router.handle(request) },
                 tooLarge: { _, max in Problem(413, "body-too-large", "Request body too large", "the body exceeds \(max) bytes (http.max_body_bytes)").response })
         } catch {

@@ -182,6 +182,15 @@ public struct QEMUConfig: Sendable {
     public var softOffSeconds: Int
 }
 
+extension String {
+    public func replacingAll(_ target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var out = "", rest = Substring(self)
+        while let r = rest.firstRange(of: target) { out += rest[..<r.lowerBound] + replacement; rest = rest[r.upperBound...] }
+        return out + rest
+    }
+}
+
 /// Flashing the DUT's SPI chip through the RTE's SPI header with flashrom (`flash:`).
 public struct FlashConfig: Sendable {
     public enum Voltage: String, Sendable, CaseIterable { case v3_3 = "3.3", v1_8 = "1.8" }
@@ -449,6 +458,7 @@ extension AgentConfig {
         var flash = FlashConfig()
         if var fR = try root.section("flash") {
             flash.flashrom = try fR.string("flashrom", default: flash.flashrom)
+            // "{state_dir}" (expanded when the agent starts) keeps an emulated chip beside the agent's state.
             flash.programmer = try fR.string("programmer", default: flash.programmer)
             flash.chip = try fR.string("chip")
             if let mib = try fR.int("chip_mib") {

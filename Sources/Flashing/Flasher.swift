@@ -5,6 +5,7 @@ import GPIO
 import Glibc
 import POSIXIO
 import Power
+import Synchronization
 
 /// Why a flash request was refused.
 public enum FlashError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -76,9 +77,9 @@ public actor Flasher {
     private var jobs: [String: FlashJob] = [:]
     private var order: [String] = []
     private var running: String?
-    private var subscribers: [String: [Int: AsyncStream<FlashEvent>.Continuation]] = [:]
-    private var history: [String: [FlashEvent]] = [:]
-    private var nextSubscriber = 0
+    /// Events in the order they happened: steps and flashrom's progress are published from
+    /// where they happen (the flashrom thread included), not through the actor's mailbox.
+    let log = FlashEventLog()
     private var counter = 0
 
     public var imagePath: String { directory + "/image.rom" }
@@ -89,7 +90,7 @@ public actor Flasher {
         self.config = config
         self.clock = clock
         directory = stateDirectory + "/flash"
-        let tool = Flashrom(binary: config.flashrom, programmer: config.programmer, chip: config.chip)
+        let tool = Flashrom(binary: config.flashrom, programmer: config.programmer.replacingAll("{state_dir}", with: stateDirectory), chip: config.chip)
         let timeout = config.timeoutSeconds
         sequence = FlashSequence(config: config, gpio: gpio, power: power, clock: clock) { request, progress async throws(FlashromFailure) -> FlashromReport in
             let outcome: Result<FlashromReport, FlashromFailure> = await withCheckedContinuation { c in
@@ -103,6 +104,7 @@ public actor Flasher {
             }
             return try outcome.get()
         }
+        if config.programmer.contains("{state_dir}") { try? makeDirectories(directory) }
         // An image uploaded before a restart is still there (its hash is taken again).
         if let bytes = readFile(directory + "/image.rom") {
             image = FlashImageInfo(bytes: Int64(bytes.count), sha256: SHA256.hex(bytes: bytes), uploadedBy: "(before restart)", uploadedAt: clock.now())
@@ -141,11 +143,19 @@ public actor Flasher {
 
     public func job(_ id: String) throws(FlashError) -> FlashJob {
         guard let j = jobs[id] else { throw .notFound(id) }
-        return j
+        return live(j)
     }
 
-    public var recentJobs: [FlashJob] { order.suffix(20).reversed().compactMap { jobs[$0] } }
-    public var lastJob: FlashJob? { order.last.flatMap { jobs[$0] } }
+    /// A running job with the phase and share its events have reported so far.
+    private func live(_ j: FlashJob) -> FlashJob {
+        guard j.state == .running, let (phase, percent) = log.progress(of: j.id) else { return j }
+        var v = j
+        v.phase = phase; v.percent = percent
+        return v
+    }
+
+    public var recentJobs: [FlashJob] { order.suffix(20).reversed().compactMap { jobs[$0].map(live) } }
+    public var lastJob: FlashJob? { order.last.flatMap { jobs[$0].map(live) } }
 
     /// Starts an operation on the uploaded image (write) or into `read.rom` (read); returns at once.
     public func start(_ operation: FlashOperation, verify: Bool = true, layout: FlashLayout? = nil, regions: [String] = [],
@@ -192,10 +202,11 @@ public actor Flasher {
     }
 
     private func execute(_ request: FlashRequest, job id: String) async {
+        let log = self.log
         let (report, steps, failure) = await sequence.run(request, onStep: { s in
-            Task { await self.stepped(id, s) }
+            log.publish(FlashEvent(type: "step", job: id, step: s))
         }, onProgress: { p in
-            Task { await self.progressed(id, p) }
+            log.publish(FlashEvent(type: "progress", job: id, phase: p.phase, percent: p.percent))
         })
         var j = jobs[id]!
         j.steps = steps
@@ -205,7 +216,7 @@ public actor Flasher {
         j.durationMs = (j.endedAt! - j.startedAt).milliseconds
         j.flashromMs = steps.first { $0.name == FlashSequence.Step.flashrom.rawValue }?.durationMs
         j.state = failure == nil ? .succeeded : .failed
-        j.percent = failure == nil ? 100 : j.percent
+        j.percent = failure == nil ? 100 : (log.progress(of: id)?.1 ?? 0)
         j.phase = failure == nil ? "done" : "failed at \(failure!.step)"
         if request.operation == .read {
             if failure == nil, let bytes = readFile(readPath + ".part") {
@@ -217,48 +228,63 @@ public actor Flasher {
         }
         jobs[id] = j
         running = nil
-        publish(FlashEvent(type: "finished", job: id, state: j.state))
-    }
-
-    private func stepped(_ id: String, _ s: FlashStepRecord) {
-        jobs[id]?.phase = s.name
-        publish(FlashEvent(type: "step", job: id, step: s))
-    }
-
-    private func progressed(_ id: String, _ p: FlashromProgress) {
-        guard jobs[id]?.state == .running else { return }
-        jobs[id]?.phase = p.phase
-        let percent = max(jobs[id]?.percent ?? 0, p.percent)
-        jobs[id]?.percent = percent
-        publish(FlashEvent(type: "progress", job: id, phase: p.phase, percent: p.percent))
+        log.publish(FlashEvent(type: "finished", job: id, state: j.state))
     }
 
     /// The job's events so far, then live ones until it ends.
     public func events(_ id: String) throws(FlashError) -> AsyncStream<FlashEvent> {
-        guard let j = jobs[id] else { throw .notFound(id) }
-        let (stream, continuation) = AsyncStream<FlashEvent>.makeStream()
-        for e in history[id] ?? [] { continuation.yield(e) }
-        if j.state != .running {
-            if history[id]?.last?.type != "finished" { continuation.yield(FlashEvent(type: "finished", job: id, state: j.state)) }
-            continuation.finish()
-        } else {
-            nextSubscriber += 1
-            let key = nextSubscriber
-            subscribers[id, default: [:]][key] = continuation
-            continuation.onTermination = { _ in Task { await self.unsubscribe(id, key) } }
+        guard jobs[id] != nil else { throw .notFound(id) }
+        return log.subscribe(id)
+    }
+}
+
+/// A flash job's events, in order, for any number of followers.
+final class FlashEventLog: Sendable {
+    struct State {
+        var history: [String: [FlashEvent]] = [:]
+        var subscribers: [String: [Int: AsyncStream<FlashEvent>.Continuation]] = [:]
+        var next = 0
+        var progress: [String: (String, Int)] = [:]
+    }
+    let state = Mutex(State())
+
+    func publish(_ e: FlashEvent) {
+        let targets = state.withLock { s -> [AsyncStream<FlashEvent>.Continuation] in
+            s.history[e.job, default: []].append(e)
+            if s.history[e.job]!.count > 1000 { s.history[e.job]!.removeFirst(500) }
+            if let phase = e.phase ?? e.step?.name {
+                s.progress[e.job] = (phase, max(s.progress[e.job]?.1 ?? 0, e.percent ?? 0))
+            }
+            // Keep the last few jobs' events only.
+            if s.history.count > 50, let old = s.history.keys.first(where: { s.subscribers[$0] == nil && $0 != e.job }) {
+                s.history[old] = nil; s.progress[old] = nil
+            }
+            return Array(s.subscribers[e.job]?.values ?? [:].values)
         }
-        return stream
+        // Yield outside the lock, in the order published (one publisher at a time per job).
+        for c in targets { c.yield(e) }
+        if e.type == "finished" {
+            let ended = state.withLock { s -> [AsyncStream<FlashEvent>.Continuation] in
+                defer { s.subscribers[e.job] = nil }
+                return Array(s.subscribers[e.job]?.values ?? [:].values)
+            }
+            for c in ended { c.finish() }
+        }
     }
 
-    private func unsubscribe(_ id: String, _ key: Int) { subscribers[id]?[key] = nil }
+    func progress(of job: String) -> (String, Int)? { state.withLock { $0.progress[job] } }
 
-    private func publish(_ e: FlashEvent) {
-        history[e.job, default: []].append(e)
-        if history[e.job]!.count > 1000 { history[e.job]!.removeFirst(500) }
-        for c in subscribers[e.job]?.values ?? [:].values { c.yield(e) }
-        if e.type == "finished" {
-            for c in subscribers[e.job]?.values ?? [:].values { c.finish() }
-            subscribers[e.job] = nil
+    func subscribe(_ job: String) -> AsyncStream<FlashEvent> {
+        let (stream, continuation) = AsyncStream<FlashEvent>.makeStream()
+        let key = state.withLock { s -> Int? in
+            for e in s.history[job] ?? [] { continuation.yield(e) }
+            if s.history[job]?.last?.type == "finished" { return nil }
+            s.next += 1
+            s.subscribers[job, default: [:]][s.next] = continuation
+            return s.next
         }
+        guard let key else { continuation.finish(); return stream }
+        continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0.subscribers[job]?.removeValue(forKey: key) } }
+        return stream
     }
 }

@@ -24,15 +24,25 @@ public struct HTTPServerOptions: Sendable {
     public var headerTimeoutSeconds: Int
     public var tlsCertificatePEM: String?
     public var tlsKeyPEM: String?
+    /// Larger limits for named routes (a firmware image upload), still bounded.
+    public var bodyLimits: [BodyLimit] = []
 
     public init(host: String, port: Int, maxBodyBytes: Int = 1 << 20, connectionTimeoutSeconds: Int = 30,
                 maxConnections: Int = 256, maxConnectionsPerAddress: Int = 64, headerTimeoutSeconds: Int = 10,
-                tlsCertificatePEM: String? = nil, tlsKeyPEM: String? = nil) {
+                tlsCertificatePEM: String? = nil, tlsKeyPEM: String? = nil, bodyLimits: [BodyLimit] = []) {
         self.host = host; self.port = port; self.maxBodyBytes = maxBodyBytes
         self.connectionTimeoutSeconds = connectionTimeoutSeconds; self.maxConnections = maxConnections
         self.maxConnectionsPerAddress = maxConnectionsPerAddress; self.headerTimeoutSeconds = headerTimeoutSeconds
-        self.tlsCertificatePEM = tlsCertificatePEM; self.tlsKeyPEM = tlsKeyPEM
+        self.tlsCertificatePEM = tlsCertificatePEM; self.tlsKeyPEM = tlsKeyPEM; self.bodyLimits = bodyLimits
     }
+}
+
+/// A request body limit for one method and exact path.
+public struct BodyLimit: Sendable {
+    public var method: String
+    public var path: String
+    public var maxBytes: Int
+    public init(method: String, path: String, maxBytes: Int) { self.method = method; self.path = path; self.maxBytes = maxBytes }
 }
 
 /// A connection pointer that may cross to the task answering it (MHD's suspend/resume is thread-safe).
@@ -42,6 +52,7 @@ final class ServerCore: @unchecked Sendable {
     let handler: HTTPHandler
     let tooLarge: @Sendable (HTTPRequest, Int) -> HTTPResponse
     let maxBody: Int
+    let bodyLimits: [BodyLimit]
     let watch: ConnectionWatch
     /// Connections handed over by an upgrade: no header deadline applies to them any more.
     let upgradedConnections = Mutex(Set<UInt>())
@@ -81,8 +92,8 @@ final class ServerCore: @unchecked Sendable {
 
     var isStopping: Bool { parking.withLock { $0.stopping } }
     init(handler: @escaping HTTPHandler, tooLarge: @escaping @Sendable (HTTPRequest, Int) -> HTTPResponse, maxBody: Int,
-         watch: ConnectionWatch) {
-        self.handler = handler; self.tooLarge = tooLarge; self.maxBody = maxBody; self.watch = watch
+         bodyLimits: [BodyLimit] = [], watch: ConnectionWatch) {
+        self.handler = handler; self.tooLarge = tooLarge; self.maxBody = maxBody; self.bodyLimits = bodyLimits; self.watch = watch
     }
 }
 
@@ -117,6 +128,7 @@ private func connectionNotify(_ cls: UnsafeMutableRawPointer?, _ connection: Opa
 
 final class RequestContext: @unchecked Sendable {
     var request: HTTPRequest
+    var maxBody = 0
     var tooLarge = false
     var started = false
     let response = Mutex<HTTPResponse?>(nil)
@@ -263,14 +275,15 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
                                   query: query, headers: headers, body: [],
                                   remoteAddress: String(decoding: address.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         let ctx = RequestContext(request: request)
+        ctx.maxBody = core.bodyLimits.first { $0.method == request.method && $0.path == request.path }?.maxBytes ?? core.maxBody
         reqCls.pointee = Unmanaged.passRetained(ctx).toOpaque()
-        if let length = headers["content-length"].flatMap({ Int($0) }), length > core.maxBody {
+        if let length = headers["content-length"].flatMap({ Int($0) }), length > ctx.maxBody {
             ctx.tooLarge = true
             // A client that waits for "100 Continue" gets the 413 instead and never sends the body.
             // MHD accepts a response only before the body or after all of it, so others are
             // answered once their (discarded) body is in.
             if headers["expect"]?.lowercased() == "100-continue" {
-                return queue(core.tooLarge(ctx.request, core.maxBody), on: connection, core: core)
+                return queue(core.tooLarge(ctx.request, ctx.maxBody), on: connection, core: core)
             }
         }
         return rte_mhd_yes()
@@ -281,7 +294,7 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
             uploadDataSize.pointee = 0
             return rte_mhd_yes()
         }
-        if ctx.request.body.count + uploadDataSize.pointee > core.maxBody {
+        if ctx.request.body.count + uploadDataSize.pointee > ctx.maxBody {
             ctx.tooLarge = true
             ctx.request.body = []
         } else if let uploadData {
@@ -293,7 +306,7 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
     if let response = ctx.response.withLock({ r in let x = r; r = nil; return x }) {
         return queue(response, on: connection, core: core)
     }
-    if ctx.tooLarge { return queue(core.tooLarge(ctx.request, core.maxBody), on: connection, core: core) }
+    if ctx.tooLarge { return queue(core.tooLarge(ctx.request, ctx.maxBody), on: connection, core: core) }
     if !ctx.started {
         ctx.started = true
         guard core.park(ObjectIdentifier(ctx), ConnectionHandle(raw: connection)) else { return rte_mhd_no() }
@@ -344,7 +357,7 @@ public final class HTTPServer: Sendable {
         do { watch = try ConnectionWatch(headerTimeoutSeconds: options.headerTimeoutSeconds) } catch {
             throw HTTPServerError(description: "cannot start the connection watch: \(error)")
         }
-        core = ServerCore(handler: handler, tooLarge: tooLarge, maxBody: options.maxBodyBytes, watch: watch)
+        core = ServerCore(handler: handler, tooLarge: tooLarge, maxBody: options.maxBodyBytes, bodyLimits: options.bodyLimits, watch: watch)
         retained = Unmanaged.passRetained(core)
         notify = .allocate(capacity: 1)
         notify.initialize(to: rte_mhd_connection_notify(handler: connectionNotify, cls: retained.toOpaque()))

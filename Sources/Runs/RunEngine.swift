@@ -152,6 +152,9 @@ public actor RunEngine {
         }
     }
 
+    /// The run driving the DUT now, if any.
+    public var activeRun: String? { runs.values.first { $0.state == .running }?.id }
+
     public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

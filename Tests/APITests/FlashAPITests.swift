@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+
+/// The flash API on the simulated apu2, whose SPI chip is flashrom's dummy programmer emulating
+/// an 8 MiB part (deploy/simulated.yaml): the real flashrom runs behind every call.
+@Suite(.serialized) struct FlashAPITests {
+    func image(_ seed: UInt8) -> [UInt8] { (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) } }
+
+    @Test func uploadWriteFollowReadBackAndDownload() async throws {
+        let dir = scratchDirectory()
+        try await withAgent(apiConfig(stateDir: dir)) { agent, c in
+            let a = c["alice"]!, b = c["bob"]!
+            // Without the lease: refused before anything is read.
+            let noLease = try await a.request("PUT", "/api/v1/flash/image", body: [1, 2, 3])
+            #expect(noLease.status == 409 && noLease.json["title"] as? String == "Lease required")
+            let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 600]).json["token"] as! String
+            let wrong = try await a.request("PUT", "/api/v1/flash/image", body: [UInt8](repeating: 7, count: 4096), leaseToken: token)
+            #expect(wrong.status == 422 && (wrong.json["detail"] as? String ?? "").contains("the image is 4096 bytes; the chip (flash.chip_mib) holds exactly 8388608"))
+            let rom = image(5)
+            let put = try await a.request("PUT", "/api/v1/flash/image", body: rom, leaseToken: token)
+            #expect(put.status == 201, "\(put.text)")
+            let sha = put.json["sha256"] as? String
+            #expect(sha?.count == 64 && put.json["bytes"] as? Int == 8 << 20)
+            #expect(try await b.request("GET", "/api/v1/flash/image").json["sha256"] as? String == sha)
+            // Another user cannot start a flash.
+            #expect(try await b.request("POST", "/api/v1/flash/jobs", json: ["operation": "write"]).status == 423)
+            let started = try await a.request("POST", "/api/v1/flash/jobs", json: ["operation": "write"], leaseToken: token)
+            #expect(started.status == 202, "\(started.text)")
+            let id = started.json["id"] as! String
+            // While the RTE holds the SPI bus, power and lines are held too, and a second job waits its turn.
+            let power = try await a.request("POST", "/api/v1/power", json: ["action": "on"], leaseToken: token)
+            let second = try await a.request("POST", "/api/v1/flash/jobs", json: ["operation": "probe"], leaseToken: token)
+            let events = try await onThread { () throws -> String in
+                let s = try TestSocket.connect(port: agent.port)
+                defer { s.close() }
+                s.send(Array("GET /api/v1/flash/jobs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
+                var acc: [UInt8] = []
+                _ = s.receiveBlocking(until: "event: finished", into: &acc)
+                return String(decoding: acc, as: UTF8.self)
+            }
+            // The job runs ≥ 1.4 s (200 ms in S5, then flashrom): these came while it ran.
+            #expect(power.status == 409 && (power.json["type"] as? String ?? "").hasSuffix("flash-busy"), "\(power.text)")
+            #expect(second.status == 409)
+            for step in ["power_s5", "spi_on", "flashrom", "spi_off", "cmos_reset", "power_after"] {
+                #expect(events.contains("\"name\":\"\(step)\""), "\(step) missing in \(events)")
+            }
+            #expect(events.contains("event: progress") && events.contains("\"phase\":\"verifying\""))
+            let job = try await a.request("GET", "/api/v1/flash/jobs/\(id)").json
+            #expect(job["state"] as? String == "succeeded", "\(job)")
+            #expect(job["image_sha256"] as? String == sha && (job["flashrom_ms"] as? Double ?? 0) > 0)
+            let chip = FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init)
+            #expect(chip == rom, "the emulated chip holds the image")
+            // Read it back and download it.
+            let read = try await a.request("POST", "/api/v1/flash/jobs", json: ["operation": "read"], leaseToken: token).json["id"] as! String
+            var readJob: [String: Any] = [:]
+            for _ in 0..<600 {
+                readJob = try await a.request("GET", "/api/v1/flash/jobs/\(read)").json
+                if readJob["state"] as? String != "running" { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(readJob["read_sha256"] as? String == sha)
+            let download = try await a.request("GET", "/api/v1/flash/read", leaseToken: token)
+            #expect(download.status == 200 && download.body == rom)
+            #expect(download.headers["x-sha256"] == sha, "\(download.headers)")
+            #expect(try await a.request("DELETE", "/api/v1/flash/image", leaseToken: token).status == 204)
+            #expect(try await a.request("GET", "/api/v1/flash/image").status == 404)
+            let none = try await a.request("POST", "/api/v1/flash/jobs", json: ["operation": "write"], leaseToken: token)
+            #expect(none.status == 404 && (none.json["detail"] as? String ?? "").contains("no image is uploaded"))
+        }
+    }
+
+    @Test func badRequestsAreNamed() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
+            let a = c["alice"]!
+            let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 600]).json["token"] as! String
+            for (body, detail) in [(["operation": "format"], "field \"operation\" must be one of probe, read, write, erase"),
+                                   (["operation": "write", "regions": ["bios"]], "regions need a layout"),
+                                   (["operation": "write", "layout": "ifd", "layout_file": "0:1 a"], "not both"),
+                                   (["operation": "write", "layout_file": "zz:1 bios"], "is not \"start:end name\""),
+                                   (["operation": "write", "layout": "fmap", "regions": ["bi os"]], "a region name is letters")] as [([String: Any], String)] {
+                let r = try await a.request("POST", "/api/v1/flash/jobs", json: body, leaseToken: token)
+                #expect(r.status == 422 && (r.json["detail"] as? String ?? "").contains(detail), "\(r.text)")
+            }
+            // A body larger than the chip (plus gzip's margin) is refused by size before it is read.
+            let big = try await a.request("PUT", "/api/v1/flash/image", body: [UInt8](repeating: 0, count: 10 << 20), leaseToken: token)
+            #expect(big.status == 413)
+        }
+    }
+}
