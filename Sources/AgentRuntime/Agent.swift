@@ -28,11 +28,20 @@ public final class Agent: Sendable {
     }
 
     /// The run engine over this hardware: runs drive power and the console the same way a client would.
-    static func makeRunEngine(hardware: Hardware, leases: LeaseBook, clock: any AgentClock, metrics: Metrics,
+    static func makeRunEngine(hardware: Hardware, leases: LeaseBook, clock: any AgentClock, metrics: Metrics, flasher: Flasher?,
                               log: @escaping @Sendable (String) -> Void) throws -> RunEngine {
         let serial = hardware.serial
         let power = hardware.power
-        let devices = BootDevices(power: power, capture: hardware.capture, clock: clock) { bytes in try serial.write(bytes) }
+        var devices = BootDevices(power: power, capture: hardware.capture, clock: clock) { bytes in try serial.write(bytes) }
+        if let flasher {
+            devices.flash = { step, user in
+                let job = try await flasher.perform(.write, verify: step.verify, imageFile: step.image == "uploaded" ? nil : step.image, user: user)
+                if let f = job.failure { throw FlashRunError(description: "flashing failed at \(f.step): \(f.message)") }
+                let took = Int((job.durationMs ?? 0).rounded())
+                return "\(job.id): \(job.imageSha256.map { "image sha256 \($0.prefix(16))…" } ?? "image") written" + (step.verify ? " and verified" : "")
+                    + " on \(job.chip ?? "the chip") in \(took) ms (flashrom \(Int((job.flashromMs ?? 0).rounded())) ms)"
+            }
+        }
         return try RunEngine(clock: clock, leases: leases, devices: devices, stateDirectory: hardware.config.stateDirectory,
                              maxLeaseSeconds: hardware.config.leases.maxTTLSeconds, observer: { event in
             // Run counts and per-stage durations for Prometheus.
@@ -60,7 +69,8 @@ public final class Agent: Sendable {
                                    maxTTLSeconds: config.leases.maxTTLSeconds, maxWaitSeconds: config.leases.maxWaitSeconds)
         let power = hardware.power
         let expiryAction = config.leases.expiryAction
-        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, log: log)
+        let flasher = hardware.gpio.map { Flasher(config: config.flash, gpio: $0, power: power, clock: clock, stateDirectory: config.stateDirectory) }
+        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, flasher: flasher, log: log)
         // Runs before the next holder is granted the device (LeaseBook.end): runs under the lease stop
         // first, then the expiry action puts the DUT in a known state.
         await leases.start { [runs] lease, reason in
@@ -76,7 +86,6 @@ public final class Agent: Sendable {
             }
         }
         await runs.releaseInterruptedLeases()
-        let flasher = hardware.gpio.map { Flasher(config: config.flash, gpio: $0, power: power, clock: clock, stateDirectory: config.stateDirectory) }
         let ctx = APIContext(config: config, clock: clock, startedAt: clock.now(), authenticator: Authenticator(config: config.auth),
                              leases: leases, power: power, gpio: hardware.gpio, serial: hardware.serial,
                              capture: hardware.capture, metrics: metrics, runs: runs, flasher: flasher, log: log)
@@ -143,3 +152,6 @@ public final class Agent: Sendable {
         return await hardware.shutdown()
     }
 }
+
+/// A run's flash step that did not end well (its message is the stage's failure).
+struct FlashRunError: Error, CustomStringConvertible { var description: String }

@@ -11,6 +11,8 @@ public struct BootDevices: Sendable {
     public var capture: SerialCapture
     public var write: @Sendable ([UInt8]) throws -> Void
     public var clock: any AgentClock
+    /// Flashes the SPI chip (the agent's Flasher); returns the step's detail, throws a message.
+    public var flash: (@Sendable (RunSpec.Flash, _ user: String) async throws -> String)?
 
     public init(power: any DUTPower, capture: SerialCapture, clock: any AgentClock, write: @escaping @Sendable ([UInt8]) throws -> Void) {
         self.power = power; self.capture = capture; self.clock = clock; self.write = write
@@ -30,6 +32,8 @@ public struct RunAborted: Error, Sendable {
 public struct BootStrategy: Sendable {
     public let spec: RunSpec
     public let devices: BootDevices
+    /// Who the run is for (named in what it does on the DUT, e.g. who flashed).
+    public var user = "run"
     /// iPXE prints errors with a link to its error page; some commands print plain phrases.
     static let ipxeError = Pattern.regex("(?i)(https?://ipxe\\.org/[0-9a-f]{8}|no such (network )?device|not found|could not|no configuration methods succeeded|operation not permitted|permission denied)")
 
@@ -114,6 +118,18 @@ public struct BootStrategy: Sendable {
                             menu: rec.menu, kernelVersion: rec.kernelVersion, captureFrom: console.startOffset, captureTo: console.endOffset)
         }
 
+        // flash (once per run, before the first power-on)
+        if let flash = spec.flash, index == 1 {
+            guard try await stage("flash", {
+                guard let doFlash = devices.flash else {
+                    throw StageFailure(expected: "a way to flash", message: "this DUT has no SPI header configured for flashing")
+                }
+                do { return (try await doFlash(flash, user), nil) } catch let e as RunAborted { throw e } catch {
+                    throw StageFailure(expected: "the image flashed" + (flash.verify ? " and verified" : ""), message: "\(error)")
+                }
+            }) else { return finish() }
+        }
+
         // power
         guard try await stage("power", {
             switch spec.power {
@@ -121,6 +137,8 @@ public struct BootStrategy: Sendable {
                 return ("left as it is", nil)
             case .on, .cycle, .reset:
                 let action: PowerAction = spec.power == .on ? .on : spec.power == .cycle ? .cycle : .reset
+                // What the DUT printed before this is from an earlier boot (one a flash started, say).
+                console.skipUnread()
                 do {
                     let state = try await devices.power.perform(action)
                     return ("\(action.rawValue) → \(state.rawValue)", nil)

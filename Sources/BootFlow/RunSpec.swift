@@ -19,6 +19,13 @@ public struct RunSpec: Sendable, Equatable {
         public var bootMenu: BootMenu?
     }
 
+    /// Flash the DUT's SPI chip before powering it (first iteration only).
+    public struct Flash: Sendable, Equatable {
+        /// "uploaded" (PUT /api/v1/flash/image) or an absolute path on the RTE.
+        public var image: String
+        public var verify: Bool
+    }
+
     public struct IPXE: Sendable, Equatable {
         public var interrupt: Bool
         public var commands: [String]
@@ -52,6 +59,7 @@ public struct RunSpec: Sendable, Equatable {
     }
 
     public var name: String
+    public var flash: Flash? = nil
     public var power: PowerStep
     public var firmware: Firmware
     public var ipxe: IPXE?
@@ -79,7 +87,15 @@ public struct RunSpec: Sendable, Equatable {
     }
 
     public static func parse(_ doc: JSONValue) throws(DocumentError) -> RunSpec {
-        let r = try FieldReader(doc, allowed: ["name", "power", "firmware", "ipxe", "login", "commands", "timeouts", "repeat", "wait_s"])
+        let r = try FieldReader(doc, allowed: ["name", "flash", "power", "firmware", "ipxe", "login", "commands", "timeouts", "repeat", "wait_s"])
+        var flash: Flash?
+        if let f = try r.object("flash", allowed: ["image", "verify"]) {
+            let image = try f.string("image") ?? "uploaded"
+            guard image == "uploaded" || (image.hasPrefix("/") && !image.split(separator: "/").contains("..")) else {
+                throw DocumentError(path: f.at("image"), message: "is \"uploaded\" (the image sent to /api/v1/flash/image) or an absolute path on the RTE", kind: .invalid)
+            }
+            flash = Flash(image: image, verify: try f.bool("verify") ?? true)
+        }
         let power: PowerStep
         if let p = try r.string("power") {
             guard let step = PowerStep(rawValue: p) else {
@@ -177,7 +193,10 @@ public struct RunSpec: Sendable, Equatable {
             // Without a power step there is no firmware to catch.
             throw DocumentError(path: "power", message: "\"none\" cannot catch firmware or iPXE prompts; use on, cycle or reset", kind: .invalid)
         }
-        return RunSpec(name: try r.string("name") ?? "", power: power, firmware: firmware, ipxe: ipxe, login: login,
+        if flash != nil && power == .none {
+            throw DocumentError(path: "power", message: "a flashed board must be powered up again to boot: use on or cycle", kind: .invalid)
+        }
+        return RunSpec(name: try r.string("name") ?? "", flash: flash, power: power, firmware: firmware, ipxe: ipxe, login: login,
                        commands: commands, timeouts: timeouts, repeatCount: try r.int("repeat", range: 1...maxRepeat) ?? 1,
                        waitSeconds: try r.int("wait_s", range: 0...(7 * 86400)) ?? 3600, source: doc)
     }

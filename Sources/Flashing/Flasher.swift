@@ -166,19 +166,29 @@ public actor Flasher {
         return job
     }
 
-    /// Runs an operation to its end (for a run's `flash:` step).
-    public func perform(_ operation: FlashOperation, verify: Bool = true, user: String) async throws(FlashError) -> FlashJob {
-        let request = try prepare(operation, verify: verify, layout: nil, regions: [])
-        let job = begin(request, user: user)
+    /// Runs an operation to its end (for a run's `flash:` step). `imageFile`: write this file on
+    /// the RTE instead of the uploaded image (checked against the chip's size like an upload).
+    public func perform(_ operation: FlashOperation, verify: Bool = true, imageFile: String? = nil, user: String) async throws(FlashError) -> FlashJob {
+        var request = try prepare(operation, verify: verify, layout: nil, regions: [], needsUpload: imageFile == nil)
+        if let imageFile {
+            var st = stat()
+            guard stat(imageFile, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { throw .badImage("\(imageFile) is not a file on the RTE") }
+            guard Int64(st.st_size) == config.chipBytes else {
+                throw .badImage("\(imageFile) is \(st.st_size) bytes; the chip (flash.chip_mib) holds exactly \(config.chipBytes)")
+            }
+            request.file = imageFile
+        }
+        var job = begin(request, user: user)
+        if imageFile != nil, let bytes = readFile(request.file!) { job.imageSha256 = SHA256.hex(bytes: bytes); jobs[job.id] = job }
         await execute(request, job: job.id)
         return jobs[job.id]!
     }
 
-    private func prepare(_ operation: FlashOperation, verify: Bool, layout: FlashLayout?, regions: [String]) throws(FlashError) -> FlashRequest {
+    private func prepare(_ operation: FlashOperation, verify: Bool, layout: FlashLayout?, regions: [String], needsUpload: Bool = true) throws(FlashError) -> FlashRequest {
         if let running { throw .busy(running) }
         switch operation {
         case .write:
-            guard image != nil else { throw .noImage }
+            guard image != nil || !needsUpload else { throw .noImage }
             return FlashRequest(operation: .write, file: imagePath, verify: verify, layout: layout, regions: regions)
         case .read:
             do { try makeDirectories(directory) } catch { throw .storage("\(error)") }

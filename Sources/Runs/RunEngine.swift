@@ -374,7 +374,8 @@ public actor RunEngine {
                 throw RunAborted(reason: "the lease ended (\(error)); the run stopped so nobody else's device is touched")
             }
         }
-        let strategy = BootStrategy(spec: spec, devices: devices)
+        var strategy = BootStrategy(spec: spec, devices: devices)
+        strategy.user = user
         var outcome: (RunState, String?) = (.passed, nil)
         for i in 1...spec.repeatCount {
             do {

@@ -87,3 +87,37 @@ import Testing
         }
     }
 }
+
+extension FlashAPITests {
+    /// The seed's loop in one posted run: flash (verified), power, iPXE menu, kernel, login, check.
+    @Test func aRunFlashesThenBootsAndChecks() async throws {
+        let dir = scratchDirectory()
+        try await withAgent(apiConfig(stateDir: dir)) { agent, c in
+            let a = c["alice"]!
+            let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 600]).json["token"] as! String
+            let rom = image(9)
+            #expect(try await a.request("PUT", "/api/v1/flash/image", body: rom, leaseToken: token).status == 201)
+            let posted = try await a.request("POST", "/api/v1/runs", json: spec { $0["flash"] = ["image": "uploaded"] }, leaseToken: token)
+            #expect(posted.status == 202, "\(posted.text)")
+            let run = try await finishedRun(a, posted.json["id"] as! String)
+            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
+            let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
+            #expect(stages.map { $0["name"] as? String ?? "" } == ["flash", "power", "firmware", "ipxe_interrupt", "ipxe_command", "ipxe_command", "ipxe_menu", "kernel", "login", "command"])
+            let detail = stages.first?["detail"] as? String ?? ""
+            #expect(detail.contains("written and verified on MX25L6436E"), "\(detail)")
+            #expect(FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init) == rom)
+            #expect(await agent.hardware.simulator!.lastCommandLine?.contains("rte.entry=xen-linux-dev") == true)
+
+            // An image path of the wrong size fails the flash stage, and nothing is powered.
+            let small = dir + "/small.rom"
+            FileManager.default.createFile(atPath: small, contents: Data(count: 4096))
+            let bad = try await a.request("POST", "/api/v1/runs", json: spec { $0["flash"] = ["image": small] }, leaseToken: token)
+            let failed = try await finishedRun(a, bad.json["id"] as! String)
+            #expect(failed["state"] as? String == "failed")
+            #expect(failure(failed)["stage"] as? String == "flash")
+            #expect((failure(failed)["message"] as? String ?? "").contains("small.rom is 4096 bytes; the chip (flash.chip_mib) holds exactly 8388608"), "\(failure(failed))")
+            let badStages = ((failed["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
+            #expect(badStages.map { $0["name"] as? String ?? "" } == ["flash"])
+        }
+    }
+}
