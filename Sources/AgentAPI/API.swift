@@ -167,6 +167,7 @@ public enum AgentRoutes {
         RunRoutes.add(&router, ctx, g)
         FlashRoutes.add(&router, ctx, g)
         CompatRoutes.add(&router, ctx, g)
+        CompatFlashRoutes.add(&router, ctx, g)
         return router
     }
 

@@ -43,3 +43,13 @@ public func randomHex(bytes: Int) -> String {
         let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s
     }.joined()
 }
+
+/// MD5 from nettle, for RteCtrl's `file_md5` (a name for an upload, not a security check).
+public enum MD5 {
+    public static func hex(bytes: [UInt8]) -> String {
+        var digest = [UInt8](repeating: 0, count: 16)
+        bytes.withUnsafeBufferPointer { m in digest.withUnsafeMutableBufferPointer { d in rte_md5(m.baseAddress, m.count, d.baseAddress) } }
+        let digits = Array("0123456789abcdef".utf8)
+        return String(decoding: digest.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] }, as: UTF8.self)
+    }
+}

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <nettle/sha2.h>
 #include <nettle/memops.h>
+#include <nettle/md5.h>
 
 /* nettle's SHA-256, one call: the Swift side never holds the context. */
 static inline void rte_sha256(const uint8_t *data, size_t length, uint8_t digest[SHA256_DIGEST_SIZE]) {
@@ -11,5 +12,12 @@ static inline void rte_sha256(const uint8_t *data, size_t length, uint8_t digest
     sha256_init(&ctx);
     sha256_update(&ctx, length, data);
     sha256_digest(&ctx, SHA256_DIGEST_SIZE, digest);
+}
+/* MD5 only because RteCtrl's flash API names uploads by it (file_md5); never for secrets. */
+static inline void rte_md5(const uint8_t *data, size_t length, uint8_t digest[MD5_DIGEST_SIZE]) {
+    struct md5_ctx ctx;
+    md5_init(&ctx);
+    md5_update(&ctx, length, data);
+    md5_digest(&ctx, MD5_DIGEST_SIZE, digest);
 }
 #endif

@@ -28,6 +28,8 @@ public struct FlashRequest: Sendable, Equatable {
     public var verify = true
     public var layout: FlashLayout?
     public var regions: [String] = []
+    /// flashrom's `-p` for this run, when it differs from the config's (a changed SPI speed).
+    public var programmer: String?
 
     public init(operation: FlashOperation, file: String? = nil, verify: Bool = true, layout: FlashLayout? = nil, regions: [String] = []) {
         self.operation = operation; self.file = file; self.verify = verify; self.layout = layout; self.regions = regions

@@ -30,6 +30,8 @@ public enum FlashError: Error, Sendable, Equatable, CustomStringConvertible {
 public struct FlashImageInfo: Sendable, Codable, Equatable {
     public var bytes: Int64
     public var sha256: String
+    /// MD5 of the bytes as uploaded (gzip or not): RteCtrl's `file_md5`.
+    public var uploadMd5: String
     public var uploadedBy: String
     public var uploadedAt: Timestamp
 }
@@ -73,6 +75,8 @@ public actor Flasher {
     let sequence: FlashSequence
     let clock: any AgentClock
     let directory: String
+    /// flashrom's `-p` with "{state_dir}" expanded.
+    let programmer: String
     private var image: FlashImageInfo?
     private var jobs: [String: FlashJob] = [:]
     private var order: [String] = []
@@ -81,6 +85,8 @@ public actor Flasher {
     /// where they happen (the flashrom thread included), not through the actor's mailbox.
     let log = FlashEventLog()
     private var counter = 0
+    /// The SPI clock set through RteCtrl's `PATCH /api/v1/flash/config` (kHz), in memory like RteCtrl's.
+    public private(set) var speedKHz: Int?
 
     public var imagePath: String { directory + "/image.rom" }
     public var readPath: String { directory + "/read.rom" }
@@ -90,11 +96,14 @@ public actor Flasher {
         self.config = config
         self.clock = clock
         directory = stateDirectory + "/flash"
-        let tool = Flashrom(binary: config.flashrom, programmer: config.programmer.replacingAll("{state_dir}", with: stateDirectory), chip: config.chip)
+        let programmer = config.programmer.replacingAll("{state_dir}", with: stateDirectory)
+        self.programmer = programmer
         let timeout = config.timeoutSeconds
+        let binary = config.flashrom, chip = config.chip
         sequence = FlashSequence(config: config, gpio: gpio, power: power, clock: clock) { request, progress async throws(FlashromFailure) -> FlashromReport in
             let outcome: Result<FlashromReport, FlashromFailure> = await withCheckedContinuation { c in
                 // flashrom blocks on its child: never on the cooperative pool.
+                let tool = Flashrom(binary: binary, programmer: request.programmer ?? programmer, chip: chip)
                 startThread(name: "flashrom") {
                     c.resume(returning: Result { () throws(FlashromFailure) -> FlashromReport in
                         try tool.run(request.operation, file: request.file, verify: request.verify, layout: request.layout,
@@ -107,7 +116,9 @@ public actor Flasher {
         if config.programmer.contains("{state_dir}") { try? makeDirectories(directory) }
         // An image uploaded before a restart is still there (its hash is taken again).
         if let bytes = readFile(directory + "/image.rom") {
-            image = FlashImageInfo(bytes: Int64(bytes.count), sha256: SHA256.hex(bytes: bytes), uploadedBy: "(before restart)", uploadedAt: clock.now())
+            image = FlashImageInfo(bytes: Int64(bytes.count), sha256: SHA256.hex(bytes: bytes),
+                                   uploadMd5: String(decoding: readFile(directory + "/image.md5") ?? [], as: UTF8.self),
+                                   uploadedBy: "(before restart)", uploadedAt: clock.now())
         }
     }
 
@@ -125,11 +136,13 @@ public actor Flasher {
         guard Int64(bytes.count) == size else {
             throw .badImage("the image is \(bytes.count) bytes; the chip (flash.chip_mib) holds exactly \(size) — a region write still takes a whole-chip image")
         }
+        let md5 = MD5.hex(bytes: upload)
         do {
             try makeDirectories(directory)
+            try writeFileAtomically(directory + "/image.md5", Array(md5.utf8))
             try writeFileAtomically(imagePath, bytes)
         } catch { throw .storage("storing the image failed: \(error)") }
-        let info = FlashImageInfo(bytes: Int64(bytes.count), sha256: SHA256.hex(bytes: bytes), uploadedBy: user, uploadedAt: clock.now())
+        let info = FlashImageInfo(bytes: Int64(bytes.count), sha256: SHA256.hex(bytes: bytes), uploadMd5: md5, uploadedBy: user, uploadedAt: clock.now())
         image = info
         return info
     }
@@ -138,6 +151,7 @@ public actor Flasher {
         if let running { throw .busy(running) }
         guard image != nil else { throw .noImage }
         unlink(imagePath)
+        unlink(directory + "/image.md5")
         image = nil
     }
 
@@ -160,7 +174,7 @@ public actor Flasher {
     /// Starts an operation on the uploaded image (write) or into `read.rom` (read); returns at once.
     public func start(_ operation: FlashOperation, verify: Bool = true, layout: FlashLayout? = nil, regions: [String] = [],
                       user: String) throws(FlashError) -> FlashJob {
-        let request = try prepare(operation, verify: verify, layout: layout, regions: regions)
+        let request = withSpeed(try prepare(operation, verify: verify, layout: layout, regions: regions))
         let job = begin(request, user: user)
         Task { await self.execute(request, job: job.id) }
         return job
@@ -169,7 +183,7 @@ public actor Flasher {
     /// Runs an operation to its end (for a run's `flash:` step). `imageFile`: write this file on
     /// the RTE instead of the uploaded image (checked against the chip's size like an upload).
     public func perform(_ operation: FlashOperation, verify: Bool = true, imageFile: String? = nil, user: String) async throws(FlashError) -> FlashJob {
-        var request = try prepare(operation, verify: verify, layout: nil, regions: [], needsUpload: imageFile == nil)
+        var request = withSpeed(try prepare(operation, verify: verify, layout: nil, regions: [], needsUpload: imageFile == nil))
         if let imageFile {
             var st = stat()
             guard stat(imageFile, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { throw .badImage("\(imageFile) is not a file on the RTE") }
@@ -197,6 +211,33 @@ public actor Flasher {
         case .probe, .erase:
             return FlashRequest(operation: operation)
         }
+    }
+
+    /// The programmer's `spispeed` (kHz): the override, else what the config says (RteCtrl's default 16000).
+    public var speed: Int {
+        if let speedKHz { return speedKHz }
+        for part in config.programmer.split(separator: ",") where part.hasPrefix("spispeed=") || part.contains(":spispeed=") {
+            if let v = Int(part.split(separator: "=").last ?? "") { return v }
+        }
+        return 16000
+    }
+
+    public func setSpeed(_ kHz: Int) throws(FlashError) {
+        if let running { throw .busy(running) }
+        speedKHz = kHz
+    }
+
+    private func withSpeed(_ request: FlashRequest) -> FlashRequest {
+        guard let speedKHz else { return request }
+        var r = request
+        var parts = programmer.split(separator: ",").map(String.init)
+        // Only a programmer with an SPI clock takes it (linux_spi, ch341a_spi…: `spispeed=`); the
+        // simulated board's dummy programmer has none, so there the speed is only remembered.
+        guard let i = parts.firstIndex(where: { $0.hasPrefix("spispeed=") || $0.contains(":spispeed=") }) else { return request }
+        let head = parts[i].split(separator: "=", maxSplits: 1)[0]
+        parts[i] = head + "=" + String(speedKHz)
+        r.programmer = parts.joined(separator: ",")
+        return r
     }
 
     private func begin(_ request: FlashRequest, user: String) -> FlashJob {

@@ -121,3 +121,60 @@ extension FlashAPITests {
         }
     }
 }
+
+import TestSupport
+
+extension FlashAPITests {
+    /// RteCtrl's flash endpoints as its clients call them (curl -F file=@…, then PUT with the
+    /// md5 and poll GET /api/v1/flash), anonymous from loopback while nobody holds a lease.
+    @Test func theRteCtrlFlashEndpointsUploadGzipCheckTheMD5AndFlash() async throws {
+        let dir = scratchDirectory()
+        try await withAgent(apiConfig(stateDir: dir)) { agent, c in
+            let anonymous = HTTP(port: agent.port, token: nil)
+            let base = "http://127.0.0.1:\(agent.port)/api/v1"
+            #expect(try await anonymous.request("GET", "/api/v1/flash").json["error"] as? String == "no flashing operation performed")
+            #expect(try await anonymous.request("GET", "/api/v1/flash/file").json["error"] as? String == "no file uploaded")
+            let rom = image(11)
+            FileManager.default.createFile(atPath: dir + "/coreboot.rom", contents: Data(rom))
+            #expect(try await runChild(["gzip", "-k", "-f", dir + "/coreboot.rom"], deadlineSeconds: 60).0 == 0)
+            let gz = try #require(FileManager.default.contents(atPath: dir + "/coreboot.rom.gz"))
+            let (code, out) = try await runChild(["curl", "-sS", "-m", "60", "-F", "file=@\(dir)/coreboot.rom.gz", base + "/flash/file"], deadlineSeconds: 90)
+            #expect(code == 0, "\(out)")
+            let uploaded = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [String: Any] ?? [:]
+            let md5 = try #require(uploaded["file_md5"] as? String, "\(out)")
+            #expect(uploaded["file_size"] as? Int == 8 << 20)
+            let (_, md5sum) = try await runChild(["md5sum", dir + "/coreboot.rom.gz"], deadlineSeconds: 30)
+            #expect(md5sum.hasPrefix(md5), "the md5 of the bytes as sent, as RteCtrl computes it")
+            _ = gz
+            #expect(try await anonymous.request("GET", "/api/v1/flash/file").json["file_md5"] as? String == md5)
+            #expect(try await anonymous.request("GET", "/api/v1/flash/config").json["speed"] as? Int == 16000)
+            #expect(try await anonymous.request("PATCH", "/api/v1/flash/config", body: Array(#"{"speed": 8000}"#.utf8)).json["speed"] as? Int == 8000)
+            let badSpeed = try await anonymous.request("PATCH", "/api/v1/flash/config", body: Array(#"{"speed": "fast"}"#.utf8))
+            #expect(badSpeed.status == 403 && badSpeed.json["error"] as? String == "bad parameters")
+            let mismatch = try await anonymous.request("PUT", "/api/v1/flash", body: Array(#"{"file_md5": "0123"}"#.utf8))
+            #expect(mismatch.status == 403 && mismatch.json["error"] as? String == "checksum mismatch")
+            #expect(try await anonymous.request("PUT", "/api/v1/flash", body: Array("{}".utf8)).json["error"] as? String == "bad parameters")
+            // Someone else's lease closes the writes to anonymous clients.
+            let lease = try await c["bob"]!.request("POST", "/api/v1/leases", json: ["ttl_s": 60]).json["token"] as! String
+            #expect(try await anonymous.request("PUT", "/api/v1/flash", body: Array("{\"file_md5\": \"\(md5)\"}".utf8)).status == 423)
+            #expect(try await c["bob"]!.request("DELETE", "/api/v1/leases/current", leaseToken: lease).status == 204)
+            let start = try await anonymous.request("PUT", "/api/v1/flash", body: Array("{\"file_md5\": \"\(md5)\"}".utf8))
+            #expect(start.json["status"] as? String == "starting" && start.json["percent"] as? Int == 1, "\(start.text)")
+            var seen: [String] = []
+            for _ in 0..<1000 {
+                let s = try await anonymous.request("GET", "/api/v1/flash").json
+                let status = s["status"] as? String ?? "error: \(s["error"] ?? "")"
+                if seen.last != status { seen.append(status) }
+                if status == "done" || status.hasPrefix("error") { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(seen.last == "done", "\(seen)")
+            #expect(Set(seen).isSubset(of: ["preparing", "reading old contents", "erasing flash and writing", "verifying", "done"]), "\(seen)")
+            #expect(FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init) == rom)
+            let job = try await c["alice"]!.request("GET", "/api/v1/flash/jobs").json["jobs"] as? [[String: Any]]
+            #expect((job?.first?["steps"] as? [[String: Any]])?.map { $0["name"] as? String ?? "" }.contains("spi_on") == true, "the whole sequence, not flashrom alone")
+            #expect(try await anonymous.request("DELETE", "/api/v1/flash/file").json["status"] as? String == "ok")
+            #expect(try await anonymous.request("DELETE", "/api/v1/flash/file").json["error"] as? String == "no file uploaded")
+        }
+    }
+}

@@ -158,4 +158,21 @@ func randomImage(_ count: Int = 8 << 20, seed: UInt64) -> [UInt8] {
         #expect(job.failure?.lastLines.first?.contains("W25Q64.V") == true)
         #expect(!bank.isActive("spi_enable"))
     }
+
+    /// RteCtrl's PATCH /api/v1/flash/config {"speed"} changes linux_spi's spispeed for the next run.
+    @Test func aChangedSPISpeedReachesFlashromsProgrammer() async throws {
+        let dir = scratchDirectory()
+        let fake = dir + "/flashrom"
+        try "#!/bin/sh\necho \"$@\" > \(dir)/args\necho 'Found Winbond flash chip \"W25Q64BV/W25Q64CV/W25Q64FV\" (8192 kB, SPI) on linux_spi.'\n".write(toFile: fake, atomically: true, encoding: .utf8)
+        chmod(fake, 0o755)
+        let (flasher, _, _, _) = try await make { $0.flashrom = fake; $0.programmer = "linux_spi:dev=/dev/spidev1.0,spispeed=16000"; $0.chip = nil }
+        #expect(await flasher.speed == 16000)
+        _ = try await flasher.perform(.probe, user: "alice")
+        #expect(try String(contentsOfFile: dir + "/args", encoding: .utf8) == "-p linux_spi:dev=/dev/spidev1.0,spispeed=16000\n")
+        try await flasher.setSpeed(8000)
+        let job = try await flasher.perform(.probe, user: "alice")
+        #expect(job.chip == "W25Q64BV/W25Q64CV/W25Q64FV")
+        #expect(try String(contentsOfFile: dir + "/args", encoding: .utf8) == "-p linux_spi:dev=/dev/spidev1.0,spispeed=8000\n")
+        #expect(await flasher.speed == 8000)
+    }
 }
