@@ -998,6 +998,615 @@ let openAPIDocument = #"""
      }
     }
    }
+  },
+  "/api/v1/flash/image": {
+   "put": {
+    "summary": "Upload the firmware image to flash (raw or gzip; exactly the chip's size once unpacked)",
+    "tags": [
+     "flash"
+    ],
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/octet-stream": {
+       "schema": {
+        "type": "string",
+        "contentEncoding": "binary"
+       }
+      }
+     }
+    },
+    "responses": {
+     "201": {
+      "description": "Stored",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "bytes": {
+           "type": "integer"
+          },
+          "sha256": {
+           "type": "string"
+          },
+          "upload_md5": {
+           "type": "string"
+          },
+          "uploaded_by": {
+           "type": "string"
+          },
+          "uploaded_at": {
+           "type": "integer"
+          }
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "get": {
+    "summary": "The uploaded image: size, SHA-256, who and when",
+    "tags": [
+     "flash"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "bytes": {
+           "type": "integer"
+          },
+          "sha256": {
+           "type": "string"
+          },
+          "upload_md5": {
+           "type": "string"
+          },
+          "uploaded_by": {
+           "type": "string"
+          },
+          "uploaded_at": {
+           "type": "integer"
+          }
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "delete": {
+    "summary": "Remove the uploaded image",
+    "tags": [
+     "flash"
+    ],
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ],
+    "responses": {
+     "204": {
+      "description": "Removed"
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/flash/jobs": {
+   "post": {
+    "summary": "Start a flash operation: the whole S5 → SPI on → flashrom → SPI off → CMOS → power sequence",
+    "tags": [
+     "flash"
+    ],
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+         "operation"
+        ],
+        "properties": {
+         "operation": {
+          "type": "string",
+          "enum": [
+           "probe",
+           "read",
+           "write",
+           "erase"
+          ]
+         },
+         "verify": {
+          "type": "boolean",
+          "default": true
+         },
+         "layout": {
+          "type": "string",
+          "enum": [
+           "ifd",
+           "fmap"
+          ]
+         },
+         "layout_file": {
+          "type": "string",
+          "description": "flashrom layout text: start:end name per line"
+         },
+         "regions": {
+          "type": "array",
+          "items": {
+           "type": "string"
+          }
+         }
+        }
+       }
+      }
+     }
+    },
+    "responses": {
+     "202": {
+      "description": "Started",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "id": {
+           "type": "string"
+          },
+          "operation": {
+           "type": "string",
+           "enum": [
+            "probe",
+            "read",
+            "write",
+            "erase"
+           ]
+          },
+          "state": {
+           "type": "string",
+           "enum": [
+            "running",
+            "succeeded",
+            "failed"
+           ]
+          },
+          "phase": {
+           "type": "string"
+          },
+          "percent": {
+           "type": "integer"
+          },
+          "steps": {
+           "type": "array",
+           "items": {
+            "type": "object"
+           }
+          },
+          "failure": {
+           "type": "object"
+          },
+          "chip": {
+           "type": "string"
+          },
+          "flashrom_ms": {
+           "type": "number"
+          },
+          "duration_ms": {
+           "type": "number"
+          }
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "get": {
+    "summary": "The last flash jobs",
+    "tags": [
+     "flash"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/flash/jobs/{id}": {
+   "get": {
+    "summary": "A flash job: state, steps with timings, failure",
+    "tags": [
+     "flash"
+    ],
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "id": {
+           "type": "string"
+          },
+          "operation": {
+           "type": "string",
+           "enum": [
+            "probe",
+            "read",
+            "write",
+            "erase"
+           ]
+          },
+          "state": {
+           "type": "string",
+           "enum": [
+            "running",
+            "succeeded",
+            "failed"
+           ]
+          },
+          "phase": {
+           "type": "string"
+          },
+          "percent": {
+           "type": "integer"
+          },
+          "steps": {
+           "type": "array",
+           "items": {
+            "type": "object"
+           }
+          },
+          "failure": {
+           "type": "object"
+          },
+          "chip": {
+           "type": "string"
+          },
+          "flashrom_ms": {
+           "type": "number"
+          },
+          "duration_ms": {
+           "type": "number"
+          }
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/flash/jobs/{id}/events": {
+   "get": {
+    "summary": "A flash job's steps and flashrom's progress as server-sent events",
+    "tags": [
+     "flash"
+    ],
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "Event stream",
+      "content": {
+       "text/event-stream": {
+        "schema": {
+         "type": "string"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/flash/read": {
+   "get": {
+    "summary": "Download what the last read job read from the chip",
+    "tags": [
+     "flash"
+    ],
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "The chip's contents (X-SHA256 header)",
+      "content": {
+       "application/octet-stream": {
+        "schema": {
+         "type": "string",
+         "contentEncoding": "binary"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/flash/file": {
+   "post": {
+    "summary": "RTE compatibility: upload the image (multipart field file, gzip accepted)",
+    "tags": [
+     "compat"
+    ],
+    "security": [],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "multipart/form-data": {
+       "schema": {
+        "type": "object",
+        "properties": {
+         "file": {
+          "type": "string",
+          "contentEncoding": "binary"
+         }
+        }
+       }
+      }
+     }
+    },
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "file_md5": {
+           "type": "string"
+          },
+          "file_size": {
+           "type": "integer"
+          }
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "get": {
+    "summary": "RTE compatibility: the uploaded file's md5 and size",
+    "tags": [
+     "compat"
+    ],
+    "security": [],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "delete": {
+    "summary": "RTE compatibility: remove the uploaded file",
+    "tags": [
+     "compat"
+    ],
+    "security": [],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/flash/config": {
+   "get": {
+    "summary": "RTE compatibility: the SPI speed (kHz)",
+    "tags": [
+     "compat"
+    ],
+    "security": [],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "patch": {
+    "summary": "RTE compatibility: set the SPI speed (kHz)",
+    "tags": [
+     "compat"
+    ],
+    "security": [],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "properties": {
+         "speed": {
+          "type": "integer"
+         }
+        }
+       }
+      }
+     }
+    },
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/flash": {
+   "put": {
+    "summary": "RTE compatibility: flash the uploaded file named by its md5",
+    "tags": [
+     "compat"
+    ],
+    "security": [],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "properties": {
+         "file_md5": {
+          "type": "string"
+         }
+        }
+       }
+      }
+     }
+    },
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "get": {
+    "summary": "RTE compatibility: flashing status and percent",
+    "tags": [
+     "compat"
+    ],
+    "security": [],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
   }
  },
  "components": {
