@@ -72,13 +72,13 @@ public struct AgentClient: Sendable {
         throw .unreachable("\(host):\(port): \(lastError)")
     }
 
-    func head(_ method: String, _ path: String, body: [UInt8]?, extra: [String: String] = [:], version: String = "1.1") -> [UInt8] {
+    func head(_ method: String, _ path: String, body: [UInt8]?, contentType: String = "application/json", extra: [String: String] = [:], version: String = "1.1") -> [UInt8] {
         var h = "\(method) \(path) HTTP/\(version)\r\nHost: \(host):\(port)\r\nUser-Agent: rtectl\r\n"
         if version == "1.1" && extra["Connection"] == nil { h += "Connection: close\r\n" }
         if let token { h += "Authorization: Bearer \(token)\r\n" }
         if let leaseToken { h += "X-Lease-Token: \(leaseToken)\r\n" }
         for (k, v) in extra { h += "\(k): \(v)\r\n" }
-        if let body { h += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        if let body { h += "Content-Type: \(contentType)\r\nContent-Length: \(body.count)\r\n" }
         return Array((h + "\r\n").utf8) + (body ?? [])
     }
 
@@ -93,14 +93,15 @@ public struct AgentClient: Sendable {
     }
 
     /// One request and its whole answer. Problem documents become `ClientError.problem`.
-    public func call(_ method: String, _ path: String, json: Any? = nil) throws(ClientError) -> Response {
-        var body: [UInt8]?
+    public func call(_ method: String, _ path: String, json: Any? = nil, raw: [UInt8]? = nil,
+                     contentType: String = "application/json") throws(ClientError) -> Response {
+        var body: [UInt8]? = raw
         if let json {
             do { body = Array(try JSONSerialization.data(withJSONObject: json)) } catch { throw .badResponse("cannot encode the request") }
         }
         let fd = try connect()
         defer { close(fd) }
-        guard AgentClient.sendAll(fd, head(method, path, body: body)) else { throw .unreachable("the connection closed while sending") }
+        guard AgentClient.sendAll(fd, head(method, path, body: body, contentType: contentType)) else { throw .unreachable("the connection closed while sending") }
         var raw: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {

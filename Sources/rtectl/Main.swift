@@ -71,7 +71,7 @@ struct RTECtl: AsyncParsableCommand {
         The agent comes from --agent or RTE_AGENT, the token from --token or RTE_TOKEN; a lease taken with
         `rtectl reserve` is remembered for later commands.
         """,
-        subcommands: [StatusCommand.self, Reserve.self, Renew.self, Release.self, Power.self, GPIOCommand.self, Log.self,
+        subcommands: [StatusCommand.self, Reserve.self, Renew.self, Release.self, Power.self, GPIOCommand.self, FlashCommand.self, Log.self,
                       Console.self, RunCommand.self, Runs.self])
 }
 

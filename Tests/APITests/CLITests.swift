@@ -111,3 +111,31 @@ func rtectlEnvironment(agent: Agent, user: String, stateDir: String) -> [String:
         }
     }
 }
+
+extension CLITests {
+    /// `rtectl flash` against the simulated board's emulated chip (the real flashrom behind it).
+    @Test func flashWriteReadProbeAndTheirExitCodes() async throws {
+        let dir = scratchDirectory()
+        try await withAgent(apiConfig(stateDir: dir)) { agent, _ in
+            let alice = scratchDirectory("alice"), bob = scratchDirectory("bob")
+            #expect(try await rtectlOutput(["reserve", "--ttl", "10m"], agent: agent, user: "alice", stateDir: alice).0 == 0)
+            let rom = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+            FileManager.default.createFile(atPath: alice + "/coreboot.rom", contents: Data(rom))
+            let (written, log) = try await rtectlOutput(["flash", "write", alice + "/coreboot.rom"], agent: agent, user: "alice", stateDir: alice)
+            #expect(written == 0, "\(log)")
+            #expect(log.contains("flashrom ok") && log.contains("VERIFIED") && log.contains("% verifying") && log.contains("flash write done in"), "\(log)")
+            #expect(FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init) == rom)
+            let (read, readLog) = try await rtectlOutput(["flash", "read", alice + "/back.rom"], agent: agent, user: "alice", stateDir: alice)
+            #expect(read == 0, "\(readLog)")
+            #expect(FileManager.default.contents(atPath: alice + "/back.rom").map(Array.init) == rom)
+            let (probed, probeLog) = try await rtectlOutput(["flash", "probe"], agent: agent, user: "alice", stateDir: alice)
+            #expect(probed == 0 && probeLog.contains("chip MX25L6436E"), "\(probeLog)")
+            // A wrong-sized image is refused (1); without the lease (3); usage (2).
+            FileManager.default.createFile(atPath: alice + "/small.rom", contents: Data(count: 1024))
+            let (small, smallLog) = try await rtectlOutput(["flash", "write", alice + "/small.rom"], agent: agent, user: "alice", stateDir: alice)
+            #expect(small == 1 && smallLog.contains("the image is 1024 bytes"), "\(smallLog)")
+            #expect(try await rtectlOutput(["flash", "probe"], agent: agent, user: "bob", stateDir: bob).0 == 3)
+            #expect(try await rtectlOutput(["flash", "write", alice + "/coreboot.rom", "--region", "bios"], agent: agent, user: "alice", stateDir: alice).0 == 2)
+        }
+    }
+}
