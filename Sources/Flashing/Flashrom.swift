@@ -185,6 +185,9 @@ struct FlashromOutput {
             events.append(FlashromProgress(phase: "found \(chip!)", percent: 5))
         }
         if text.contains("VERIFIED") { verified = true }
+        // flashrom read the whole chip, found it equal to the image and wrote nothing: that
+        // comparison is the verification.
+        if text.contains("Chip content is identical to the requested image") { verified = true }
         let lower = text.lowercased()
         if failureReason == nil, lower.contains("no eeprom/flash device found") || lower.hasPrefix("error") || lower.contains("failed")
             || lower.contains("multiple flash chip definitions match") || lower.contains("doesn't match") || lower.contains("does not match") {

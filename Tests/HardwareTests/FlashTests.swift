@@ -66,6 +66,9 @@ func randomImage(_ count: Int = 8 << 20, seed: UInt64) -> [UInt8] {
         // 3.3 V: spi_voltage stays released (only changes are recorded).
         #expect(spiChanges(bank) == ["power_button=1", "power_button=0", "spi_vcc=1", "spi_enable=1",
                                      "spi_enable=0", "spi_vcc=0", "cmos_clear=1", "cmos_clear=0"])
+        // The same image again: flashrom finds the chip identical, writes nothing; that comparison verifies it.
+        let again = try await flasher.perform(.write, user: "alice")
+        #expect(again.state == .succeeded, "\(again.failure?.description ?? "")")
         let read = try await flasher.perform(.read, user: "alice")
         #expect(read.state == .succeeded)
         #expect(FileManager.default.contents(atPath: dir + "/flash/read.rom").map(Array.init) == image)
