@@ -34,6 +34,7 @@ public final class Agent: Sendable {
         let power = hardware.power
         var devices = BootDevices(power: power, capture: hardware.capture, clock: clock) { bytes in try serial.write(bytes) }
         if let flasher {
+            devices.idle = { await flasher.waitUntilIdle() }
             devices.flash = { step, user in
                 let job = try await flasher.perform(.write, verify: step.verify, imageFile: step.image == "uploaded" ? nil : step.image, user: user)
                 if let f = job.failure { throw FlashRunError(description: "flashing failed at \(f.step): \(f.message)") }
@@ -73,10 +74,12 @@ public final class Agent: Sendable {
         let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, flasher: flasher, log: log)
         // Runs before the next holder is granted the device (LeaseBook.end): runs under the lease stop
         // first, then the expiry action puts the DUT in a known state.
-        await leases.start { [runs] lease, reason in
+        await leases.start { [runs, flasher] lease, reason in
             log("lease \(lease.id) of \(lease.holder) \(reason.rawValue)")
             metrics.count("leases_ended_total", labels: ["reason": reason.rawValue])
             await runs.leaseEnded(lease, reason)
+            // A flash under the ended lease finishes before anyone else gets the board.
+            await flasher?.waitUntilIdle()
             guard reason != .released, expiryAction != .none else { return }
             do {
                 _ = try await power.perform(expiryAction == .hardOff ? .hardOff : .hardOff)

@@ -13,6 +13,8 @@ public struct BootDevices: Sendable {
     public var clock: any AgentClock
     /// Flashes the SPI chip (the agent's Flasher); returns the step's detail, throws a message.
     public var flash: (@Sendable (RunSpec.Flash, _ user: String) async throws -> String)?
+    /// Returns once nothing else drives the board (a flash job): a run starts only then.
+    public var idle: (@Sendable () async -> Void)?
 
     public init(power: any DUTPower, capture: SerialCapture, clock: any AgentClock, write: @escaping @Sendable ([UInt8]) throws -> Void) {
         self.power = power; self.capture = capture; self.clock = clock; self.write = write

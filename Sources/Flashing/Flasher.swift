@@ -91,6 +91,14 @@ public actor Flasher {
     public var imagePath: String { directory + "/image.rom" }
     public var readPath: String { directory + "/read.rom" }
     public var isBusy: Bool { running != nil }
+    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+
+    /// Returns once no flash operation runs (at once when none does). A write is never cut
+    /// short: whoever needs the board next waits for it (a run, the next lease holder).
+    public func waitUntilIdle() async {
+        if running == nil { return }
+        await withCheckedContinuation { idleWaiters.append($0) }
+    }
 
     public init(config: FlashConfig, gpio: GPIOController, power: any DUTPower, clock: any AgentClock, stateDirectory: String) {
         self.config = config
@@ -280,6 +288,9 @@ public actor Flasher {
         jobs[id] = j
         running = nil
         log.publish(FlashEvent(type: "finished", job: id, state: j.state))
+        let waiters = idleWaiters
+        idleWaiters.removeAll()
+        waiters.forEach { $0.resume() }
     }
 
     /// The job's events so far, then live ones until it ends.

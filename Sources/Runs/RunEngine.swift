@@ -358,6 +358,8 @@ public actor RunEngine {
         let token = leaseToken ?? lease.token
         runLeases[id] = lease.id
         defer { runLeases[id] = nil; abortReasons[id] = nil }
+        // A flash job of the holder's may still be writing the chip: the run waits for it.
+        await devices.idle?()
         update(id) { r in r.state = .running; r.startedAt = clock.now(); r.captureFrom = devices.capture.endOffset }
         publish(RunEvent(type: "state", run: id, at: clock.now(), state: .running))
 

@@ -178,3 +178,42 @@ extension FlashAPITests {
         }
     }
 }
+
+extension FlashAPITests {
+    /// A write is never cut short: released mid-flash, the board goes to the next holder only
+    /// once the job has ended; a run posted during a flash starts after it.
+    @Test func theNextHolderAndARunWaitForAFlashToEnd() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
+            let a = c["alice"]!, b = c["bob"]!
+            let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 600]).json["token"] as! String
+            #expect(try await a.request("PUT", "/api/v1/flash/image", body: image(13), leaseToken: token).status == 201)
+            let first = try await a.request("POST", "/api/v1/flash/jobs", json: ["operation": "write"], leaseToken: token).json["id"] as! String
+            // A run posted now waits for the flash, then boots.
+            let run = try await a.request("POST", "/api/v1/runs", json: thirdOfFive, leaseToken: token).json["id"] as! String
+            let finishedRun = try await FlashAPITests.finished(a, run)
+            let job = try await a.request("GET", "/api/v1/flash/jobs/\(first)").json
+            #expect(finishedRun["state"] as? String == "passed", "\(finishedRun["message"] ?? "")")
+            let runStart = (finishedRun["started_at"] as? NSNumber)?.int64Value ?? 0
+            let flashEnd = (job["ended_at"] as? NSNumber)?.int64Value ?? .max
+            #expect(runStart >= flashEnd, "the run started \(runStart), the flash ended \(flashEnd)")
+            // Released while flashing: bob's waiting request is granted only after the job ends.
+            let second = try await a.request("POST", "/api/v1/flash/jobs", json: ["operation": "write"], leaseToken: token).json["id"] as! String
+            let waiting = Task { try await b.request("POST", "/api/v1/leases", json: ["ttl_s": 60, "wait_s": 60]) }
+            try await waitForQueueLength(a, 1)
+            #expect(try await a.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
+            let granted = try await waiting.value
+            #expect(granted.status == 201)
+            let secondJob = try await a.request("GET", "/api/v1/flash/jobs/\(second)").json
+            #expect(secondJob["state"] as? String == "succeeded", "granted while the job was \(secondJob["state"] ?? "")")
+        }
+    }
+
+    static func finished(_ http: HTTP, _ id: String) async throws -> [String: Any] {
+        for _ in 0..<3000 {
+            let r = try await http.request("GET", "/api/v1/runs/\(id)").json
+            if let s = r["state"] as? String, !["queued", "waiting_for_device", "running"].contains(s) { return r }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return [:]
+    }
+}
