@@ -70,7 +70,7 @@ public final class Agent: Sendable {
                                    maxTTLSeconds: config.leases.maxTTLSeconds, maxWaitSeconds: config.leases.maxWaitSeconds)
         let power = hardware.power
         let expiryAction = config.leases.expiryAction
-        let flasher = hardware.gpio.map { Flasher(config: config.flash, gpio: $0, power: power, clock: clock, stateDirectory: config.stateDirectory) }
+        let flasher = hardware.gpio.map { Flasher(config: config.flash, gpio: $0, power: power, clock: clock, stateDirectory: config.stateDirectory, log: log) }
         let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, flasher: flasher, log: log)
         // Runs before the next holder is granted the device (LeaseBook.end): runs under the lease stop
         // first, then the expiry action puts the DUT in a known state.

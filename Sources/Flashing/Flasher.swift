@@ -100,8 +100,13 @@ public actor Flasher {
         await withCheckedContinuation { idleWaiters.append($0) }
     }
 
-    public init(config: FlashConfig, gpio: GPIOController, power: any DUTPower, clock: any AgentClock, stateDirectory: String) {
+    /// The agent's log (the journal): every step of every flash, with its time and outcome.
+    let logLine: @Sendable (String) -> Void
+
+    public init(config: FlashConfig, gpio: GPIOController, power: any DUTPower, clock: any AgentClock, stateDirectory: String,
+                log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.config = config
+        logLine = log
         self.clock = clock
         directory = stateDirectory + "/flash"
         let programmer = config.programmer.replacingAll("{state_dir}", with: stateDirectory)
@@ -261,8 +266,9 @@ public actor Flasher {
     }
 
     private func execute(_ request: FlashRequest, job id: String) async {
-        let log = self.log
+        let log = self.log, logLine = self.logLine
         let (report, steps, failure) = await sequence.run(request, onStep: { s in
+            logLine("flash \(id): \(s.name) \(s.passed ? "ok" : "FAILED") in \(Int(s.durationMs.rounded())) ms: \(s.detail)")
             log.publish(FlashEvent(type: "step", job: id, step: s))
         }, onProgress: { p in
             log.publish(FlashEvent(type: "progress", job: id, phase: p.phase, percent: p.percent))
