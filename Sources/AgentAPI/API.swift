@@ -1,4 +1,5 @@
 import AgentClock
+import Artifacts
 import Auth
 import Configuration
 import Flashing
@@ -26,15 +27,16 @@ public struct APIContext: Sendable {
     public var metrics: Metrics
     public var runs: RunEngine?
     public var flasher: Flasher?
+    public var artifacts: ArtifactService?
     /// The agent's log (the journal under systemd): refusals worth an operator's attention.
     public var log: @Sendable (String) -> Void
 
     public init(config: AgentConfig, clock: any AgentClock, startedAt: Timestamp, authenticator: Authenticator, leases: LeaseBook,
                 power: any DUTPower, gpio: GPIOController?, serial: SerialPort, capture: SerialCapture, metrics: Metrics,
-                runs: RunEngine? = nil, flasher: Flasher? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
+                runs: RunEngine? = nil, flasher: Flasher? = nil, artifacts: ArtifactService? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.config = config; self.clock = clock; self.startedAt = startedAt; self.authenticator = authenticator
         self.leases = leases; self.power = power; self.gpio = gpio; self.serial = serial; self.capture = capture
-        self.metrics = metrics; self.runs = runs; self.flasher = flasher; self.log = log
+        self.metrics = metrics; self.runs = runs; self.flasher = flasher; self.artifacts = artifacts; self.log = log
     }
 }
 
@@ -166,6 +168,7 @@ public enum AgentRoutes {
         SerialRoutes.add(&router, ctx, g)
         RunRoutes.add(&router, ctx, g)
         FlashRoutes.add(&router, ctx, g)
+        ArtifactRoutes.add(&router, ctx, g)
         CompatRoutes.add(&router, ctx, g)
         CompatFlashRoutes.add(&router, ctx, g)
         return router

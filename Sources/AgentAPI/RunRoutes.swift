@@ -14,6 +14,15 @@ enum RunRoutes {
             do { doc = try JSONValue.parseBody(json: r.body) } catch let e as DocumentError { throw Problem.badRequest("the body (a run spec) \(e.message)") }
             let spec: RunSpec
             do { spec = try RunSpec.parse(doc) } catch let error as DocumentError { throw Problem.from(error) }
+            // Artifacts the spec names must be here before anything is powered.
+            for name in spec.artifactNames {
+                guard let service = ctx.artifacts, service.baseURL != nil else {
+                    throw Problem.unprocessable("the spec uses ${artifact:\(name)} but this agent serves no artifacts to the DUT (set artifacts.listen and artifacts.url)")
+                }
+                if await service.store.artifact(name) == nil {
+                    throw Problem.unprocessable("the spec uses ${artifact:\(name)}, which is not uploaded (PUT /api/v1/artifacts/\(name))")
+                }
+            }
             let record = try await engine.submit(spec, user: id.user, leaseToken: r.header("x-lease-token"))
             ctx.metrics.count("runs_submitted_total")
             return json(202, record, headers: [("Location", "/api/v1/runs/\(record.id)")])

@@ -1,4 +1,5 @@
 import AgentAPI
+import Artifacts
 import AgentClock
 import Auth
 import Configuration
@@ -19,20 +20,31 @@ public final class Agent: Sendable {
     public let router: Router
     public let runs: RunEngine
     public let consolePort: ConsolePort?
+    /// The DUT network's read-only listener for artifacts (when `artifacts.listen` is set).
+    public let dutFiles: HTTPServer?
     public var config: AgentConfig { hardware.config }
 
     init(hardware: Hardware, leases: LeaseBook, http: HTTPServer, metrics: Metrics, router: Router, runs: RunEngine,
-         consolePort: ConsolePort?) {
+         consolePort: ConsolePort?, dutFiles: HTTPServer? = nil) {
+        self.dutFiles = dutFiles
         self.hardware = hardware; self.leases = leases; self.http = http; self.metrics = metrics; self.router = router; self.runs = runs
         self.consolePort = consolePort
     }
 
     /// The run engine over this hardware: runs drive power and the console the same way a client would.
     static func makeRunEngine(hardware: Hardware, leases: LeaseBook, clock: any AgentClock, metrics: Metrics, flasher: Flasher?,
-                              log: @escaping @Sendable (String) -> Void) throws -> RunEngine {
+                              artifacts: ArtifactService, log: @escaping @Sendable (String) -> Void) throws -> RunEngine {
         let serial = hardware.serial
         let power = hardware.power
         var devices = BootDevices(power: power, capture: hardware.capture, clock: clock) { bytes in try serial.write(bytes) }
+        // `${artifact:NAME}` becomes the URL the DUT fetches under the run's lease.
+        devices.resolve = { spec, leaseId in
+            for name in spec.artifactNames where await artifacts.store.artifact(name) == nil {
+                throw ArtifactError.notFound(name)
+            }
+            guard artifacts.baseURL != nil else { throw ArtifactError.storage("artifacts.url is not configured: the DUT has no address to fetch artifacts from") }
+            return spec.expandingArtifacts { artifacts.url($0, lease: leaseId)! }
+        }
         if let flasher {
             devices.idle = { await flasher.waitUntilIdle() }
             devices.flash = { step, user in
@@ -70,8 +82,14 @@ public final class Agent: Sendable {
                                    maxTTLSeconds: config.leases.maxTTLSeconds, maxWaitSeconds: config.leases.maxWaitSeconds)
         let power = hardware.power
         let expiryAction = config.leases.expiryAction
+        let store: ArtifactStore
+        do { store = try ArtifactStore(directory: config.stateDirectory + "/artifacts", config: config.artifacts, clock: clock) } catch {
+            _ = await hardware.shutdown()
+            throw error
+        }
+        let artifacts = ArtifactService(store: store, baseURL: config.artifacts.url)
         let flasher = hardware.gpio.map { Flasher(config: config.flash, gpio: $0, power: power, clock: clock, stateDirectory: config.stateDirectory, log: log) }
-        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, flasher: flasher, log: log)
+        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, flasher: flasher, artifacts: artifacts, log: log)
         // Runs before the next holder is granted the device (LeaseBook.end): runs under the lease stop
         // first, then the expiry action puts the DUT in a known state.
         await leases.start { [runs, flasher] lease, reason in
@@ -91,7 +109,7 @@ public final class Agent: Sendable {
         await runs.releaseInterruptedLeases()
         let ctx = APIContext(config: config, clock: clock, startedAt: clock.now(), authenticator: Authenticator(config: config.auth),
                              leases: leases, power: power, gpio: hardware.gpio, serial: hardware.serial,
-                             capture: hardware.capture, metrics: metrics, runs: runs, flasher: flasher, log: log)
+                             capture: hardware.capture, metrics: metrics, runs: runs, flasher: flasher, artifacts: artifacts, log: log)
         metrics.addCollector { [hardware] in
             let s = hardware.serial.status
             let state = await power.state()
@@ -105,7 +123,15 @@ public final class Agent: Sendable {
         // A firmware image is the chip's size (gzip may add a little): bounded, not the default limit.
         let imageBytes = Int(config.flash.chipBytes) + (1 << 20)
         let imageLimits = [BodyLimit(method: "PUT", path: "/api/v1/flash/image", maxBytes: imageBytes),
-                           BodyLimit(method: "POST", path: "/api/v1/flash/file", maxBytes: imageBytes + (64 << 10))]
+                           BodyLimit(method: "POST", path: "/api/v1/flash/file", maxBytes: imageBytes + (64 << 10)),
+                           // Artifacts go to disk as they arrive; the store enforces their own limit.
+                           BodyLimit(method: "PUT", path: "/api/v1/artifacts/*", maxBytes: Int(clamping: config.artifacts.maxBytes) &+ 1, streamedOnly: true)]
+        let authenticator = ctx.authenticator
+        // Only an authenticated upload gets a file (anything else stays under the small in-memory limit).
+        let sink: @Sendable (HTTPRequest) -> (any RequestBodySink)? = { r in
+            guard r.method == "PUT", r.path.hasPrefix("/api/v1/artifacts/"), (try? authenticator.identify(authorization: r.header("authorization"))) != nil else { return nil }
+            return try? store.begin(String(r.path.dropFirst("/api/v1/artifacts/".count)))
+        }
         let server: HTTPServer
         do {
             var tlsCert: String?, tlsKey: String?
@@ -121,7 +147,7 @@ public final class Agent: Sendable {
                                            maxConnections: config.http.maxConnections,
                                            maxConnectionsPerAddress: config.http.maxConnectionsPerAddress,
                                            headerTimeoutSeconds: config.http.headerTimeoutSeconds,
-                                           tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey, bodyLimits: imageLimits),
+                                           tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey, bodyLimits: imageLimits, bodySink: sink),
                 handler: { request in await router.handle(request) },
                 tooLarge: { _, max in Problem(413, "body-too-large", "Request body too large", "the body exceeds \(max) bytes (http.max_body_bytes)").response })
         } catch {
@@ -141,7 +167,23 @@ public final class Agent: Sendable {
             log("WARNING: authentication is OFF (\(config.sourceFile)); listening on loopback \(config.http.host) only")
         }
         log("\(config.dut.name): API on http://\(config.http.host):\(server.port), serial \(config.serial.device)")
-        return Agent(hardware: hardware, leases: leases, http: server, metrics: metrics, router: router, runs: runs, consolePort: consolePort)
+        var dutFiles: HTTPServer?
+        if let host = config.artifacts.listenHost {
+            let files = DUTFileRoutes.router(service: artifacts, leases: leases, log: log)
+            do {
+                dutFiles = try HTTPServer(options: HTTPServerOptions(host: host, port: config.artifacts.listenPort, maxBodyBytes: 1024,
+                                                                     connectionTimeoutSeconds: 60, maxConnections: 64, maxConnectionsPerAddress: 16),
+                                          handler: { request in await files.handle(request) },
+                                          tooLarge: { _, _ in HTTPResponse.text(413, "read-only\n") })
+            } catch {
+                server.stop(); await consolePort?.stop()
+                _ = await hardware.shutdown()
+                throw HTTPServerError(description: "artifacts listener \(host):\(config.artifacts.listenPort): \(error)")
+            }
+            log("artifacts for the DUT on http://\(host):\(dutFiles!.port) (the DUT uses \(config.artifacts.url ?? "?"))")
+        }
+        return Agent(hardware: hardware, leases: leases, http: server, metrics: metrics, router: router, runs: runs, consolePort: consolePort,
+                     dutFiles: dutFiles)
     }
 
     public var port: Int { http.port }
@@ -149,6 +191,7 @@ public final class Agent: Sendable {
     /// Stops serving, then puts the hardware in its safe state.
     public func shutdown() async -> [String] {
         http.stop()
+        dutFiles?.stop()
         await consolePort?.stop()
         await runs.shutdown()
         await leases.written()

@@ -53,3 +53,26 @@ public enum MD5 {
         return String(decoding: digest.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] }, as: UTF8.self)
     }
 }
+
+/// SHA-256 of data fed in pieces; one owner at a time (the upload it hashes).
+public final class SHA256Stream: @unchecked Sendable {
+    private let ctx: OpaquePointer
+    private var done = false
+
+    public init() { ctx = OpaquePointer(rte_sha256_new()!) }
+    deinit { rte_sha256_free(UnsafeMutablePointer(ctx)) }
+
+    public func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, !done else { return }
+        rte_sha256_update(UnsafeMutablePointer(ctx), base.assumingMemoryBound(to: UInt8.self), bytes.count)
+    }
+
+    /// The digest, hex; the stream takes no more data after.
+    public func finish() -> String {
+        var digest = [UInt8](repeating: 0, count: 32)
+        digest.withUnsafeMutableBufferPointer { rte_sha256_finish(UnsafeMutablePointer(ctx), $0.baseAddress) }
+        done = true
+        let digits = Array("0123456789abcdef".utf8)
+        return String(decoding: digest.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] }, as: UTF8.self)
+    }
+}

@@ -15,6 +15,8 @@ public struct BootDevices: Sendable {
     public var flash: (@Sendable (RunSpec.Flash, _ user: String) async throws -> String)?
     /// Returns once nothing else drives the board (a flash job): a run starts only then.
     public var idle: (@Sendable () async -> Void)?
+    /// The spec as the run's lease sees it (`${artifact:NAME}` → the URL the DUT fetches).
+    public var resolve: (@Sendable (RunSpec, _ leaseId: String) async throws -> RunSpec)?
 
     public init(power: any DUTPower, capture: SerialCapture, clock: any AgentClock, write: @escaping @Sendable ([UInt8]) throws -> Void) {
         self.power = power; self.capture = capture; self.clock = clock; self.write = write

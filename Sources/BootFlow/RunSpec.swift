@@ -201,3 +201,39 @@ public struct RunSpec: Sendable, Equatable {
                        waitSeconds: try r.int("wait_s", range: 0...(7 * 86400)) ?? 3600, source: doc)
     }
 }
+
+extension RunSpec {
+    /// The artifacts the iPXE lines name as `${artifact:NAME}`.
+    public var artifactNames: [String] {
+        var names: [String] = []
+        for line in (ipxe?.commands ?? []) + (ipxe?.script ?? []) {
+            var rest = Substring(line)
+            while let open = rest.firstRange(of: "${artifact:") {
+                guard let close = rest[open.upperBound...].firstIndex(of: "}") else { break }
+                let name = String(rest[open.upperBound..<close])
+                if !names.contains(name) { names.append(name) }
+                rest = rest[rest.index(after: close)...]
+            }
+        }
+        return names
+    }
+
+    /// The spec with every `${artifact:NAME}` replaced by `url(NAME)` (the address the DUT fetches).
+    public func expandingArtifacts(_ url: (String) throws -> String) rethrows -> RunSpec {
+        guard var ipxe, !artifactNames.isEmpty else { return self }
+        func expand(_ line: String) throws -> String {
+            var out = "", rest = Substring(line)
+            while let open = rest.firstRange(of: "${artifact:"), let close = rest[open.upperBound...].firstIndex(of: "}") {
+                out += rest[..<open.lowerBound]
+                out += try url(String(rest[open.upperBound..<close]))
+                rest = rest[rest.index(after: close)...]
+            }
+            return out + rest
+        }
+        ipxe.commands = try ipxe.commands.map(expand)
+        ipxe.script = try ipxe.script.map(expand)
+        var s = self
+        s.ipxe = ipxe
+        return s
+    }
+}

@@ -99,6 +99,11 @@ static inline struct MHD_Response *rte_mhd_response_stream(rte_mhd_reader reader
     return MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader, cls, free_cb);
 }
 
+/* A file region; MHD closes fd when the response is destroyed. */
+static inline struct MHD_Response *rte_mhd_response_file(uint64_t size, int fd, uint64_t offset) {
+    return MHD_create_response_from_fd_at_offset64(size, fd, offset);
+}
+
 static inline ssize_t rte_mhd_reader_end(void) { return MHD_CONTENT_READER_END_OF_STREAM; }
 static inline ssize_t rte_mhd_reader_error(void) { return MHD_CONTENT_READER_END_WITH_ERROR; }
 

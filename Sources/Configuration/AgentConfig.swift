@@ -19,6 +19,7 @@ public struct AgentConfig: Sendable {
     public var qemu: QEMUConfig = QEMUConfig(binary: "qemu-system-x86_64", arguments: [], softOffSeconds: 30)
     public var compat: CompatConfig
     public var flash: FlashConfig = FlashConfig()
+    public var artifacts: ArtifactsConfig = ArtifactsConfig()
 }
 
 public enum DUTBackend: String, CaseIterable, Sendable { case gpio, simulated, qemu }
@@ -189,6 +190,22 @@ extension String {
         while let r = rest.firstRange(of: target) { out += rest[..<r.lowerBound] + replacement; rest = rest[r.upperBound...] }
         return out + rest
     }
+}
+
+/// Boot files uploaded to the agent and served to the DUT (`artifacts:`).
+public struct ArtifactsConfig: Sendable {
+    /// Where the DUT fetches them (host:port on the DUT's network); nil: not served.
+    public var listenHost: String?
+    public var listenPort: Int = 8080
+    /// The base URL the DUT uses to reach that listener (what iPXE is told), e.g. http://192.168.4.1:8080.
+    public var url: String?
+    /// One artifact at most (a kernel, an initramfs): 64-bit, boards' files pass 2 GiB rarely but may.
+    public var maxBytes: Int64 = 512 << 20
+    /// All artifacts together; the least recently used go first when a new one needs room.
+    public var quotaBytes: Int64 = 2 << 30
+    /// Artifacts not used for this long are removed.
+    public var maxAgeSeconds: Int64 = 7 * 86400
+    public init() {}
 }
 
 /// Flashing the DUT's SPI chip through the RTE's SPI header with flashrom (`flash:`).
@@ -474,10 +491,40 @@ extension AgentConfig {
             try fR.rejectUnknownKeys()
         }
 
+        // artifacts
+        var artifacts = ArtifactsConfig()
+        if var aR = try root.section("artifacts") {
+            if let listen = try aR.string("listen") {
+                guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
+                    throw aR.error("listen", "must be host:port, e.g. 0.0.0.0:8080")
+                }
+                artifacts.listenHost = String(listen[..<colon].filter { $0 != "[" && $0 != "]" })
+                artifacts.listenPort = port
+            }
+            artifacts.url = try aR.string("url")
+            if artifacts.listenHost != nil && artifacts.url == nil {
+                throw aR.error("url", "is required with listen: the URL the DUT uses to reach it, e.g. http://192.168.4.1:8080")
+            }
+            if let mib = try aR.int("max_mib") {
+                guard (1...65536).contains(mib) else { throw aR.error("max_mib", "must be 1 to 65536, got \(mib)") }
+                artifacts.maxBytes = Int64(mib) << 20
+            }
+            if let mib = try aR.int("quota_mib") {
+                guard (1...1_048_576).contains(mib) else { throw aR.error("quota_mib", "must be 1 to 1048576, got \(mib)") }
+                artifacts.quotaBytes = Int64(mib) << 20
+            }
+            if let h = try aR.int("max_age_h") {
+                guard (1...87600).contains(h) else { throw aR.error("max_age_h", "must be 1 to 87600 hours, got \(h)") }
+                artifacts.maxAgeSeconds = Int64(h) * 3600
+            }
+            try aR.rejectUnknownKeys()
+        }
+
         var config = AgentConfig(
             sourceFile: file, dut: dut, serial: serial, gpio: GPIOConfig(lines: lines), power: power, http: http,
             stateDirectory: stateDirectory, auth: auth, leases: leases, simulator: simulator, qemu: qemu, compat: compat)
         config.flash = flash
+        config.artifacts = artifacts
         return config
     }
 

@@ -14,6 +14,8 @@ public struct HTTPRequest: Sendable {
     public var remoteAddress: String
     /// Path parameters filled by the router (`{id}`).
     public var pathParameters: [String: String] = [:]
+    /// Where the body went instead of `body`, for routes that stream uploads (see `HTTPServerOptions.bodySink`).
+    public var upload: (any RequestBodySink)?
 
     public init(method: String, path: String, query: [String: String] = [:], headers: [String: String] = [:],
                 body: [UInt8] = [], remoteAddress: String = "") {
@@ -22,6 +24,17 @@ public struct HTTPRequest: Sendable {
     }
 
     public func header(_ name: String) -> String? { headers[name.lowercased()] }
+}
+
+/// Takes a request body as it arrives, instead of it being kept whole in memory (a kernel image
+/// uploaded to disk). Called on the server's thread, in order; `write` returns false to refuse
+/// the rest (too large, disk full): the handler then sees `failure`.
+public protocol RequestBodySink: AnyObject, Sendable {
+    func write(_ bytes: UnsafeRawBufferPointer) -> Bool
+    /// Why the body was refused, if it was.
+    var failure: String? { get }
+    /// The request ended before its body did (the client hung up): clean up.
+    func abandon()
 }
 
 /// Pushes bytes of a streaming response to the client (chunked). `write` waits while the
@@ -123,6 +136,9 @@ public struct HTTPResponse: Sendable {
         case stream(@Sendable (ResponseStreamWriter) async -> Void)
         /// Switches protocols; the closure owns the socket until it returns.
         case upgrade(protocolName: String, @Sendable (UpgradedConnection) async -> Void)
+        /// `length` bytes of an open file from `offset`, sent by the server (sendfile where it
+        /// can); the server closes the descriptor.
+        case file(descriptor: Int32, offset: UInt64, length: UInt64)
     }
     public var status: Int
     public var headers: [(String, String)]

@@ -26,14 +26,19 @@ public struct HTTPServerOptions: Sendable {
     public var tlsKeyPEM: String?
     /// Larger limits for named routes (a firmware image upload), still bounded.
     public var bodyLimits: [BodyLimit] = []
+    /// For requests whose body goes to a sink as it arrives (decided from the headers; the
+    /// route's limit still applies): nil keeps the body in memory.
+    public var bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)?
 
     public init(host: String, port: Int, maxBodyBytes: Int = 1 << 20, connectionTimeoutSeconds: Int = 30,
                 maxConnections: Int = 256, maxConnectionsPerAddress: Int = 64, headerTimeoutSeconds: Int = 10,
-                tlsCertificatePEM: String? = nil, tlsKeyPEM: String? = nil, bodyLimits: [BodyLimit] = []) {
+                tlsCertificatePEM: String? = nil, tlsKeyPEM: String? = nil, bodyLimits: [BodyLimit] = [],
+                bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)? = nil) {
         self.host = host; self.port = port; self.maxBodyBytes = maxBodyBytes
         self.connectionTimeoutSeconds = connectionTimeoutSeconds; self.maxConnections = maxConnections
         self.maxConnectionsPerAddress = maxConnectionsPerAddress; self.headerTimeoutSeconds = headerTimeoutSeconds
         self.tlsCertificatePEM = tlsCertificatePEM; self.tlsKeyPEM = tlsKeyPEM; self.bodyLimits = bodyLimits
+        self.bodySink = bodySink
     }
 }
 
@@ -42,7 +47,13 @@ public struct BodyLimit: Sendable {
     public var method: String
     public var path: String
     public var maxBytes: Int
-    public init(method: String, path: String, maxBytes: Int) { self.method = method; self.path = path; self.maxBytes = maxBytes }
+    /// The larger limit holds only for a body that goes to a sink (never for one kept in memory).
+    public var streamedOnly = false
+    public init(method: String, path: String, maxBytes: Int, streamedOnly: Bool = false) {
+        self.method = method; self.path = path; self.maxBytes = maxBytes; self.streamedOnly = streamedOnly
+    }
+    /// The exact path, or any path under a prefix written "…/*".
+    func matches(_ p: String) -> Bool { path.hasSuffix("/*") ? p.hasPrefix(path.dropLast()) && p.count > path.count - 1 : p == path }
 }
 
 /// A connection pointer that may cross to the task answering it (MHD's suspend/resume is thread-safe).
@@ -53,6 +64,7 @@ final class ServerCore: @unchecked Sendable {
     let tooLarge: @Sendable (HTTPRequest, Int) -> HTTPResponse
     let maxBody: Int
     let bodyLimits: [BodyLimit]
+    let bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)?
     let watch: ConnectionWatch
     /// Connections handed over by an upgrade: no header deadline applies to them any more.
     let upgradedConnections = Mutex(Set<UInt>())
@@ -92,8 +104,9 @@ final class ServerCore: @unchecked Sendable {
 
     var isStopping: Bool { parking.withLock { $0.stopping } }
     init(handler: @escaping HTTPHandler, tooLarge: @escaping @Sendable (HTTPRequest, Int) -> HTTPResponse, maxBody: Int,
-         bodyLimits: [BodyLimit] = [], watch: ConnectionWatch) {
-        self.handler = handler; self.tooLarge = tooLarge; self.maxBody = maxBody; self.bodyLimits = bodyLimits; self.watch = watch
+         bodyLimits: [BodyLimit] = [], bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)? = nil, watch: ConnectionWatch) {
+        self.handler = handler; self.tooLarge = tooLarge; self.maxBody = maxBody; self.bodyLimits = bodyLimits
+        self.bodySink = bodySink; self.watch = watch
     }
 }
 
@@ -129,6 +142,8 @@ private func connectionNotify(_ cls: UnsafeMutableRawPointer?, _ connection: Opa
 final class RequestContext: @unchecked Sendable {
     var request: HTTPRequest
     var maxBody = 0
+    var streamed = 0
+    var sinkRefused = false
     var tooLarge = false
     var started = false
     let response = Mutex<HTTPResponse?>(nil)
@@ -249,6 +264,8 @@ private func queue(_ response: HTTPResponse, on connection: OpaquePointer, core:
         let box = UpgradeBox(handler, core: core)
         mhdResponse = rte_mhd_response_upgrade(upgradeHandler, Unmanaged.passRetained(box).toOpaque())
         headers.append(("Upgrade", protocolName))
+    case .file(let fd, let offset, let length):
+        mhdResponse = rte_mhd_response_file(length, fd, offset)
     }
     guard let mhdResponse else { return rte_mhd_no() }
     for (name, value) in headers { MHD_add_response_header(mhdResponse, name, value) }
@@ -275,7 +292,9 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
                                   query: query, headers: headers, body: [],
                                   remoteAddress: String(decoding: address.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         let ctx = RequestContext(request: request)
-        ctx.maxBody = core.bodyLimits.first { $0.method == request.method && $0.path == request.path }?.maxBytes ?? core.maxBody
+        ctx.request.upload = core.bodySink?(request)
+        let limit = core.bodyLimits.first { $0.method == request.method && $0.matches(request.path) }
+        ctx.maxBody = limit.map { $0.streamedOnly && ctx.request.upload == nil ? core.maxBody : $0.maxBytes } ?? core.maxBody
         reqCls.pointee = Unmanaged.passRetained(ctx).toOpaque()
         if let length = headers["content-length"].flatMap({ Int($0) }), length > ctx.maxBody {
             ctx.tooLarge = true
@@ -294,7 +313,16 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
             uploadDataSize.pointee = 0
             return rte_mhd_yes()
         }
-        if ctx.request.body.count + uploadDataSize.pointee > ctx.maxBody {
+        if let sink = ctx.request.upload {
+            // Streamed: counted here, kept by the sink (a refusal keeps the connection, drops the rest).
+            ctx.streamed += uploadDataSize.pointee
+            if ctx.streamed > ctx.maxBody {
+                ctx.tooLarge = true
+                sink.abandon()
+            } else if let uploadData, !sink.write(UnsafeRawBufferPointer(start: uploadData, count: uploadDataSize.pointee)) {
+                ctx.sinkRefused = true
+            }
+        } else if ctx.request.body.count + uploadDataSize.pointee > ctx.maxBody {
             ctx.tooLarge = true
             ctx.request.body = []
         } else if let uploadData {
@@ -337,6 +365,9 @@ private func completedHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opa
         }
     }
     guard let reqCls, let p = reqCls.pointee else { return }
+    let ctx = Unmanaged<RequestContext>.fromOpaque(p).takeUnretainedValue()
+    // A body that never reached its handler (the client left mid-upload) is thrown away.
+    if !ctx.started { ctx.request.upload?.abandon() }
     Unmanaged<RequestContext>.fromOpaque(p).release()
     reqCls.pointee = nil
 }
@@ -357,7 +388,8 @@ public final class HTTPServer: Sendable {
         do { watch = try ConnectionWatch(headerTimeoutSeconds: options.headerTimeoutSeconds) } catch {
             throw HTTPServerError(description: "cannot start the connection watch: \(error)")
         }
-        core = ServerCore(handler: handler, tooLarge: tooLarge, maxBody: options.maxBodyBytes, bodyLimits: options.bodyLimits, watch: watch)
+        core = ServerCore(handler: handler, tooLarge: tooLarge, maxBody: options.maxBodyBytes, bodyLimits: options.bodyLimits,
+                          bodySink: options.bodySink, watch: watch)
         retained = Unmanaged.passRetained(core)
         notify = .allocate(capacity: 1)
         notify.initialize(to: rte_mhd_connection_notify(handler: connectionNotify, cls: retained.toOpaque()))

@@ -360,6 +360,13 @@ public actor RunEngine {
         defer { runLeases[id] = nil; abortReasons[id] = nil }
         // A flash job of the holder's may still be writing the chip: the run waits for it.
         await devices.idle?()
+        var spec = spec
+        if let resolve = devices.resolve {
+            do { spec = try await resolve(spec, lease.id) } catch {
+                finish(id, .error, message: "the spec could not be prepared: \(error)")
+                return
+            }
+        }
         update(id) { r in r.state = .running; r.startedAt = clock.now(); r.captureFrom = devices.capture.endOffset }
         publish(RunEvent(type: "state", run: id, at: clock.now(), state: .running))
 
