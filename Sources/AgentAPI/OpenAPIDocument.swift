@@ -1607,6 +1607,206 @@ let openAPIDocument = #"""
      }
     }
    }
+  },
+  "/api/v1/artifacts": {
+   "get": {
+    "summary": "Artifacts with sizes, hashes, ages and the URLs the DUT fetches",
+    "tags": [
+     "artifacts"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "artifacts": {
+           "type": "array",
+           "items": {
+            "type": "object",
+            "properties": {
+             "name": {
+              "type": "string"
+             },
+             "bytes": {
+              "type": "integer"
+             },
+             "sha256": {
+              "type": "string"
+             },
+             "uploaded_by": {
+              "type": "string"
+             },
+             "uploaded_at": {
+              "type": "string"
+             },
+             "last_used_at": {
+              "type": "string"
+             },
+             "age_s": {
+              "type": "integer"
+             },
+             "url": {
+              "type": "string",
+              "description": "what the DUT fetches while the current lease holds the board"
+             }
+            }
+           }
+          },
+          "total_bytes": {
+           "type": "integer"
+          },
+          "quota_bytes": {
+           "type": "integer"
+          }
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/artifacts/{name}": {
+   "put": {
+    "summary": "Upload a boot file for the DUT (streamed to disk, SHA-256 on the way)",
+    "tags": [
+     "artifacts"
+    ],
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     },
+     {
+      "name": "name",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string",
+       "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
+      }
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/octet-stream": {
+       "schema": {
+        "type": "string",
+        "contentEncoding": "binary"
+       }
+      }
+     }
+    },
+    "responses": {
+     "201": {
+      "description": "Stored",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "name": {
+           "type": "string"
+          },
+          "bytes": {
+           "type": "integer"
+          },
+          "sha256": {
+           "type": "string"
+          },
+          "uploaded_by": {
+           "type": "string"
+          },
+          "uploaded_at": {
+           "type": "string"
+          },
+          "last_used_at": {
+           "type": "string"
+          },
+          "age_s": {
+           "type": "integer"
+          },
+          "url": {
+           "type": "string",
+           "description": "what the DUT fetches while the current lease holds the board"
+          }
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "get": {
+    "summary": "Download an artifact",
+    "tags": [
+     "artifacts"
+    ],
+    "parameters": [
+     {
+      "name": "name",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string",
+       "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
+      }
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "The file (X-SHA256)",
+      "content": {
+       "application/octet-stream": {
+        "schema": {
+         "type": "string",
+         "contentEncoding": "binary"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "delete": {
+    "summary": "Remove an artifact",
+    "tags": [
+     "artifacts"
+    ],
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseToken"
+     },
+     {
+      "name": "name",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string",
+       "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
+      }
+     }
+    ],
+    "responses": {
+     "204": {
+      "description": "Removed"
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
   }
  },
  "components": {
