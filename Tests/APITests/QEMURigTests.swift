@@ -173,6 +173,46 @@ struct QEMURigTests {
         }
     }
 
+    /// Issue 20: the kernel and initramfs a developer just built, uploaded as artifacts and booted
+    /// by an iPXE script through `${artifact:…}` URLs served by the agent's DUT listener (QEMU's
+    /// user network reaches it as 10.0.2.2); /proc/cmdline carries the test's marker.
+    @Test func aKernelUploadedAsArtifactsBootsThroughTheAgentsListener() async throws {
+        let rig = try await Rig.shared.prepare()
+        var config = try rigConfig(rig, stateDir: scratchDirectory())
+        let port = try freeLoopbackPort()
+        config.artifacts.listenHost = "127.0.0.1"
+        config.artifacts.listenPort = port
+        config.artifacts.url = "http://10.0.2.2:\(port)"
+        try await withAgent(config) { agent, c in
+            let a = c["alice"]!
+            let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 900, "purpose": "artifacts"]).json["token"] as! String
+            let started = ContinuousClock.now
+            for name in ["vmlinuz", "initrd.img"] {
+                let file = try #require(FileManager.default.contents(atPath: packageRoot + "/.rig-cache/" + name))
+                let put = try await a.request("PUT", "/api/v1/artifacts/\(name)", body: Array(file), leaseToken: token)
+                #expect(put.status == 201, "\(put.text)")
+            }
+            let uploaded = ContinuousClock.now - started
+            let marker = "rte.marker=\(UInt32.random(in: 1...UInt32.max))"
+            let spec: [String: Any] = [
+                "name": "fresh kernel", "power": "cycle",
+                "ipxe": ["commands": ["dhcp"], "script": ["kernel ${artifact:vmlinuz} console=ttyS0,115200 \(marker)", "initrd ${artifact:initrd.img}", "boot"]],
+                "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
+                "commands": [["send": "cat /proc/cmdline", "expect": marker, "timeout_s": 20]],
+                "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
+            ]
+            let id = try await a.request("POST", "/api/v1/runs", json: spec, leaseToken: token).json["id"] as! String
+            let run = try await finishedRun(a, id)
+            let booted = ContinuousClock.now - started - uploaded
+            let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
+            printToStandardError("rig artifacts: upload \(uploaded), run \(booted): " + stages.map { "\($0["name"]!)=\(Int($0["duration_ms"] as! Double))ms" }.joined(separator: " "))
+            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
+            let script = stages.first { $0["name"] as? String == "ipxe_script" }?["detail"] as? String ?? ""
+            #expect(script.contains("http://10.0.2.2:\(port)/a/"), "\(script)")
+            _ = agent
+        }
+    }
+
     /// Issue 15: does iPXE's menu wrap at its ends? Measured, not assumed: Up on the first
     /// entry and Down on the last leave the highlight where it is (the navigator's direct way is
     /// then the shortest). Keys are typed through the API; the screen is read from the capture.
