@@ -120,6 +120,38 @@ public struct AgentClient: Sendable {
         return response
     }
 
+    /// PUTs a body of `size` bytes read piece by piece (`read` returns nil at the end), never
+    /// holding it whole; `progress` gets the bytes sent so far.
+    public func upload(_ path: String, size: Int64, read: () -> [UInt8]?, progress: (Int64) -> Void) throws(ClientError) -> Response {
+        let fd = try connect()
+        defer { close(fd) }
+        guard AgentClient.sendAll(fd, head("PUT", path, body: nil, extra: ["Content-Type": "application/octet-stream", "Content-Length": String(size)]))
+        else { throw .unreachable("the connection closed while sending") }
+        var sent: Int64 = 0
+        while sent < size, let chunk = read() {
+            // A refusal (413, 423…) may close the connection early: its answer is read below.
+            guard AgentClient.sendAll(fd, chunk) else { break }
+            sent += Int64(chunk.count)
+            progress(sent)
+        }
+        var raw: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            raw += buf[0..<n]
+        }
+        let response = try AgentClient.parse(raw)
+        if response.status >= 400 {
+            let o = response.object
+            throw .problem(status: response.status, title: o["title"] as? String ?? "HTTP \(response.status)",
+                           detail: o["detail"] as? String ?? String(decoding: response.body, as: UTF8.self),
+                           holder: o["holder"] as? String, expiresAt: o["expires_at"] as? String)
+        }
+        return response
+    }
+
     static func parse(_ raw: [UInt8]) throws(ClientError) -> Response {
         guard let split = raw.firstRange(of: Array("\r\n\r\n".utf8)) else { throw .badResponse("no HTTP header") }
         let lines = String(decoding: raw[..<split.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")

@@ -13,6 +13,8 @@ struct RunCommand: AsyncParsableCommand {
         @OptionGroup var c: Connection
         @Argument(help: "The run spec (YAML or JSON).") var spec: String
         @Flag(help: "Show the stages as they happen, then the result.") var follow = false
+        @Option(name: .customLong("artifact"), help: "NAME=PATH: upload PATH as artifact NAME first (the spec's ${artifact:NAME}); repeatable.")
+        var artifacts: [String] = []
 
         func run() async throws {
             guard let text = try? String(contentsOfFile: spec, encoding: .utf8) else { throw ValidationError("cannot read \(spec)") }
@@ -20,6 +22,11 @@ struct RunCommand: AsyncParsableCommand {
             do { doc = try JSONValue.parse(yaml: text) } catch { throw ValidationError("\(spec): \(error)") }
             let body = try JSONSerialization.jsonObject(with: Data(doc.serialized()))
             let client = try c.client()
+            for item in artifacts {
+                guard let eq = item.firstIndex(of: "="), !item[..<eq].isEmpty else { throw ValidationError("--artifact takes NAME=PATH, got \(item)") }
+                let name = String(item[..<eq]), path = String(item[item.index(after: eq)...])
+                try upload(client, name: name, path: path)
+            }
             let r = try client.call("POST", "/api/v1/runs", json: body)
             let id = r.object["id"] as? String ?? ""
             guard follow else {
@@ -54,6 +61,27 @@ struct RunCommand: AsyncParsableCommand {
             let final = try client.call("GET", "/api/v1/runs/\(id)")
             if c.json { c.printJSON(final) } else { printResult(final.object) }
             if final.object["state"] as? String != "passed" { throw ExitCode(Status.failed.rawValue) }
+        }
+        /// Uploads one artifact, streaming the file, with a progress line.
+        func upload(_ client: AgentClient, name: String, path: String) throws {
+            guard let handle = FileHandle(forReadingAtPath: path) else { throw ValidationError("cannot read \(path)") }
+            defer { try? handle.close() }
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
+            let started = Date()
+            let interactive = isatty(1) != 0 && !c.json
+            let r = try client.upload("/api/v1/artifacts/\(name)", size: size, read: {
+                let data = handle.readData(ofLength: 1 << 20)
+                return data.isEmpty ? nil : Array(data)
+            }, progress: { sent in
+                guard interactive else { return }
+                let pct = size > 0 ? Int(sent * 100 / size) : 100
+                FileHandle.standardOutput.write(Data("\r\u{1b}[K\(name): \(pct)% of \(size) bytes".utf8))
+            })
+            if interactive { FileHandle.standardOutput.write(Data("\r\u{1b}[K".utf8)) }
+            if !c.json {
+                let secs = Date().timeIntervalSince(started)
+                print("\(name): \(size) bytes uploaded in \(String(format: "%.1f", secs)) s, sha256 \(r.object["sha256"] ?? "")")
+            }
         }
     }
 

@@ -1,4 +1,5 @@
 import AgentRuntime
+import Auth
 @testable import Configuration
 import Foundation
 import POSIXIO
@@ -136,6 +137,35 @@ extension CLITests {
             #expect(small == 1 && smallLog.contains("the image is 1024 bytes"), "\(smallLog)")
             #expect(try await rtectlOutput(["flash", "probe"], agent: agent, user: "bob", stateDir: bob).0 == 3)
             #expect(try await rtectlOutput(["flash", "write", alice + "/coreboot.rom", "--region", "bios"], agent: agent, user: "alice", stateDir: alice).0 == 2)
+        }
+    }
+}
+
+extension CLITests {
+    /// `rtectl run SPEC --artifact NAME=PATH`: uploads (streamed), then the run's iPXE script
+    /// carries the URLs the DUT fetches (the real fetch is the QEMU rig's test).
+    @Test func runWithArtifactsUploadsThemAndTheScriptNamesTheirURLs() async throws {
+        let port = try freeLoopbackPort()
+        try await withAgent(artifactConfig(stateDir: scratchDirectory(), port: port)) { agent, c in
+            let alice = scratchDirectory("alice")
+            #expect(try await rtectlOutput(["reserve", "--ttl", "10m"], agent: agent, user: "alice", stateDir: alice).0 == 0)
+            let kernel = bytes(5 << 20, seed: 9)
+            FileManager.default.createFile(atPath: alice + "/bzImage", contents: Data(kernel))
+            FileManager.default.createFile(atPath: alice + "/initrd", contents: Data(bytes(1 << 20, seed: 10)))
+            let spec = try String(contentsOfFile: packageRoot + "/deploy/specs/fresh-kernel.yaml", encoding: .utf8)
+                .replacingOccurrences(of: "commands: [\"dhcp\"]", with: "commands: [\"dhcp net0\"]")
+                .replacingOccurrences(of: "{firmware: 60, ipxe: 120, kernel: 300, login: 60}", with: "{firmware: 10, ipxe: 10, kernel: 10, login: 10}")
+                .replacingOccurrences(of: "  - {send: \"dmesg --level=err,warn | tail -n 50\", timeout_s: 20}\n", with: "")
+            try spec.write(toFile: alice + "/spec.yaml", atomically: true, encoding: .utf8)
+            let (code, log) = try await rtectlOutput(["run", alice + "/spec.yaml", "--follow", "--artifact", "bzImage=\(alice)/bzImage",
+                                                      "--artifact", "initrd.img=\(alice)/initrd"], agent: agent, user: "alice", stateDir: alice)
+            #expect(code == 0, "\(log)")
+            #expect(log.contains("bzImage: \(kernel.count) bytes uploaded") && log.contains("initrd.img: \(1 << 20) bytes uploaded"), "\(log)")
+            #expect(log.contains("kernel http://127.0.0.1:\(port)/a/") && log.contains("/bzImage console=ttyS0"), "\(log)")
+            let listed = try await c["alice"]!.request("GET", "/api/v1/artifacts").json["artifacts"] as? [[String: Any]]
+            #expect(listed?.first { $0["name"] as? String == "bzImage" }?["sha256"] as? String == SHA256.hex(bytes: kernel))
+            let (missing, text) = try await rtectlOutput(["run", packageRoot + "/deploy/specs/fresh-kernel.yaml", "--artifact", "nope"], agent: agent, user: "alice", stateDir: alice)
+            #expect(missing == 2 && text.contains("--artifact takes NAME=PATH"), "\(text)")
         }
     }
 }
