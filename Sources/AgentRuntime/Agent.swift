@@ -39,6 +39,7 @@ public final class Agent: Sendable {
         var devices = BootDevices(power: power, capture: hardware.capture, clock: clock) { bytes in try serial.write(bytes) }
         // `${artifact:NAME}` becomes the URL the DUT fetches under the run's lease.
         devices.resolve = { spec, leaseId in
+            if spec.artifactNames.isEmpty { return spec }
             for name in spec.artifactNames where await artifacts.store.artifact(name) == nil {
                 throw ArtifactError.notFound(name)
             }

@@ -61,14 +61,28 @@ public struct BootStrategy: Sendable {
         let rec = Recorder()
         let clock = devices.clock
         let t = spec.timeouts
+        let watch = PatternWatch(failOn: spec.failOn, watch: spec.watch)
+        let abortConsole = ConsoleAbort(console)
+        watch.start(capture: devices.capture, clock: clock, from: console.startOffset, startedAt: clock.now()) { abortConsole.abort() }
+        defer { watch.stop() }
+
+        /// The failure a fail_on match makes of whatever the stage was doing.
+        func failOnFailure() -> StageFailure? {
+            guard let (pattern, hit) = watch.failHit else { return nil }
+            return StageFailure(expected: "no \(pattern) in the output",
+                                message: "fail_on \(pattern) matched during \(hit.stage), \(format(hit.secondsIntoIteration)) s into the boot (\(hit.at.iso8601)): \(hit.line)")
+        }
 
         func stage(_ name: String, _ body: () async throws -> (detail: String, reactionUs: Double?)) async throws -> Bool {
             try await checkpoint()
+            watch.stage = name
+            if let f = failOnFailure() { return failed(name, f, start: clock.now(), from: console.endOffset) }
             progress(.stageStarted(iteration: index, stage: name))
             let start = clock.now()
             let from = console.endOffset
             do {
                 let (detail, reaction) = try await body()
+                if let f = failOnFailure() { return failed(name, f, start: start, from: from) }
                 let end = clock.now()
                 let r = StageResult(name: name, startedAt: start, endedAt: end, durationMs: (end - start).milliseconds, passed: true,
                                     detail: detail, reactionUs: reaction, captureFrom: from, captureTo: console.readOffset)
@@ -80,18 +94,23 @@ public struct BootStrategy: Sendable {
             } catch let abort as RunAborted {
                 throw abort
             } catch {
-                // A timeout inside a stage, a serial write that failed, a bad pattern: all end the stage.
-                let f = error as? StageFailure ?? StageFailure(expected: name, message: "\(error)")
-                let end = clock.now()
-                let r = StageResult(name: name, startedAt: start, endedAt: end, durationMs: (end - start).milliseconds, passed: false,
-                                    detail: f.message, reactionUs: nil, captureFrom: from, captureTo: console.endOffset)
-                rec.stages.append(r)
-                rec.failure = Failure(stage: name, expected: f.expected, message: f.message,
-                                      screen: console.screen.text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init),
-                                      lastLines: console.recentLines, captureOffset: console.endOffset)
-                progress(.stageFinished(iteration: index, r))
-                return false
+                // A timeout inside a stage, a serial write that failed, a bad pattern: all end the
+                // stage; a fail_on match (which ended the stage's wait) says so instead.
+                let f = failOnFailure() ?? error as? StageFailure ?? StageFailure(expected: name, message: "\(error)")
+                return failed(name, f, start: start, from: from)
             }
+        }
+
+        func failed(_ name: String, _ f: StageFailure, start: Timestamp, from: UInt64) -> Bool {
+            let end = clock.now()
+            let r = StageResult(name: name, startedAt: start, endedAt: end, durationMs: (end - start).milliseconds, passed: false,
+                                detail: f.message, reactionUs: nil, captureFrom: from, captureTo: console.endOffset)
+            rec.stages.append(r)
+            rec.failure = Failure(stage: name, expected: f.expected, message: f.message,
+                                  screen: console.screen.text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init),
+                                  lastLines: console.recentLines, captureOffset: console.endOffset)
+            progress(.stageFinished(iteration: index, r))
+            return false
         }
 
         /// Waits for patterns; a timeout becomes a stage failure saying what was awaited.
@@ -118,8 +137,14 @@ public struct BootStrategy: Sendable {
         func seconds(_ s: Double) -> Duration { .milliseconds(Int64(s * 1000)) }
 
         func finish() -> IterationResult {
-            IterationResult(index: index, passed: rec.failure == nil, stages: rec.stages, failure: rec.failure, commands: rec.commands,
-                            menu: rec.menu, kernelVersion: rec.kernelVersion, captureFrom: console.startOffset, captureTo: console.endOffset)
+            // A fail_on match after the last wait still fails the iteration, at the stage it came in.
+            if rec.failure == nil, let f = failOnFailure() {
+                rec.failure = Failure(stage: watch.failHit!.hit.stage, expected: f.expected, message: f.message, screen: [],
+                                      lastLines: console.recentLines, captureOffset: console.endOffset)
+            }
+            return IterationResult(index: index, passed: rec.failure == nil, stages: rec.stages, failure: rec.failure, commands: rec.commands,
+                                   menu: rec.menu, kernelVersion: rec.kernelVersion, captureFrom: console.startOffset, captureTo: console.endOffset,
+                                   watched: spec.watch.isEmpty ? nil : watch.results)
         }
 
         // flash (once per run, before the first power-on)
@@ -273,4 +298,12 @@ extension String {
         while let l = s.last, strip.contains(l) { s.removeLast() }
         return String(s)
     }
+}
+
+/// Lets the pattern watch end the iteration's waits from its own task (the session itself is
+/// used by one task; only `abort` crosses over, and it is thread-safe).
+final class ConsoleAbort: @unchecked Sendable {
+    let console: ConsoleSession
+    init(_ console: ConsoleSession) { self.console = console }
+    func abort() { console.abort() }
 }

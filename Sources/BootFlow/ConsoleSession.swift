@@ -32,6 +32,8 @@ final class ConsoleFeed: Sendable {
         var nextWaiter: UInt64 = 0
         var lostBytes: UInt64 = 0
         var reaction: Reaction?
+        /// Set by `abort`: every wait ends now and later ones at once (a fail_on pattern matched).
+        var aborted = false
     }
     let state: Mutex<State>
     let clock: any AgentClock
@@ -114,6 +116,19 @@ final class ConsoleFeed: Sendable {
     }
 
     var version: UInt64 { state.withLock { $0.version } }
+    var isAborted: Bool { state.withLock { $0.aborted } }
+
+    /// Ends every wait on this console now, and any later one at once.
+    func abort() {
+        let woken = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.aborted = true
+            var w = Array(s.waiters.values)
+            s.waiters.removeAll()
+            if let r = s.reaction?.waiter { w.append(r); s.reaction?.waiter = nil }
+            return w
+        }
+        woken.forEach { $0.resume() }
+    }
     var screen: Screen { state.withLock { $0.terminal.screen } }
     var terminal: Terminal { state.withLock { $0.terminal } }
 
@@ -124,7 +139,7 @@ final class ConsoleFeed: Sendable {
     /// Returns when output arrived after `version` (true), the deadline passed or the task was cancelled (false).
     func waitForOutput(after version: UInt64, until deadline: Timestamp) async -> Bool {
         if self.version != version { return true }
-        if Task.isCancelled || clock.now() >= deadline { return false }
+        if Task.isCancelled || clock.now() >= deadline || isAborted { return false }
         let id = state.withLock { s -> UInt64 in s.nextWaiter += 1; return s.nextWaiter }
         let clock = self.clock
         let timer = Task { [weak self] in
@@ -134,7 +149,7 @@ final class ConsoleFeed: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let ready = state.withLock { s -> Bool in
-                    if s.version != version || Task.isCancelled { return true }
+                    if s.version != version || Task.isCancelled || s.aborted { return true }
                     s.waiters[id] = c
                     return false
                 }
@@ -144,14 +159,14 @@ final class ConsoleFeed: Sendable {
             wake(id)
         }
         timer.cancel()
-        return self.version != version
+        return self.version != version && !isAborted
     }
 
     /// Returns once the armed reaction has matched, the deadline passed or the task was
     /// cancelled (the caller tells which). Unlike `waitForOutput`, noise before the prompt does
     /// not wake the task.
     func waitForReaction(until deadline: Timestamp) async {
-        if state.withLock({ $0.reaction?.match != nil }) || Task.isCancelled || clock.now() >= deadline { return }
+        if state.withLock({ $0.reaction?.match != nil || $0.aborted }) || Task.isCancelled || clock.now() >= deadline { return }
         let clock = self.clock
         let timer = Task { [weak self] in
             try? await clock.sleep(until: deadline)
@@ -161,7 +176,7 @@ final class ConsoleFeed: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let ready = state.withLock { s -> Bool in
-                    guard s.reaction != nil, s.reaction!.match == nil, !Task.isCancelled else { return true }
+                    guard s.reaction != nil, s.reaction!.match == nil, !Task.isCancelled, !s.aborted else { return true }
                     s.reaction!.waiter = c
                     return false
                 }
@@ -262,6 +277,9 @@ public final class ConsoleSession {
         return .regex(escaped.joined(separator: "(?:[^\\n]*\\n)*"))
     }
 
+    /// Ends every wait on the console now, and later ones at once (a fail_on pattern matched).
+    public func abort() { feed.abort() }
+
     /// Forgets text not yet read (after a key that makes earlier output irrelevant).
     public func skipUnread() {
         pending.removeAll()
@@ -326,7 +344,7 @@ public final class ConsoleSession {
                 if let e = r.writeError { throw ConsoleWriteError(description: e) }
                 return (match, r.sentAt ?? clock.now())
             }
-            if !Task.isCancelled && clock.now() < deadline {
+            if !Task.isCancelled && clock.now() < deadline && !feed.isAborted {
                 await feed.waitForReaction(until: deadline)
                 continue
             }

@@ -44,6 +44,26 @@ public struct IterationResult: Codable, Sendable, Equatable {
     public var kernelVersion: String?
     public var captureFrom: UInt64
     public var captureTo: UInt64
+    /// Per `watch:` pattern: how often it matched, when, and the first lines.
+    public var watched: [WatchResult]? = nil
+}
+
+/// A pattern seen in the serial output during an iteration.
+public struct PatternHit: Codable, Sendable, Equatable {
+    /// The line it was on (up to the match's end, and what followed it on that line by then).
+    public var line: String
+    /// When its last byte arrived.
+    public var at: Timestamp
+    public var secondsIntoIteration: Double
+    public var stage: String
+    public var captureOffset: UInt64
+}
+
+public struct WatchResult: Codable, Sendable, Equatable {
+    public var pattern: String
+    public var count: Int
+    /// The first 20 hits.
+    public var hits: [PatternHit]
 }
 
 /// Per-stage statistics over the iterations of a run (repeat: N).

@@ -60,6 +60,10 @@ public struct RunSpec: Sendable, Equatable {
 
     public var name: String
     public var flash: Flash? = nil
+    /// Watched over the whole iteration: the first match fails it at once (a bug you chase).
+    public var failOn: [Pattern] = []
+    /// Watched over the whole iteration: matches are counted and timestamped, nothing fails.
+    public var watch: [Pattern] = []
     public var power: PowerStep
     public var firmware: Firmware
     public var ipxe: IPXE?
@@ -87,7 +91,29 @@ public struct RunSpec: Sendable, Equatable {
     }
 
     public static func parse(_ doc: JSONValue) throws(DocumentError) -> RunSpec {
-        let r = try FieldReader(doc, allowed: ["name", "flash", "power", "firmware", "ipxe", "login", "commands", "timeouts", "repeat", "wait_s"])
+        let r = try FieldReader(doc, allowed: ["name", "flash", "power", "firmware", "ipxe", "login", "commands", "timeouts", "repeat", "wait_s", "fail_on", "watch"])
+        /// A list of texts, or of {regex: …}: patterns watched over the iteration.
+        func watched(_ key: String) throws(DocumentError) -> [Pattern] {
+            var out: [Pattern] = []
+            for (n, item) in (try r.array(key) ?? []).enumerated() {
+                let path = "\(key)[\(n)]"
+                switch item {
+                case .string(let t):
+                    guard !t.isEmpty else { throw DocumentError(path: path, message: "must not be empty (it would match anywhere)", kind: .invalid) }
+                    out.append(.literal(t))
+                case .object:
+                    let o = try FieldReader(item, path: path, allowed: ["regex"])
+                    guard let e = try o.string("regex"), !e.isEmpty else { throw DocumentError(path: o.at("regex"), message: "is required", kind: .invalid) }
+                    do { _ = try StreamMatcher([.regex(e)]) } catch { throw DocumentError(path: o.at("regex"), message: error.message, kind: .invalid) }
+                    out.append(.regex(e))
+                default:
+                    throw DocumentError(path: path, message: "must be a text or {regex: …}", kind: .invalid)
+                }
+            }
+            if out.count > 64 { throw DocumentError(path: key, message: "at most 64 patterns", kind: .invalid) }
+            return out
+        }
+        let failOn = try watched("fail_on"), watch = try watched("watch")
         var flash: Flash?
         if let f = try r.object("flash", allowed: ["image", "verify"]) {
             let image = try f.string("image") ?? "uploaded"
@@ -196,7 +222,7 @@ public struct RunSpec: Sendable, Equatable {
         if flash != nil && power == .none {
             throw DocumentError(path: "power", message: "a flashed board must be powered up again to boot: use on or cycle", kind: .invalid)
         }
-        return RunSpec(name: try r.string("name") ?? "", flash: flash, power: power, firmware: firmware, ipxe: ipxe, login: login,
+        return RunSpec(name: try r.string("name") ?? "", flash: flash, failOn: failOn, watch: watch, power: power, firmware: firmware, ipxe: ipxe, login: login,
                        commands: commands, timeouts: timeouts, repeatCount: try r.int("repeat", range: 1...maxRepeat) ?? 1,
                        waitSeconds: try r.int("wait_s", range: 0...(7 * 86400)) ?? 3600, source: doc)
     }

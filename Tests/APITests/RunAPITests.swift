@@ -325,3 +325,33 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         #expect(try await http.request("POST", "/api/v1/leases", json: ["ttl_s": 60]).status == 201)
     }
 }
+
+extension RunAPITests {
+    /// Issue 20: a bug chased in the boot log. fail_on fails the iteration at the first match,
+    /// naming the stage, the line and when; watch only counts and timestamps.
+    @Test func failOnEndsTheBootAtTheFirstMatchAndWatchCounts() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
+            let a = c["alice"]!
+            let watched = try await a.request("POST", "/api/v1/runs", json: spec { $0["watch"] = ["serial8250: ttyS0", ["regex": "EXT4-fs \\([a-z0-9]+\\)"]] }).json["id"] as! String
+            let ok = try await finishedRun(a, watched)
+            #expect(ok["state"] as? String == "passed", "\(failure(ok))")
+            let results = ((ok["iterations"] as? [[String: Any]])?.first?["watched"] as? [[String: Any]]) ?? []
+            #expect(results.map { $0["pattern"] as? String } == ["\"serial8250: ttyS0\"", "/EXT4-fs \\([a-z0-9]+\\)/"], "\(results)")
+            #expect((results.first?["count"] as? Int ?? 0) >= 5, "\(results)")
+            let hit = (results.first?["hits"] as? [[String: Any]])?.first ?? [:]
+            #expect((hit["line"] as? String ?? "").contains("serial8250: ttyS0 at I/O 0x3f8") && hit["stage"] as? String == "kernel", "\(hit)")
+
+            let failing = try await a.request("POST", "/api/v1/runs", json: spec { $0["fail_on"] = ["tsc: Detected"] }).json["id"] as! String
+            let failed = try await finishedRun(a, failing)
+            #expect(failed["state"] as? String == "failed")
+            let f = failure(failed)
+            #expect(f["stage"] as? String == "kernel", "\(f)")
+            let message = f["message"] as? String ?? ""
+            #expect(message.hasPrefix("fail_on \"tsc: Detected\" matched during kernel, ") && message.hasSuffix("] tsc: Detected 998.138 MHz processor"), "\(message)")
+            let stages = ((failed["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]])?.map { $0["name"] as? String ?? "" }
+            #expect(stages?.last == "kernel" && stages?.contains("login") == false, "stopped at once: \(stages ?? [])")
+            let bad = try await a.request("POST", "/api/v1/runs", json: spec { $0["fail_on"] = [""] })
+            #expect(bad.status == 422 && (bad.json["detail"] as? String ?? "").contains("fail_on[0]"), "\(bad.text)")
+        }
+    }
+}
