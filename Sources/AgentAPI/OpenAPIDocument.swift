@@ -1807,6 +1807,48 @@ let openAPIDocument = #"""
      }
     }
    }
+  },
+  "/api/v1/runs/{id}/iterations/{n}/log": {
+   "get": {
+    "summary": "One iteration's serial log, kept with the run (runs.iteration_log_max_mib)",
+    "tags": [
+     "runs"
+    ],
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     },
+     {
+      "name": "n",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "integer"
+      }
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "The bytes the DUT printed",
+      "content": {
+       "application/octet-stream": {
+        "schema": {
+         "type": "string",
+         "contentEncoding": "binary"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
   }
  },
  "components": {

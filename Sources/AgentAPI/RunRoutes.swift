@@ -1,6 +1,8 @@
 import BootFlow
+import Glibc
 import HTTPServer
 import JSONDocument
+import POSIXIO
 import Leases
 import Runs
 import Serial
@@ -46,6 +48,23 @@ enum RunRoutes {
 
         router.add(.DELETE, "/api/v1/runs/{id}", g.user { r, id in
             json(200, try await engine.cancel(r.pathParameters["id"]!, by: id))
+        })
+
+        router.add(.GET, "/api/v1/runs/{id}/iterations/{n}/log", g.user { r, _ in
+            let run = try await engine.get(r.pathParameters["id"]!)
+            guard let n = Int(r.pathParameters["n"] ?? ""), run.iterations.contains(where: { $0.index == n }),
+                  let path = engine.iterationLogPath(run.id, n) else {
+                throw Problem.notFound("run \(run.id) has no finished iteration \(r.pathParameters["n"] ?? "")")
+            }
+            // Written just after the iteration ends: a client that asks at once may wait a moment.
+            for _ in 0..<100 where !fileExists(path) { try await Task.sleep(for: .milliseconds(20)) }
+            guard let fd = Optional(open(path, O_RDONLY | O_CLOEXEC)), fd >= 0 else {
+                throw Problem.notFound("the log of iteration \(n) of run \(run.id) was not kept (no state directory, or it was pruned)")
+            }
+            var st = stat()
+            fstat(fd, &st)
+            return HTTPResponse(status: 200, headers: [("Content-Type", "application/octet-stream")],
+                                body: .file(descriptor: fd, offset: 0, length: UInt64(st.st_size)))
         })
 
         router.add(.GET, "/api/v1/runs/{id}/transcript", g.user { r, _ in

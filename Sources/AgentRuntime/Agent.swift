@@ -57,7 +57,7 @@ public final class Agent: Sendable {
             }
         }
         return try RunEngine(clock: clock, leases: leases, devices: devices, stateDirectory: hardware.config.stateDirectory,
-                             maxLeaseSeconds: hardware.config.leases.maxTTLSeconds, observer: { event in
+                             maxLeaseSeconds: hardware.config.leases.maxTTLSeconds, iterationLogMaxBytes: hardware.config.iterationLogMaxBytes, observer: { event in
             // Run counts and per-stage durations for Prometheus.
             switch event.type {
             case "stage_finished":

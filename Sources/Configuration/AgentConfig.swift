@@ -20,6 +20,8 @@ public struct AgentConfig: Sendable {
     public var compat: CompatConfig
     public var flash: FlashConfig = FlashConfig()
     public var artifacts: ArtifactsConfig = ArtifactsConfig()
+    /// An iteration's serial log kept with its run at most this big (`runs.iteration_log_max_mib`).
+    public var iterationLogMaxBytes: Int64 = 64 << 20
 }
 
 public enum DUTBackend: String, CaseIterable, Sendable { case gpio, simulated, qemu }
@@ -520,11 +522,21 @@ extension AgentConfig {
             try aR.rejectUnknownKeys()
         }
 
+        var iterationLog: Int64 = 64 << 20
+        if var rR = try root.section("runs") {
+            if let mib = try rR.int("iteration_log_max_mib") {
+                guard (1...4096).contains(mib) else { throw rR.error("iteration_log_max_mib", "must be 1 to 4096, got \(mib)") }
+                iterationLog = Int64(mib) << 20
+            }
+            try rR.rejectUnknownKeys()
+        }
+
         var config = AgentConfig(
             sourceFile: file, dut: dut, serial: serial, gpio: GPIOConfig(lines: lines), power: power, http: http,
             stateDirectory: stateDirectory, auth: auth, leases: leases, simulator: simulator, qemu: qemu, compat: compat)
         config.flash = flash
         config.artifacts = artifacts
+        config.iterationLogMaxBytes = iterationLog
         return config
     }
 

@@ -64,6 +64,8 @@ public actor RunEngine {
     private let leases: LeaseBook
     private let devices: BootDevices
     private let directory: String?
+    /// An iteration's serial log kept with the run at most this big (head and tail when longer).
+    let iterationLogMaxBytes: Int64
     private let maxLeaseSeconds: Int
     private let safeState: @Sendable () async -> Void
     /// Sees every event as it is published (metrics).
@@ -87,8 +89,9 @@ public actor RunEngine {
     private var stopping = false
 
     public init(clock: any AgentClock, leases: LeaseBook, devices: BootDevices, stateDirectory: String?, maxLeaseSeconds: Int,
-                observer: (@Sendable (RunEvent) -> Void)? = nil, safeState: @escaping @Sendable () async -> Void) throws {
+                iterationLogMaxBytes: Int64 = 64 << 20, observer: (@Sendable (RunEvent) -> Void)? = nil, safeState: @escaping @Sendable () async -> Void) throws {
         self.clock = clock; self.leases = leases; self.devices = devices; self.maxLeaseSeconds = maxLeaseSeconds
+        self.iterationLogMaxBytes = iterationLogMaxBytes
         self.safeState = safeState
         self.observer = observer
         let directory = stateDirectory.map { $0 + "/runs" }
@@ -244,6 +247,40 @@ public actor RunEngine {
         return runs[id]
     }
 
+    /// Where iteration `n`'s serial log is kept (nil: no state directory).
+    public nonisolated func iterationLogPath(_ id: String, _ n: Int) -> String? {
+        directory.map { "\($0)/\(id).iteration-\(n).log" }
+    }
+
+    /// Copies the iteration's bytes from the capture to a file of the run's, so the log stays
+    /// downloadable after the capture ring (and its file log) moved on. Off the actor: it may be MBs.
+    private func keepLog(_ id: String, _ result: IterationResult) {
+        guard let path = iterationLogPath(id, result.index) else { return }
+        let capture = devices.capture, max = iterationLogMaxBytes
+        let from = result.captureFrom, to = result.captureTo
+        Task.detached {
+            func read(_ a: UInt64, _ b: UInt64) -> [UInt8] {
+                var out: [UInt8] = [], offset = a
+                while offset < b {
+                    switch capture.readPersisted(from: offset, limit: Int(min(b - offset, 1 << 20))) {
+                    case .data(_, let chunk, let next):
+                        if chunk.isEmpty { return out }
+                        out += chunk; offset = next
+                    case .lost(_, let resume):
+                        out += Array("\n[rte-agent: \(resume - offset) bytes no longer in the capture]\n".utf8); offset = resume
+                    }
+                }
+                return out
+            }
+            let bytes: [UInt8]
+            if Int64(to - from) <= max { bytes = read(from, to) } else {
+                let half = UInt64(max / 2)
+                bytes = read(from, from + half) + Array("\n[rte-agent: \(to - from - 2 * half) bytes left out: iteration logs keep \(max) bytes]\n".utf8) + read(to - half, to)
+            }
+            try? writeFileAtomically(path, bytes)
+        }
+    }
+
     private func prune() {
         let finished = order.filter { runs[$0]?.state.isFinished ?? false }
         guard finished.count > RunEngine.keepFinished else { return }
@@ -251,7 +288,10 @@ public actor RunEngine {
             runs[id] = nil
             history[id] = nil
             order.removeAll { $0 == id }
-            if let directory { unlink("\(directory)/\(id).json") }
+            if let directory {
+                unlink("\(directory)/\(id).json")
+                for name in (try? listDirectory(directory)) ?? [] where name.hasPrefix("\(id).iteration-") { unlink("\(directory)/\(name)") }
+            }
         }
     }
 
@@ -322,6 +362,7 @@ public actor RunEngine {
             publish(RunEvent(type: "stage_finished", run: id, at: clock.now(), iteration: i, stage: result.name, result: result, passed: result.passed))
         case .iterationFinished(let result):
             update(id) { r in r.iterations.append(result); r.summary = RunSummary(r.iterations) }
+            keepLog(id, result)
             publish(RunEvent(type: "iteration_finished", run: id, at: clock.now(), iteration: result.index, passed: result.passed,
                              message: result.failure.map { "\($0.stage): \($0.message)" }))
         }

@@ -355,3 +355,30 @@ extension RunAPITests {
         }
     }
 }
+
+extension RunAPITests {
+    /// Issue 20: each iteration's serial log is kept with the run, downloadable after the capture
+    /// ring has moved on (a 16 KiB ring here, overwritten many times by later boots).
+    @Test func iterationLogsOutliveTheCaptureRing() async throws {
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.serial.ringBytes = 16 << 10
+        try await withAgent(config) { agent, c in
+            let a = c["alice"]!
+            let first = try await a.request("POST", "/api/v1/runs", json: spec { $0["repeat"] = 2 }).json["id"] as! String
+            let run = try await finishedRun(a, first)
+            #expect(run["state"] as? String == "passed", "\(failure(run))")
+            for _ in 0..<3 {
+                let more = try await a.request("POST", "/api/v1/runs", json: thirdOfFive).json["id"] as! String
+                _ = try await finishedRun(a, more)
+            }
+            #expect(agent.hardware.capture.endOffset > 2 * (16 << 10), "the ring went round")
+            for n in [1, 2] {
+                let log = try await a.request("GET", "/api/v1/runs/\(first)/iterations/\(n)/log")
+                #expect(log.status == 200)
+                #expect(log.text.contains("Linux version") && log.text.contains("rte.entry=xen-linux-dev") && log.text.contains("apu2 login:"), "iteration \(n): \(log.text.suffix(300))")
+                #expect(!log.text.contains("bytes no longer in the capture"))
+            }
+            #expect(try await a.request("GET", "/api/v1/runs/\(first)/iterations/3/log").status == 404)
+        }
+    }
+}
