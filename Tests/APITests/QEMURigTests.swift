@@ -209,6 +209,18 @@ struct QEMURigTests {
             #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
             let script = stages.first { $0["name"] as? String == "ipxe_script" }?["detail"] as? String ?? ""
             #expect(script.contains("http://10.0.2.2:\(port)/a/"), "\(script)")
+            // The bug chased: a line the kernel prints fails the next boot at once, in the kernel stage.
+            var chasing = spec
+            chasing["fail_on"] = ["Run /init as init process"]
+            chasing["watch"] = [["regex": "x86/mm: [A-Za-z+ ]+"]]
+            let second = try await a.request("POST", "/api/v1/runs", json: chasing, leaseToken: token).json["id"] as! String
+            let failed = try await finishedRun(a, second)
+            let f = failure(failed)
+            printToStandardError("rig fail_on: \(f["message"] ?? "")")
+            #expect(failed["state"] as? String == "failed" && f["stage"] as? String == "kernel", "\(f)")
+            #expect((f["message"] as? String ?? "").contains("Run /init as init process") && (f["message"] as? String ?? "").contains("matched during kernel"), "\(f)")
+            let log = try await a.request("GET", "/api/v1/runs/\(second)/iterations/1/log")
+            #expect(log.text.contains("Run /init as init process") && !log.text.contains("login:"), "stopped at once, before the login prompt")
             _ = agent
         }
     }
