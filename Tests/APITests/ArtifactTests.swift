@@ -1,3 +1,4 @@
+import AgentClock
 import AgentRuntime
 import Auth
 @testable import Configuration
@@ -140,6 +141,27 @@ func bytes(_ count: Int, seed: UInt8) -> [UInt8] { (0..<count).map { UInt8(trunc
             })
             #expect(r.status == 422 && (r.json["detail"] as? String ?? "").contains("${artifact:bzImage}, which is not uploaded"), "\(r.text)")
             #expect(await agent.hardware.simulator!.lastCommandLine == nil)
+        }
+    }
+
+    /// Artifacts nobody used for artifacts.max_age_h are removed (the injected clock decides).
+    @Test func artifactsUnusedForTheirMaximumAgeAreRemoved() async throws {
+        let clock = ManualClock(start: Timestamp(secondsSinceEpoch: Double(Int(Date().timeIntervalSince1970))))
+        var config = try artifactConfig(stateDir: scratchDirectory(), port: try freeLoopbackPort())
+        config.artifacts.maxAgeSeconds = 3600
+        try await withAgent(config, clock: clock) { agent, c in
+            let a = c["alice"]!
+            let dut = HTTP(port: agent.dutFiles!.port, token: nil)
+            let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 28800]).json["token"] as! String
+            let old = try await a.request("PUT", "/api/v1/artifacts/old", body: bytes(1000, seed: 1), leaseToken: token).json
+            _ = try await a.request("PUT", "/api/v1/artifacts/used", body: bytes(1000, seed: 2), leaseToken: token)
+            clock.advance(by: .seconds(3000))
+            let used = try #require((try await a.request("GET", "/api/v1/artifacts").json["artifacts"] as? [[String: Any]])?.first { $0["name"] as? String == "used" }?["url"] as? String)
+            #expect(try await dut.request("GET", path(used)).status == 200, "using it keeps it")
+            clock.advance(by: .seconds(700))
+            let names = (try await a.request("GET", "/api/v1/artifacts").json["artifacts"] as? [[String: Any]])?.compactMap { $0["name"] as? String }
+            #expect(names == ["used"], "\(names ?? [])")
+            #expect(try await dut.request("GET", path(old["url"] as! String)).status == 404)
         }
     }
 }
