@@ -56,8 +56,6 @@ enum RunRoutes {
                   let path = engine.iterationLogPath(run.id, n) else {
                 throw Problem.notFound("run \(run.id) has no finished iteration \(r.pathParameters["n"] ?? "")")
             }
-            // Written just after the iteration ends: a client that asks at once may wait a moment.
-            for _ in 0..<100 where !fileExists(path) { try await Task.sleep(for: .milliseconds(20)) }
             guard let fd = Optional(open(path, O_RDONLY | O_CLOEXEC)), fd >= 0 else {
                 throw Problem.notFound("the log of iteration \(n) of run \(run.id) was not kept (no state directory, or it was pruned)")
             }

@@ -17,12 +17,7 @@ public enum SHA256 {
 
     public static func hex(_ text: String) -> String { hex(bytes: Array(text.utf8)) }
 
-    public static func hex(bytes: [UInt8]) -> String {
-        hash(bytes).map { b in
-            let digits = Array("0123456789abcdef".utf8)
-            return String(decoding: [digits[Int(b >> 4)], digits[Int(b & 0xf)]], as: UTF8.self)
-        }.joined()
-    }
+    public static func hex(bytes: [UInt8]) -> String { hexString(hash(bytes)) }
 }
 
 /// Compares two byte strings in time that depends only on their lengths (nettle's memeql_sec),
@@ -49,9 +44,14 @@ public enum MD5 {
     public static func hex(bytes: [UInt8]) -> String {
         var digest = [UInt8](repeating: 0, count: 16)
         bytes.withUnsafeBufferPointer { m in digest.withUnsafeMutableBufferPointer { d in rte_md5(m.baseAddress, m.count, d.baseAddress) } }
-        let digits = Array("0123456789abcdef".utf8)
-        return String(decoding: digest.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] }, as: UTF8.self)
+        return hexString(digest)
     }
+}
+
+/// Lower-case hex of a digest.
+func hexString(_ bytes: [UInt8]) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    return String(decoding: bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] }, as: UTF8.self)
 }
 
 /// SHA-256 of data fed in pieces; one owner at a time (the upload it hashes).
@@ -72,7 +72,6 @@ public final class SHA256Stream: @unchecked Sendable {
         var digest = [UInt8](repeating: 0, count: 32)
         digest.withUnsafeMutableBufferPointer { rte_sha256_finish(UnsafeMutablePointer(ctx), $0.baseAddress) }
         done = true
-        let digits = Array("0123456789abcdef".utf8)
-        return String(decoding: digest.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] }, as: UTF8.self)
+        return hexString(digest)
     }
 }

@@ -253,12 +253,13 @@ public actor RunEngine {
     }
 
     /// Copies the iteration's bytes from the capture to a file of the run's, so the log stays
-    /// downloadable after the capture ring (and its file log) moved on. Off the actor: it may be MBs.
-    private func keepLog(_ id: String, _ result: IterationResult) {
+    /// downloadable after the capture ring (and its file log) moved on. Off the actor (it may be
+    /// MBs), and done before the iteration is reported: a listed iteration has its log.
+    private func keepLog(_ id: String, _ result: IterationResult) async {
         guard let path = iterationLogPath(id, result.index) else { return }
         let capture = devices.capture, max = iterationLogMaxBytes
         let from = result.captureFrom, to = result.captureTo
-        Task.detached {
+        await Task.detached {
             func read(_ a: UInt64, _ b: UInt64) -> [UInt8] {
                 var out: [UInt8] = [], offset = a
                 while offset < b {
@@ -278,7 +279,7 @@ public actor RunEngine {
                 bytes = read(from, from + half) + Array("\n[rte-agent: \(to - from - 2 * half) bytes left out: iteration logs keep \(max) bytes]\n".utf8) + read(to - half, to)
             }
             try? writeFileAtomically(path, bytes)
-        }
+        }.value
     }
 
     private func prune() {
@@ -362,7 +363,6 @@ public actor RunEngine {
             publish(RunEvent(type: "stage_finished", run: id, at: clock.now(), iteration: i, stage: result.name, result: result, passed: result.passed))
         case .iterationFinished(let result):
             update(id) { r in r.iterations.append(result); r.summary = RunSummary(r.iterations) }
-            keepLog(id, result)
             publish(RunEvent(type: "iteration_finished", run: id, at: clock.now(), iteration: result.index, passed: result.passed,
                              message: result.failure.map { "\($0.stage): \($0.message)" }))
         }
@@ -430,6 +430,7 @@ public actor RunEngine {
         for i in 1...spec.repeatCount {
             do {
                 let result = try await strategy.runIteration(i, progress: { progressSink.yield($0) }, checkpoint: checkpoint)
+                await keepLog(id, result)
                 progressSink.yield(.iterationFinished(result))
             } catch let abort as RunAborted {
                 outcome = (abort.reason.hasPrefix("cancelled") || Task.isCancelled ? .cancelled : .error, abort.reason)
