@@ -1,7 +1,9 @@
 import AgentClock
 @testable import Configuration
+import Flashing
 import Foundation
 import GPIO
+import Power
 import Synchronization
 import TestSupport
 import Testing
@@ -199,6 +201,58 @@ struct LibgpiodOnGPIOSimTests {
     }
 }
 
+extension LibgpiodOnGPIOSimTests {
+    /// Issue 19 on real kernel GPIO lines: while flashrom runs, the wire shows the SPI lines taken
+    /// (read by the "flashrom" itself, a wrapper that samples gpio-sim and then runs the real one);
+    /// afterwards they are released; on a failure every line is back at its safe value.
+    @Test func theFlashSequenceDrivesTheSPILinesOnTheWire() async throws {
+        func l(_ role: String, _ offset: Int) -> GPIOLineConfig {
+            GPIOLineConfig(role: role, chip: "rte-sim", offset: offset, lineName: nil, direction: .output, activeLow: role != "relay",
+                           drive: .pushPull, bias: .asIs, safeValue: false, initialValue: false, consumer: "rte-agent-test",
+                           compatNumber: nil, compatOpenCollector: false)
+        }
+        // spi_vcc's usual offset (3) is held by the kernel in this rig: it is wired to 4 here.
+        let lines = [l("relay", 0), l("spi_enable", 1), l("spi_voltage", 2), l("spi_vcc", 4), l("reset_button", 8), l("power_button", 9), l("cmos_clear", 11)]
+        let gpio = try GPIOController.start(backend: LibgpiodBackend(), configs: lines, clock: SystemClock())
+        defer { Task { _ = await gpio.shutdown() } }
+        let dir = NSTemporaryDirectory() + "flash-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let wrapper = dir + "/flashrom"
+        try """
+        #!/bin/sh
+        echo "$(cat \(simLine(1))/value) $(cat \(simLine(2))/value) $(cat \(simLine(4))/value)" > \(dir)/wire-during
+        exec flashrom "$@"
+        """.write(toFile: wrapper, atomically: true, encoding: .utf8)
+        chmod(wrapper, 0o755)
+        var config = FlashConfig()
+        config.flashrom = wrapper
+        config.programmer = "dummy:emulate=MX25L6436,image=\(dir)/chip.bin"
+        config.chip = "MX25L6436E/MX25L6445E/MX25L6465E/MX25L6473E/MX25L6473F"
+        config.s5PressMilliseconds = 100
+        config.cmosPressMilliseconds = 50
+        let power = await GPIOPowerController(gpio: gpio, profile: PowerProfile(pressPowerButtonOnPowerOn: false, pressMilliseconds: 50,
+            softOffPressMilliseconds: 100, resetPressMilliseconds: 50, cycleOffMilliseconds: 50, settleMilliseconds: 0), clock: SystemClock())
+        let flasher = Flasher(config: config, gpio: gpio, power: power, clock: SystemClock(), stateDirectory: dir)
+        let image = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 5 &+ 1) }
+        _ = try await flasher.storeImage(image, user: "vm")
+        let job = try await flasher.perform(.write, user: "vm")
+        #expect(job.state == .succeeded, "\(job.failure?.description ?? "")")
+        // Active-low: enable and vcc pulled low while flashrom ran; 3.3 V leaves spi_voltage released.
+        #expect(try String(contentsOfFile: dir + "/wire-during", encoding: .utf8) == "0 1 0\n")
+        #expect(wire(1) == 1 && wire(2) == 1 && wire(4) == 1, "released after flashing")
+        #expect(FileManager.default.contents(atPath: dir + "/chip.bin").map(Array.init) == image)
+        // A chip that is not there: the relay (turned on for S5) goes back to its safe value too.
+        var missing = config
+        missing.chip = "W25Q64BV/W25Q64CV/W25Q64FV"
+        let failing = Flasher(config: missing, gpio: gpio, power: power, clock: SystemClock(), stateDirectory: dir + "/2")
+        _ = try await failing.storeImage(image, user: "vm")
+        let failed = try await failing.perform(.write, user: "vm")
+        #expect(failed.failure?.step == "flashrom")
+        #expect(wire(0) == 0 && wire(1) == 1 && wire(4) == 1 && wire(11) == 1, "every line at its safe value on the wire")
+        print("gpio-sim: flash write on the wire: SPI lines during flashrom \((try? String(contentsOfFile: dir + "/wire-during", encoding: .utf8))?.trimmingCharacters(in: .newlines) ?? "?"), flashrom step \(Int(job.flashromMs ?? 0)) ms")
+    }
+}
+
 /// On the host: boot the gpio-sim VM and run the tests above inside it.
 @Suite(.enabled(if: !inGPIOSimVM && ProcessInfo.processInfo.environment["RTE_SKIP_RIG"] != "1", "boots the gpio-sim VM from the host; RTE_SKIP_RIG=1 skips the QEMU rigs"))
 struct GPIOSimRigTests {
@@ -209,6 +263,7 @@ struct GPIOSimRigTests {
             "cd \(packageRoot) && RTE_IN_GPIO_SIM_VM=1 \(testBinary) --testing-library swift-testing --filter LibgpiodOnGPIOSimTests"],
             deadlineSeconds: 900)
         for line in text.split(separator: "\n") where line.contains("gpio-sim:") || line.contains("Test run with") || line.contains("directionChanges") { print("in the VM: " + line) }
+        #expect(text.contains("theFlashSequenceDrivesTheSPILinesOnTheWire() passed"), "\(text.suffix(2000))")
         #expect(status == 0, "\(text.suffix(4000))")
         #expect(text.contains("Suite LibgpiodOnGPIOSimTests passed"), "\(text.suffix(4000))")
     }
