@@ -126,7 +126,7 @@ public final class Agent: Sendable {
         let imageLimits = [BodyLimit(method: "PUT", path: "/api/v1/flash/image", maxBytes: imageBytes),
                            BodyLimit(method: "POST", path: "/api/v1/flash/file", maxBytes: imageBytes + (64 << 10)),
                            // Artifacts go to disk as they arrive; the store enforces their own limit.
-                           BodyLimit(method: "PUT", path: "/api/v1/artifacts/*", maxBytes: Int(clamping: config.artifacts.maxBytes) &+ 1, streamedOnly: true)]
+                           BodyLimit(method: "PUT", path: "/api/v1/artifacts/*", maxBytes: Int(clamping: config.artifacts.maxBytes + 1), streamedOnly: true)]
         let authenticator = ctx.authenticator
         // Only an authenticated upload gets a file (anything else stays under the small in-memory limit).
         let sink: @Sendable (HTTPRequest) -> (any RequestBodySink)? = { r in

@@ -45,14 +45,15 @@ public struct SerialConfig: Sendable {
     public var flowControl: FlowControl
     public var exclusive: Bool
     public var ringBytes: Int
-    public var logMaxFileBytes: Int
+    /// 64-bit: a rotated log file may pass 2 GiB even on a 32-bit board.
+    public var logMaxFileBytes: Int64
     public var logMaxFiles: Int
     public var reopenInitialMilliseconds: Int
     public var reopenMaxMilliseconds: Int
 
     public init(device: String, baud: Int = 115200, dataBits: Int = 8, parity: Parity = .none, stopBits: Int = 1,
                 flowControl: FlowControl = .none, exclusive: Bool = true, ringBytes: Int = 16 << 20,
-                logMaxFileBytes: Int = 8 << 20, logMaxFiles: Int = 16,
+                logMaxFileBytes: Int64 = 8 << 20, logMaxFiles: Int = 16,
                 reopenInitialMilliseconds: Int = 100, reopenMaxMilliseconds: Int = 5000) {
         self.device = device; self.baud = baud; self.dataBits = dataBits; self.parity = parity; self.stopBits = stopBits
         self.flowControl = flowControl; self.exclusive = exclusive; self.ringBytes = ringBytes
@@ -319,8 +320,9 @@ extension AgentConfig {
             stopBits: try sR.int("stop_bits", default: 1, range: 1...2),
             flowControl: try sR.choice("flow_control", default: FlowControl.none),
             exclusive: try sR.bool("exclusive", default: true),
-            ringBytes: try sR.int("ring_bytes", default: 16 << 20, range: 4096...(1 << 31)),
-            logMaxFileBytes: try logR?.int("max_file_bytes", default: 8 << 20, range: 4096...(1 << 40)) ?? (8 << 20),
+            // The ring is memory (allocated as it fills): at most 1 GiB, which fits a 32-bit Int.
+            ringBytes: try sR.int("ring_bytes", default: 16 << 20, range: 4096...(1 << 30)),
+            logMaxFileBytes: try logR?.int64("max_file_bytes", default: 8 << 20, range: 4096...(Int64(1) << 40)) ?? (8 << 20),
             logMaxFiles: try logR?.int("max_files", default: 16, range: 1...100_000) ?? 16,
             reopenInitialMilliseconds: try reopenR?.int("initial", default: 100, range: 1...600_000) ?? 100,
             reopenMaxMilliseconds: try reopenR?.int("max", default: 5000, range: 1...600_000) ?? 5000)

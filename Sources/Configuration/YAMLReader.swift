@@ -86,6 +86,16 @@ struct YAMLReader {
         return v
     }
 
+    /// For sizes and durations that can pass 2^31: 64-bit whatever the board's word size.
+    mutating func int64(_ key: String, default value: Int64, range: ClosedRange<Int64>) throws(ConfigError) -> Int64 {
+        guard let n = raw(key) else { return value }
+        guard case .scalar(let s) = n, s.style == .plain, let v = Int64(s.string.filter { $0 != "_" }) else {
+            throw error(key, "expected an integer, got \(YAMLReader.describe(n))", at: n)
+        }
+        guard range.contains(v) else { throw error(key, "must be between \(range.lowerBound) and \(range.upperBound), got \(v)") }
+        return v
+    }
+
     mutating func double(_ key: String) throws(ConfigError) -> Double? {
         guard let n = raw(key) else { return nil }
         guard case .scalar(let s) = n, s.style == .plain, let v = Double(s.string) else {

@@ -142,7 +142,8 @@ private func connectionNotify(_ cls: UnsafeMutableRawPointer?, _ connection: Opa
 final class RequestContext: @unchecked Sendable {
     var request: HTTPRequest
     var maxBody = 0
-    var streamed = 0
+    /// 64-bit: a streamed upload may pass 2 GiB on a 32-bit board.
+    var streamed: Int64 = 0
     var sinkRefused = false
     var tooLarge = false
     var started = false
@@ -315,8 +316,8 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
         }
         if let sink = ctx.request.upload {
             // Streamed: counted here, kept by the sink (a refusal keeps the connection, drops the rest).
-            ctx.streamed += uploadDataSize.pointee
-            if ctx.streamed > ctx.maxBody {
+            ctx.streamed += Int64(uploadDataSize.pointee)
+            if ctx.streamed > Int64(ctx.maxBody) {
                 ctx.tooLarge = true
                 sink.abandon()
             } else if let uploadData, !sink.write(UnsafeRawBufferPointer(start: uploadData, count: uploadDataSize.pointee)) {

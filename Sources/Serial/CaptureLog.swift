@@ -20,11 +20,11 @@ public final class CaptureLog: Sendable {
         var lastError: String?
     }
     public let directory: String
-    public let maxFileBytes: Int
+    public let maxFileBytes: Int64
     public let maxFiles: Int
     private let state: Mutex<State>
 
-    public init(directory: String, maxFileBytes: Int, maxFiles: Int) throws(Errno) {
+    public init(directory: String, maxFileBytes: Int64, maxFiles: Int) throws(Errno) {
         self.directory = directory
         self.maxFileBytes = maxFileBytes
         self.maxFiles = maxFiles

@@ -28,6 +28,8 @@ public enum CaptureItem: Sendable, Equatable {
 public final class SerialCapture: Sendable {
     struct Waiter { let id: UInt64; let continuation: CheckedContinuation<Void, Never> }
     struct State {
+        /// Grows as bytes arrive, up to `capacity`: a 16 MiB ring costs nothing until a console
+        /// has printed 16 MiB (the rotated files keep the history beyond it).
         var ring: [UInt8]
         /// Offset of the oldest byte still held, and of the next byte to come.
         var start: UInt64
@@ -47,6 +49,8 @@ public final class SerialCapture: Sendable {
     public typealias Tap = @Sendable (_ offset: UInt64, _ bytes: UnsafeRawBufferPointer) -> Void
     let state: Mutex<State>
     public let capacity: Int
+    /// The offset stored at ring index 0: ring positions count from the first byte this capture held.
+    private let base: UInt64
     private let log: CaptureLog?
     private let clock: any AgentClock
     static let maxEvents = 4096
@@ -56,13 +60,16 @@ public final class SerialCapture: Sendable {
         self.log = log
         self.clock = clock
         let start = log?.endOffset ?? 0
-        state = Mutex(State(ring: [UInt8](repeating: 0, count: capacity), start: start, end: start))
+        base = start
+        state = Mutex(State(ring: [], start: start, end: start))
         if log != nil && start > 0 {
             mark(.restart, detail: "agent restarted; offsets continue from the log")
         }
     }
 
     public var endOffset: UInt64 { state.withLock { $0.end } }
+    /// Bytes the ring holds in memory now (grows to `capacity`).
+    public var allocatedBytes: Int { state.withLock { $0.ring.count } }
     public var startOffset: UInt64 { state.withLock { $0.start } }
     public var logDirectory: String? { log?.directory }
 
@@ -76,9 +83,21 @@ public final class SerialCapture: Sendable {
         (offset, waiters, taps) = state.withLock { s in
             let offset = s.end
             var src = bytes
-            // Only the last `capacity` bytes of a huge chunk can be kept.
-            if src.count > capacity { src = UnsafeRawBufferPointer(rebasing: src[(src.count - capacity)...]) }
-            var pos = Int(s.end % UInt64(capacity))
+            // Only the last `capacity` bytes of a huge chunk can be kept; they start that much later.
+            var first = s.end
+            if src.count > capacity {
+                first += UInt64(src.count - capacity)
+                src = UnsafeRawBufferPointer(rebasing: src[(src.count - capacity)...])
+            }
+            var pos = Int((first - base) % UInt64(capacity))
+            if s.ring.count < capacity {
+                // Not wrapped yet: bytes go at the end; grow in steps of 1 MiB (or to capacity).
+                let needed = min(capacity, Int(min(UInt64(capacity), first - base)) + src.count)
+                if needed > s.ring.count {
+                    if needed > s.ring.capacity { s.ring.reserveCapacity(min(capacity, max(needed, s.ring.count + (1 << 20)))) }
+                    s.ring.append(contentsOf: repeatElement(0, count: needed - s.ring.count))
+                }
+            }
             s.ring.withUnsafeMutableBytes { ring in
                 var remaining = src
                 while remaining.count > 0 {
@@ -189,7 +208,7 @@ public final class SerialCapture: Sendable {
 
     private func copyOut(_ s: State, from: UInt64, count: Int) -> [UInt8] {
         guard count > 0 else { return [] }
-        let pos = Int(from % UInt64(capacity))
+        let pos = Int((from - base) % UInt64(capacity))
         let first = min(count, capacity - pos)
         var out = [UInt8](); out.reserveCapacity(count)
         out.append(contentsOf: s.ring[pos..<(pos + first)])

@@ -150,4 +150,27 @@ import Testing
         #expect(c.dut.backend == .qemu)
         #expect(c.qemu.arguments.contains("user,id=n0,tftp=/opt/rte-rig,bootfile=menu.ipxe"))
     }
+
+    /// Issue 18 (32-bit safety): limits that can pass 2^31 are parsed and held as 64-bit values,
+    /// whatever the board's word size (on armv7 `Int` is 32 bits: `4096...(1 << 40)` as Int trapped).
+    @Test func limitsPastTwoToThe31AreSixtyFourBitAtTheirExtremes() throws {
+        let yaml = minimal.replacingOccurrences(of: "serial: {device: /dev/null}", with: "serial: {device: /dev/null, ring_bytes: 1073741824, log: {max_file_bytes: 1099511627776}}")
+            + "\nartifacts: {listen: \"0.0.0.0:8080\", url: \"http://192.168.4.1:8080\", max_mib: 65536, quota_mib: 1048576, max_age_h: 87600}\nruns: {iteration_log_max_mib: 4096}\nflash: {chip_mib: 128}\n"
+        let c = try AgentConfig.parse(yaml: yaml, file: "lab.yaml")
+        #expect(c.serial.logMaxFileBytes == Int64(1) << 40 && MemoryLayout.size(ofValue: c.serial.logMaxFileBytes) == 8)
+        #expect(c.serial.ringBytes == 1 << 30 && Int32(exactly: c.serial.ringBytes) != nil, "the in-memory ring fits a 32-bit Int")
+        #expect(c.artifacts.maxBytes == Int64(65536) << 20 && c.artifacts.quotaBytes == Int64(1) << 40)
+        #expect(c.artifacts.maxAgeSeconds == Int64(87600) * 3600)
+        #expect(c.iterationLogMaxBytes == Int64(4096) << 20)
+        #expect(c.flash.chipBytes == Int64(128) << 20 && Int32(exactly: c.flash.chipBytes + (1 << 20)) != nil, "the flash body limit fits a 32-bit Int")
+        // The arithmetic the agent does with them stays in Int64 (no wrap): quota checks, limits + 1.
+        #expect(c.artifacts.quotaBytes + c.artifacts.maxBytes > c.artifacts.quotaBytes)
+        #expect(Int32(clamping: c.artifacts.maxBytes + 1) == Int32.max, "a 32-bit route limit clamps instead of wrapping")
+        // Past the extremes: named errors, not traps.
+        #expect(error(minimal.replacingOccurrences(of: "serial: {device: /dev/null}", with: "serial: {device: /dev/null, log: {max_file_bytes: 1099511627777}}"))
+                .contains("serial.log.max_file_bytes: must be between 4096 and 1099511627776"))
+        #expect(error(minimal.replacingOccurrences(of: "serial: {device: /dev/null}", with: "serial: {device: /dev/null, ring_bytes: 2147483648}"))
+                .contains("serial.ring_bytes: must be between 4096 and 1073741824"))
+        #expect(error(minimal + "\nartifacts: {quota_mib: 1048577}\n").contains("artifacts.quota_mib: must be 1 to 1048576"))
+    }
 }

@@ -240,3 +240,32 @@ extension Array where Element == UInt8 {
         #expect(throws: SerialError.self) { try port.write([1]) }
     }
 }
+
+/// Issue 18: the capture ring is allocated as it fills, not up front (16 MiB by default made
+/// 16 MB resident at start on a 256 MB board); contents and offsets stay what they were.
+@Suite struct LazyCaptureRingTests {
+    @Test func theRingGrowsAsBytesArriveAndWrapsAsBefore() {
+        let capture = SerialCapture(capacity: 4 << 20)
+        #expect(capture.allocatedBytes == 0)
+        var all: [UInt8] = []
+        var state: UInt64 = 1
+        func chunk(_ n: Int) -> [UInt8] { (0..<n).map { _ in state = state &* 6364136223846793005 &+ 1; return UInt8(truncatingIfNeeded: state >> 40) } }
+        let first = chunk(100_000)
+        capture.append(first); all += first
+        #expect(capture.allocatedBytes >= 100_000 && capture.allocatedBytes <= 2 << 20, "\(capture.allocatedBytes)")
+        for _ in 0..<50 { let c = chunk(Int.random(in: 1...300_000)); capture.append(c); all += c }
+        #expect(capture.allocatedBytes == 4 << 20, "full size once it wrapped")
+        // The last 4 MiB read back exactly, at their offsets.
+        let start = capture.startOffset
+        #expect(start == UInt64(all.count - (4 << 20)) && capture.endOffset == UInt64(all.count))
+        var offset = start, back: [UInt8] = []
+        while offset < capture.endOffset, case .data(_, let b, let next) = capture.read(from: offset, limit: 1 << 20) { back += b; offset = next }
+        #expect(back == Array(all.suffix(4 << 20)))
+        // A chunk larger than the ring keeps its last `capacity` bytes at their own offsets.
+        let huge = chunk(5 << 20)
+        capture.append(huge); all += huge
+        offset = capture.startOffset; back = []
+        while offset < capture.endOffset, case .data(_, let b, let next) = capture.read(from: offset, limit: 1 << 20) { back += b; offset = next }
+        #expect(back == Array(huge.suffix(4 << 20)))
+    }
+}
