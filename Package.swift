@@ -10,7 +10,6 @@ let package = Package(
         .executable(name: "rtectl", targets: ["rtectl"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
@@ -25,14 +24,16 @@ let package = Package(
         .target(name: "AgentClock"),
         .target(name: "CPOSIXShims"),
         .target(name: "POSIXIO", dependencies: ["CPOSIXShims"]),
-        .target(name: "Configuration", dependencies: ["JSONDocument", .product(name: "Yams", package: "Yams")]),
+        .target(name: "Configuration", dependencies: ["JSONDocument", "YAML"]),
         .target(name: "GPIO", dependencies: ["CGPIOD", "Configuration", "AgentClock"]),
         .target(name: "Serial", dependencies: ["POSIXIO", "Configuration", "AgentClock"]),
         .target(name: "Power", dependencies: ["GPIO", "Configuration", "AgentClock"]),
         .target(name: "SimulatedDUT", dependencies: ["GPIO", "POSIXIO", "Configuration"]),
         .target(name: "QEMUDUT", dependencies: ["Power", "Serial", "POSIXIO", "Configuration", "AgentClock"]),
 
-        .target(name: "JSONDocument", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+        .target(name: "YAML", dependencies: ["CYAML"]),
+        .target(name: "JSONDocument", dependencies: ["YAML"]),
         // Boot automation: terminal model, pattern matching, firmware UIs, the boot strategy, runs.
         .target(name: "Terminal"),
         .target(name: "Matching", dependencies: ["Terminal"]),
@@ -67,7 +68,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["POSIXIO"], path: "Tests/TestSupport"),
         .testTarget(name: "HardwareTests", dependencies: [
             "TestSupport",
-            "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime", "JSONDocument", "Flashing",
+            "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime", "JSONDocument", "Flashing", "YAML",
         ]),
         .testTarget(name: "BootFlowTests", dependencies: [
             "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "JSONDocument", "AgentRuntime", "AgentClock", "Serial", "SimulatedDUT",

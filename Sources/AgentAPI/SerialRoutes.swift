@@ -49,7 +49,7 @@ enum SerialRoutes {
                             case .lost(let f, let to):
                                 ok = sse ? await writer.write("event: lost\ndata: {\"from\":\(f),\"resume_at\":\(to)}\n\n") : true
                             case .event(let e):
-                                ok = sse ? await writer.write("event: \(e.kind.rawValue)\ndata: {\"offset\":\(e.offset),\"detail\":\"\(e.detail.replacingOccurrences(of: "\"", with: "'"))\"}\n\n") : true
+                                ok = sse ? await writer.write("event: \(e.kind.rawValue)\ndata: {\"offset\":\(e.offset),\"detail\":\"\(e.detail.replacing("\"", with: "'"))\"}\n\n") : true
                             }
                             if !ok { break }
                         }

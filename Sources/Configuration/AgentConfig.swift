@@ -1,5 +1,5 @@
 import JSONDocument
-import Yams
+import YAML
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -262,36 +262,15 @@ extension AgentConfig {
             throw ConfigError(file: file, keyPath: "", message: "nested \(nesting.depth) levels deep; at most \(YAMLNesting.limit) are accepted",
                               line: nesting.line)
         }
-        let node: Node
-        do {
-            guard let n = try Yams.compose(yaml: yaml) else {
-                throw ConfigError(file: file, keyPath: "", message: "the file is empty")
-            }
-            node = n
-        } catch let e as ConfigError {
-            throw e
-        } catch let e as YamlError {
-            throw ConfigError(file: file, keyPath: "", message: "not valid YAML: \(yamlErrorSummary(e))")
-        } catch {
-            throw ConfigError(file: file, keyPath: "", message: "not valid YAML: \(error)")
+        let composed: Node?
+        do { composed = try YAML.compose(yaml: yaml) } catch {
+            throw ConfigError(file: file, keyPath: "", message: "not valid YAML: \(error)", line: error.mark?.line)
         }
+        guard let node = composed else { throw ConfigError(file: file, keyPath: "", message: "the file is empty") }
         var root = try YAMLReader(file: file, path: "", node: node)
         let config = try parseRoot(&root, file: file)
         try root.rejectUnknownKeys()
         return config
-    }
-
-    private static func yamlErrorSummary(_ e: YamlError) -> String {
-        switch e {
-        case .scanner(let context, let problem, let mark, _):
-            return "line \(mark.line), column \(mark.column): \(problem)\(context.map { " \($0.text)" } ?? "")"
-        case .parser(let context, let problem, let mark, _):
-            return "line \(mark.line), column \(mark.column): \(problem)\(context.map { " \($0.text)" } ?? "")"
-        case .composer(let context, let problem, let mark, _):
-            return "line \(mark.line), column \(mark.column): \(problem)\(context.map { " \($0.text)" } ?? "")"
-        default:
-            return "\(e)"
-        }
     }
 
     private static func parseRoot(_ root: inout YAMLReader, file: String) throws(ConfigError) -> AgentConfig {

@@ -1,4 +1,4 @@
-import Yams
+import YAML
 
 /// Walks a YAML mapping with typed accessors that report the exact key path on error,
 /// and rejects keys nobody read (a typo in a config must not be silently ignored).
@@ -37,7 +37,6 @@ struct YAMLReader {
             return "\"\(s.string)\""
         case .mapping: return "a mapping"
         case .sequence: return "a list"
-        default: return "an alias"
         }
     }
 

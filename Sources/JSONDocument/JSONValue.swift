@@ -1,5 +1,5 @@
 import FoundationEssentials
-import Yams
+import YAML
 
 /// A JSON value for documents whose shape is checked by hand (strict request bodies, problems).
 public enum JSONValue: Sendable, Equatable, Codable {
@@ -66,14 +66,10 @@ extension JSONValue {
         guard nesting.depth <= YAMLNesting.limit else {
             throw DocumentError(path: "", message: "nested \(nesting.depth) levels deep at line \(nesting.line); at most \(YAMLNesting.limit) are accepted")
         }
-        do {
-            guard let node = try Yams.compose(yaml: text) else { return .null }
-            return try convert(node, path: "")
-        } catch let e as DocumentError {
-            throw e
-        } catch {
-            throw DocumentError(path: "", message: "not valid YAML: \(error)")
-        }
+        let node: Node?
+        do { node = try YAML.compose(yaml: text) } catch { throw DocumentError(path: "", message: "not valid YAML: \(error)") }
+        guard let node else { return .null }
+        return try convert(node, path: "")
     }
 
     static func convert(_ node: Node, path: String) throws(DocumentError) -> JSONValue {

@@ -627,7 +627,7 @@ actor SimBrain {
             case "echo": emit(words.dropFirst().joined(separator: " ") + "\r\n")
             case "printf":
                 let format = words.dropFirst().first ?? ""
-                emit(format.replacingOccurrences(of: "\\n", with: "\r\n"))
+                emit(format.replacing("\\n", with: "\r\n"))
             case "true", ":": break
             case "false": status = 1
             case "exit", "logout": return false
