@@ -19,6 +19,9 @@ import Glibc
         }
         let (check, said) = try await run([root + "/usr/bin/rte-agent", "check-config", "--config", root + "/etc/rte-agent/rte-agent.yaml"])
         #expect(check == 0 && said.contains(": ok"), "\(said)")
+        // Installed stripped: no symbol table left.
+        let (symbols, listed) = try await run(["nm", root + "/usr/bin/rte-agent"])
+        #expect(listed.contains("no symbols"), "nm exited \(symbols): \(listed.prefix(200))")
         // A second install keeps the site's config.
         try "# edited on site\n".write(toFile: root + "/etc/rte-agent/rte-agent.yaml", atomically: true, encoding: .utf8)
         #expect(try await run([packageRoot + "/deploy/install", builtProduct("rte-agent")], env: env).0 == 0)
