@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "AgentRuntime", dependencies: ["Artifacts", "Flashing", .product(name: "Logging", package: "swift-log"), "CPOSIXShims", "AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
 
         .executableTarget(name: "rte-agent", dependencies: [
-            "AgentRuntime", "Configuration", "AgentClock", "POSIXIO", "BootFlow", "Runs", "HTTPServer", "AgentClient",
+            "AgentRuntime", "Configuration", "AgentClock", "POSIXIO", "BootFlow", "Runs", "HTTPServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -1,6 +1,6 @@
 import AgentClock
 import Configuration
-import Foundation
+import Glibc
 import POSIXIO
 import Power
 import Serial
@@ -66,7 +66,7 @@ public actor QEMUMachine: DUTPower {
     /// A QEMU left running by an agent that was killed would hold the DUT's "power": end it.
     private func killStale() {
         guard let text = try? String(contentsOfFile: pidPath, encoding: .utf8),
-              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else { return }
+              let pid = Int32(text.trimmedWhitespace), pid > 0 else { return }
         let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
         if comm.hasPrefix("qemu") { kill(pid, SIGKILL) }
         unlink(pidPath)
@@ -75,7 +75,7 @@ public actor QEMUMachine: DUTPower {
     private func start() async throws(PowerError) {
         killStale()
         unlink(qmpPath)
-        let args = config.arguments.map { $0.replacingOccurrences(of: "{state_dir}", with: stateDirectory) }
+        let args = config.arguments.map { $0.replacing("{state_dir}", with: stateDirectory) }
         // QEMU names its pty on stdout ("char device redirected to /dev/pts/5 (label serial0)")
         // and says what is wrong on stderr: both come here.
         let p: Subprocess
@@ -92,7 +92,7 @@ public actor QEMUMachine: DUTPower {
                 var text = ""
                 while let line = reader.readLine() {
                     text += line + "\n"
-                    if let r = line.range(of: "redirected to "), let end = line[r.upperBound...].firstIndex(of: " ") {
+                    if let r = line.firstRange(of: "redirected to "), let end = line[r.upperBound...].firstIndex(of: " ") {
                         c.resume(returning: (String(line[r.upperBound..<end]), text))
                         // Keep draining (and forgetting) so QEMU never blocks on a full pipe.
                         while reader.readLine() != nil {}
@@ -108,7 +108,7 @@ public actor QEMUMachine: DUTPower {
         }
         guard let pty = found.0 else {
             process = nil
-            throw PowerError(kind: .hardware, detail: "QEMU did not start: \(found.1.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw PowerError(kind: .hardware, detail: "QEMU did not start: \(found.1.trimmedWhitespace)")
         }
         let opens = serial.openCount
         do { try replaceSymlink(serialLink, pointingTo: pty) } catch {
@@ -149,7 +149,7 @@ public actor QEMUMachine: DUTPower {
     private func qmp(_ command: String) async throws(PowerError) {
         let path = qmpPath
         let result: String? = await withCheckedContinuation { c in
-            Thread { c.resume(returning: QMP.execute(command, socketPath: path)) }.start()
+            startThread(name: "qmp") { c.resume(returning: QMP.execute(command, socketPath: path)) }
         }
         if let result { throw PowerError(kind: .hardware, detail: "QMP \(command): \(result)") }
     }
@@ -196,5 +196,15 @@ enum QMP {
         // `quit` may close the socket before answering; that is its success.
         if command == "quit" && r == "connection closed" { return nil }
         return r
+    }
+}
+
+extension StringProtocol {
+    /// Without blanks and line breaks around (the standard library has no trimming).
+    var trimmedWhitespace: String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s.removeFirst() }
+        while let l = s.last, l.isWhitespace { s.removeLast() }
+        return String(s)
     }
 }

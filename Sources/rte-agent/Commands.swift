@@ -1,6 +1,5 @@
 import AgentClock
 import AgentRuntime
-import AgentClient
 import HTTPServer
 import BootFlow
 import Runs
@@ -73,13 +72,13 @@ struct Serve: AsyncParsableCommand {
         if let interval = SystemdNotify.watchdogInterval() {
             let router = agent.router
             let host = ["0.0.0.0", "::"].contains(config.http.host) ? "127.0.0.1" : config.http.host
-            let probe = config.http.tlsCertificate == nil ? try? AgentClient(url: "http://\(host.contains(":") ? "[\(host)]" : host):\(agent.port)", token: nil) : nil
+            let plain = config.http.tlsCertificate == nil, port = agent.port
             watchdog = Task {
                 while !Task.isCancelled {
                     // Through the real server when it speaks plain HTTP, else through the router.
                     let healthy: Bool
-                    if let probe {
-                        healthy = await Task.detached { (try? probe.call("GET", "/api/v1/health"))?.status == 200 }.value
+                    if plain {
+                        healthy = await Task.detached { HealthProbe.ok(host: host, port: port) }.value
                     } else {
                         healthy = await router.handle(HTTPRequest(method: "GET", path: "/api/v1/health")).status == 200
                     }
