@@ -102,22 +102,7 @@ public struct AgentClient: Sendable {
         let fd = try connect()
         defer { close(fd) }
         guard AgentClient.sendAll(fd, head(method, path, body: body, contentType: contentType)) else { throw .unreachable("the connection closed while sending") }
-        var raw: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            raw += buf[0..<n]
-        }
-        let response = try AgentClient.parse(raw)
-        if response.status >= 400 {
-            let o = response.object
-            throw .problem(status: response.status, title: o["title"] as? String ?? "HTTP \(response.status)",
-                           detail: o["detail"] as? String ?? String(decoding: response.body, as: UTF8.self),
-                           holder: o["holder"] as? String, expiresAt: o["expires_at"] as? String)
-        }
-        return response
+        return try AgentClient.answer(fd)
     }
 
     /// PUTs a body of `size` bytes read piece by piece (`read` returns nil at the end), never
@@ -134,6 +119,11 @@ public struct AgentClient: Sendable {
             sent += Int64(chunk.count)
             progress(sent)
         }
+        return try AgentClient.answer(fd)
+    }
+
+    /// Reads the whole answer; a problem document becomes `ClientError.problem`.
+    static func answer(_ fd: Int32) throws(ClientError) -> Response {
         var raw: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {

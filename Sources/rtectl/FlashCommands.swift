@@ -72,29 +72,21 @@ func follow(_ client: AgentClient, _ c: Connection, _ body: [String: Any]) throw
     let started = try client.call("POST", "/api/v1/flash/jobs", json: body)
     let id = started.object["id"] as? String ?? ""
     let interactive = isatty(1) != 0 && !c.json
-    var last = ""
-    try client.stream("/api/v1/flash/jobs/\(id)/events") { bytes in
-        last += String(decoding: bytes, as: UTF8.self)
-        while let end = last.range(of: "\n\n") {
-            let event = String(last[..<end.lowerBound])
-            last.removeSubrange(..<end.upperBound)
-            guard let line = event.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }),
-                  let o = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any] else { continue }
-            if c.json { continue }
-            switch o["type"] as? String {
-            case "progress":
-                let percent = o["percent"] as? Int ?? 0
-                let bar = String(repeating: "#", count: percent / 5) + String(repeating: " ", count: 20 - percent / 5)
-                let text = "[\(bar)] \(String(format: "%3d", percent))% \(o["phase"] ?? "")"
-                if interactive { FileHandle.standardOutput.write(Data(("\r\u{1b}[K" + text).utf8)) } else { print(text) }
-            case "step":
-                let s = o["step"] as? [String: Any] ?? [:]
-                let ok = (s["passed"] as? Bool) == true
-                if interactive { FileHandle.standardOutput.write(Data("\r\u{1b}[K".utf8)) }
-                print("\(s["name"] ?? "") \(ok ? "ok" : "FAILED") in \(Int((s["duration_ms"] as? Double ?? 0).rounded())) ms: \(s["detail"] ?? "")")
-            case "finished": return false
-            default: break
-            }
+    try followEvents(client, "/api/v1/flash/jobs/\(id)/events") { o in
+        if c.json { return true }
+        switch o["type"] as? String {
+        case "progress":
+            let percent = o["percent"] as? Int ?? 0
+            let bar = String(repeating: "#", count: percent / 5) + String(repeating: " ", count: 20 - percent / 5)
+            let text = "[\(bar)] \(String(format: "%3d", percent))% \(o["phase"] ?? "")"
+            if interactive { FileHandle.standardOutput.write(Data(("\r\u{1b}[K" + text).utf8)) } else { print(text) }
+        case "step":
+            let s = o["step"] as? [String: Any] ?? [:]
+            let ok = (s["passed"] as? Bool) == true
+            if interactive { FileHandle.standardOutput.write(Data("\r\u{1b}[K".utf8)) }
+            print("\(s["name"] ?? "") \(ok ? "ok" : "FAILED") in \(Int((s["duration_ms"] as? Double ?? 0).rounded())) ms: \(s["detail"] ?? "")")
+        case "finished": return false
+        default: break
         }
         return true
     }
@@ -112,5 +104,22 @@ func follow(_ client: AgentClient, _ c: Connection, _ body: [String: Any]) throw
     if !c.json {
         print("flash \(o["operation"] ?? "") done in \(Int((o["duration_ms"] as? Double ?? 0).rounded())) ms (flashrom \(Int((o["flashrom_ms"] as? Double ?? 0).rounded())) ms)"
               + ((o["chip"] as? String).map { ", chip \($0)" } ?? ""))
+    }
+}
+
+/// Follows a server-sent event stream, handing each event's `data` object to `onEvent` until it
+/// returns false or the stream ends.
+func followEvents(_ client: AgentClient, _ path: String, _ onEvent: ([String: Any]) -> Bool) throws {
+    var pending = ""
+    try client.stream(path) { bytes in
+        pending += String(decoding: bytes, as: UTF8.self)
+        while let end = pending.range(of: "\n\n") {
+            let event = String(pending[..<end.lowerBound])
+            pending.removeSubrange(..<end.upperBound)
+            guard let line = event.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }),
+                  let o = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any] else { continue }
+            if !onEvent(o) { return false }
+        }
+        return true
     }
 }

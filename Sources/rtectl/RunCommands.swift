@@ -36,25 +36,17 @@ struct RunCommand: AsyncParsableCommand {
             }
             if !c.json { print("run \(id): \(r.object["name"] as? String ?? spec)") }
             let started = Date()
-            var pending = ""
-            try client.stream("/api/v1/runs/\(id)/events") { bytes in
-                pending += String(decoding: bytes, as: UTF8.self)
-                while let end = pending.range(of: "\n\n") {
-                    let event = String(pending[..<end.lowerBound])
-                    pending.removeSubrange(..<end.upperBound)
-                    guard let line = event.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }),
-                          let o = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any] else { continue }
-                    if c.json { continue }
-                    let t = String(format: "%7.1fs", Date().timeIntervalSince(started))
-                    switch o["type"] as? String {
-                    case "stage_started": print("\(t)  [\(o["iteration"] ?? 1)] \(o["stage"] ?? "")…")
-                    case "stage_finished":
-                        let res = o["result"] as? [String: Any] ?? [:]
-                        let ok = (res["passed"] as? Bool) == true
-                        print("\(t)  [\(o["iteration"] ?? 1)] \(o["stage"] ?? "") \(ok ? "ok" : "FAILED") in \(Int(res["duration_ms"] as? Double ?? 0)) ms: \(res["detail"] ?? "")")
-                    case "run_finished": return false
-                    default: break
-                    }
+            try followEvents(client, "/api/v1/runs/\(id)/events") { o in
+                if c.json { return true }
+                let t = String(format: "%7.1fs", Date().timeIntervalSince(started))
+                switch o["type"] as? String {
+                case "stage_started": print("\(t)  [\(o["iteration"] ?? 1)] \(o["stage"] ?? "")…")
+                case "stage_finished":
+                    let res = o["result"] as? [String: Any] ?? [:]
+                    let ok = (res["passed"] as? Bool) == true
+                    print("\(t)  [\(o["iteration"] ?? 1)] \(o["stage"] ?? "") \(ok ? "ok" : "FAILED") in \(Int(res["duration_ms"] as? Double ?? 0)) ms: \(res["detail"] ?? "")")
+                case "run_finished": return false
+                default: break
                 }
                 return true
             }
