@@ -43,6 +43,19 @@ actor Rig {
     }
 }
 
+/// A menu server of its own (scripts/rig/serve DIR ARGS) and a rig config whose QEMU boots from it.
+func menuServer(_ rig: Rig.Ready, _ dir: String, _ args: [String]) async throws -> (TestChild, Int, AgentConfig) {
+    let server = try TestChild([packageRoot + "/scripts/rig/serve", dir] + args, deadlineSeconds: 900)
+    #expect(await server.waitForOutput(containing: "port "))
+    guard let port = server.output.split(separator: "\n").first(where: { $0.hasPrefix("port ") }).flatMap({ Int($0.dropFirst(5)) }) else {
+        _ = server.process.stop(grace: 1)
+        throw TimeoutError(what: "scripts/rig/serve \(args.joined(separator: " ")) did not start: \(server.output)")
+    }
+    var config = try rigConfig(rig, stateDir: scratchDirectory())
+    config.qemu.arguments = config.qemu.arguments.map { $0.replacingOccurrences(of: rig.directory, with: dir) }
+    return (server, port, config)
+}
+
 func rigConfig(_ rig: Rig.Ready, stateDir: String) throws -> AgentConfig {
     // The shipped QEMU config, pointed at this rig, with this suite's tokens.
     let list = tokens.sorted { $0.key < $1.key }.map { "    - {user: \($0.key), sha256: \(SHA256.hex($0.value)), admin: \($0.key == "root")}" }
@@ -71,12 +84,8 @@ struct QEMURigTests {
     @Test func entriesBelowAndAboveALongMenusWindowBootAndAMissingOneIsNamed() async throws {
         let rig = try await Rig.shared.prepare()
         let dir = scratchDirectory("rig50")
-        let server = try TestChild([packageRoot + "/scripts/rig/serve", dir, "--entries", "50"], deadlineSeconds: 900)
+        let (server, port, config) = try await menuServer(rig, dir, ["--entries", "50"])
         defer { _ = server.process.stop(grace: 1) }
-        #expect(await server.waitForOutput(containing: "port "))
-        let port = try #require(server.output.split(separator: "\n").first { $0.hasPrefix("port ") }.flatMap { Int($0.dropFirst(5)) })
-        var config = try rigConfig(rig, stateDir: scratchDirectory())
-        config.qemu.arguments = config.qemu.arguments.map { $0.replacingOccurrences(of: rig.directory, with: dir) }
         try await withAgent(config) { agent, c in
             let a = c["alice"]!
             func boot(_ entry: String) async throws -> [String: Any] {
@@ -130,12 +139,8 @@ struct QEMURigTests {
         }
         let menuFile = dir + "/lab-menu.ipxe"
         try (menu.joined(separator: "\n") + "\n").write(toFile: menuFile, atomically: true, encoding: .utf8)
-        let server = try TestChild([packageRoot + "/scripts/rig/serve", dir, "--menu", menuFile], deadlineSeconds: 900)
+        let (server, port, config) = try await menuServer(rig, dir, ["--menu", menuFile])
         defer { _ = server.process.stop(grace: 1) }
-        #expect(await server.waitForOutput(containing: "port "))
-        let port = try #require(server.output.split(separator: "\n").first { $0.hasPrefix("port ") }.flatMap { Int($0.dropFirst(5)) })
-        var config = try rigConfig(rig, stateDir: scratchDirectory())
-        config.qemu.arguments = config.qemu.arguments.map { $0.replacingOccurrences(of: rig.directory, with: dir) }
         try await withAgent(config) { agent, c in
             let a = c["alice"]!
             func boot(_ entry: String, slug: String) async throws -> (run: [String: Any], transcript: String) {
