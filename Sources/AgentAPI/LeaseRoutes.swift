@@ -63,9 +63,12 @@ enum LeaseRoutes {
             return HTTPResponse(status: 204)
         })
 
-        router.add(.POST, "/api/v1/leases/current/break", g.user { _, id in
+        router.add(.POST, "/api/v1/leases/current/break", g.user { r, id in
+            // {"lease_id": …} breaks only that lease: the one the admin looked at, not a newer one.
+            let body = try JSONBody(r, allowed: ["lease_id"], allowEmpty: true)
+            let expected = try body.string("lease_id")
             do {
-                let broken = try await ctx.leases.breakLease(by: id)
+                let broken = try await ctx.leases.breakLease(by: id, expected: expected)
                 return json(200, LeaseView(broken, now: ctx.clock.now(), withToken: false))
             } catch { throw problem(for: error) }
         })

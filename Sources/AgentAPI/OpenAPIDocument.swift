@@ -336,6 +336,23 @@ let openAPIDocument = #"""
      "default": {
       "$ref": "#/components/responses/Problem"
      }
+    },
+    "requestBody": {
+     "required": false,
+     "content": {
+      "application/json": {
+       "schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+         "lease_id": {
+          "type": "string",
+          "description": "break only this lease; 409 not-current when another one holds the device"
+         }
+        }
+       }
+      }
+     }
     }
    }
   },

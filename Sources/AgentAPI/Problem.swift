@@ -70,6 +70,10 @@ public struct Problem: Error, Sendable {
             return Problem(403, "forbidden", "Forbidden", "breaking a lease needs an admin token")
         case .noSuchLease:
             return Problem(404, "no-lease", "No lease", "nobody holds the device")
+        case .notCurrent(let expected, let current):
+            return Problem(409, "not-current", "Lease not current",
+                           "lease \(expected) is no longer the current one" + (current.map { "; \($0.holder) holds the device (\($0.id))" } ?? "; nobody holds the device") + "; nothing was broken",
+                           extra: leaseInfo(current))
         case .waitCancelled:
             return Problem(409, "wait-cancelled", "Stopped waiting", "the request stopped waiting for the device before it was granted")
         case .notDurable:

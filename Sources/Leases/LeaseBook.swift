@@ -118,6 +118,8 @@ public enum LeaseError: Error, Sendable, Equatable {
     case ttlOutOfRange(max: Int)
     case notAdmin
     case noSuchLease
+    /// A break named a lease that is no longer the current one (it ended, someone else holds the device now).
+    case notCurrent(expected: String, current: Lease?)
     /// The change could not be written to the state file, so it was not made (it would not
     /// survive a restart).
     case notDurable
@@ -136,6 +138,7 @@ extension LeaseError: CustomStringConvertible {
         case .ttlOutOfRange(let max): return "ttl_s must be between 1 and \(max) seconds"
         case .notAdmin: return "this needs an admin token"
         case .noSuchLease: return "nobody holds the device"
+        case .notCurrent(let expected, _): return "lease \(expected) is no longer the current one"
         case .notDurable: return "the lease state could not be written to disk; the change was not made"
         case .waitCancelled: return "stopped waiting for the device"
         }
@@ -421,9 +424,12 @@ public actor LeaseBook {
 
     /// Admin only: takes the device away from its holder. With nobody holding it, it serves a
     /// queue a crash left without a holder (and still answers that there was no lease).
-    public func breakLease(by identity: Identity) async throws(LeaseError) -> Lease {
+    /// Ends the current lease for an admin. With `expected`, only if that lease is still the
+    /// current one: an admin who looked at lease A must not break B, granted in between.
+    public func breakLease(by identity: Identity, expected: String? = nil) async throws(LeaseError) -> Lease {
         guard identity.admin else { throw .notAdmin }
         await checkExpiry()
+        if let expected, current?.id != expected { throw .notCurrent(expected: expected, current: current) }
         guard let c = current else {
             if !queue.isEmpty && !handingOver {
                 // Entries nobody in this process waits on were left by a crash: nobody will answer them.

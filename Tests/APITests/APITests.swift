@@ -168,7 +168,12 @@ func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
             #expect(bank.isActive("relay"))
             // Admin breaks the lease; the expiry action powers off.
             #expect(try await c["bob"]!.request("POST", "/api/v1/leases/current/break").status == 403)
-            #expect(try await c["root"]!.request("POST", "/api/v1/leases/current/break").status == 200)
+            // Naming a lease that is no longer current breaks nothing (the admin looked at an older one).
+            let stale = try await c["root"]!.request("POST", "/api/v1/leases/current/break", json: ["lease_id": "lease-000000000000"])
+            #expect(stale.status == 409 && (stale.json["detail"] as? String ?? "").contains("nothing was broken"), "\(stale.text)")
+            #expect(bank.isActive("relay"), "still held")
+            let current = try await c["root"]!.request("GET", "/api/v1/leases").json["current"] as? [String: Any]
+            #expect(try await c["root"]!.request("POST", "/api/v1/leases/current/break", json: ["lease_id": current?["id"] as? String ?? ""]).status == 200)
             #expect(!bank.isActive("relay"))
         }
     }
