@@ -280,14 +280,6 @@ public struct BootStrategy: Sendable {
     }
 }
 
-func escapeRegex(_ s: String) -> String {
-    var out = ""
-    for ch in s {
-        if "\\^$.|?*+()[]{}".contains(ch) { out.append("\\") }
-        if ch.isASCII { out.append(ch) } else { out.append(".{1,4}") }
-    }
-    return out
-}
 
 extension String {
     func trimmingCharacters(in set: String) -> String {

@@ -144,9 +144,6 @@ public struct IPXEMenu: Sendable, Equatable {
         return (n, open)
     }
 
-    /// The window's item labels top to bottom, gaps included (to compare two reads of a page).
-    public var page: [String] { items.map { ($0.isGap ? "\u{0}" : "") + $0.label } }
-
     /// Separator-like text, for screens without colour only.
     static func looksLikeGap(_ label: String) -> Bool {
         if label.isEmpty { return true }
