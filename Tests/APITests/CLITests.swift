@@ -125,10 +125,12 @@ extension CLITests {
             let (written, log) = try await rtectlOutput(["flash", "write", alice + "/coreboot.rom"], agent: agent, user: "alice", stateDir: alice)
             #expect(written == 0, "\(log)")
             #expect(log.contains("flashrom ok") && log.contains("VERIFIED") && log.contains("% verifying") && log.contains("flash write done in"), "\(log)")
-            #expect(FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init) == rom)
+            // Compared first: a failing #expect on megabytes spends minutes describing them.
+            do { let same = FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init) == rom; #expect(same) }
             let (read, readLog) = try await rtectlOutput(["flash", "read", alice + "/back.rom"], agent: agent, user: "alice", stateDir: alice)
             #expect(read == 0, "\(readLog)")
-            #expect(FileManager.default.contents(atPath: alice + "/back.rom").map(Array.init) == rom)
+            // Compared first: a failing #expect on megabytes spends minutes describing them.
+            do { let same = FileManager.default.contents(atPath: alice + "/back.rom").map(Array.init) == rom; #expect(same) }
             let (probed, probeLog) = try await rtectlOutput(["flash", "probe"], agent: agent, user: "alice", stateDir: alice)
             #expect(probed == 0 && probeLog.contains("chip MX25L6436E"), "\(probeLog)")
             // A wrong-sized image is refused (1); without the lease (3); usage (2).

@@ -49,7 +49,8 @@ import Testing
             #expect(job["state"] as? String == "succeeded", "\(job)")
             #expect(job["image_sha256"] as? String == sha && (job["flashrom_ms"] as? Double ?? 0) > 0)
             let chip = FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init)
-            #expect(chip == rom, "the emulated chip holds the image")
+            // Compared first: a failing #expect on megabytes spends minutes describing them.
+            do { let same = chip == rom; #expect(same, "the emulated chip holds the image") }
             // Read it back and download it.
             let read = try await a.request("POST", "/api/v1/flash/jobs", json: ["operation": "read"], leaseToken: token).json["id"] as! String
             var readJob: [String: Any] = [:]
@@ -60,7 +61,8 @@ import Testing
             }
             #expect(readJob["read_sha256"] as? String == sha)
             let download = try await a.request("GET", "/api/v1/flash/read", leaseToken: token)
-            #expect(download.status == 200 && download.body == rom)
+            // Compared first: a failing #expect on megabytes spends minutes describing them.
+            do { let same = download.status == 200 && download.body == rom; #expect(same) }
             #expect(download.headers["x-sha256"] == sha, "\(download.headers)")
             #expect(try await a.request("DELETE", "/api/v1/flash/image", leaseToken: token).status == 204)
             #expect(try await a.request("GET", "/api/v1/flash/image").status == 404)
@@ -105,7 +107,8 @@ extension FlashAPITests {
             #expect(stages.map { $0["name"] as? String ?? "" } == ["flash", "power", "firmware", "ipxe_interrupt", "ipxe_command", "ipxe_command", "ipxe_menu", "kernel", "login", "command"])
             let detail = stages.first?["detail"] as? String ?? ""
             #expect(detail.contains("written and verified on MX25L6436E"), "\(detail)")
-            #expect(FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init) == rom)
+            // Compared first: a failing #expect on megabytes spends minutes describing them.
+            do { let same = FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init) == rom; #expect(same) }
             #expect(await agent.hardware.simulator!.lastCommandLine?.contains("rte.entry=xen-linux-dev") == true)
 
             // An image path of the wrong size fails the flash stage, and nothing is powered.
@@ -170,7 +173,8 @@ extension FlashAPITests {
             }
             #expect(seen.last == "done", "\(seen)")
             #expect(Set(seen).isSubset(of: ["preparing", "reading old contents", "erasing flash and writing", "verifying", "done"]), "\(seen)")
-            #expect(FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init) == rom)
+            // Compared first: a failing #expect on megabytes spends minutes describing them.
+            do { let same = FileManager.default.contents(atPath: dir + "/flash/simulated-chip.bin").map(Array.init) == rom; #expect(same) }
             let job = try await c["alice"]!.request("GET", "/api/v1/flash/jobs").json["jobs"] as? [[String: Any]]
             #expect((job?.first?["steps"] as? [[String: Any]])?.map { $0["name"] as? String ?? "" }.contains("spi_on") == true, "the whole sequence, not flashrom alone")
             #expect(try await anonymous.request("DELETE", "/api/v1/flash/file").json["status"] as? String == "ok")

@@ -61,7 +61,8 @@ func randomImage(_ count: Int = 8 << 20, seed: UInt64) -> [UInt8] {
         #expect(write.state == .succeeded, "\(write.failure?.description ?? "")")
         #expect(write.steps.map(\.name) == ["power_s5", "spi_on", "flashrom", "spi_off", "cmos_reset", "power_after"])
         #expect(write.steps.first { $0.name == "flashrom" }?.detail == "write ok, chip \(EmulatedChip.name) (8192 kB), VERIFIED")
-        #expect(chip.contents == image)
+        // Compared first: a failing #expect on megabytes spends minutes describing them.
+        do { let same = chip.contents == image; #expect(same) }
         #expect(write.imageSha256 == info.sha256 && write.chip == EmulatedChip.name)
         // 3.3 V: spi_voltage stays released (only changes are recorded).
         #expect(spiChanges(bank) == ["power_button=1", "power_button=0", "spi_vcc=1", "spi_enable=1",
@@ -71,11 +72,13 @@ func randomImage(_ count: Int = 8 << 20, seed: UInt64) -> [UInt8] {
         #expect(again.state == .succeeded, "\(again.failure?.description ?? "")")
         let read = try await flasher.perform(.read, user: "alice")
         #expect(read.state == .succeeded)
-        #expect(FileManager.default.contents(atPath: dir + "/flash/read.rom").map(Array.init) == image)
+        // Compared first: a failing #expect on megabytes spends minutes describing them.
+        do { let same = FileManager.default.contents(atPath: dir + "/flash/read.rom").map(Array.init) == image; #expect(same) }
         #expect(read.readSha256 == info.sha256)
         let erase = try await flasher.perform(.erase, user: "alice")
         #expect(erase.state == .succeeded)
-        #expect(chip.contents == [UInt8](repeating: 0xff, count: 8 << 20))
+        // Compared first: a failing #expect on megabytes spends minutes describing them.
+        do { let same = chip.contents == [UInt8](repeating: 0xff, count: 8 << 20); #expect(same) }
         let probe = try await flasher.perform(.probe, user: "alice")
         #expect(probe.state == .succeeded && probe.chip == EmulatedChip.name)
         #expect(!bank.isActive("spi_enable") && !bank.isActive("spi_vcc") && !bank.isActive("spi_voltage"))
@@ -145,7 +148,8 @@ func randomImage(_ count: Int = 8 << 20, seed: UInt64) -> [UInt8] {
         #expect(job2.failure?.message.contains("size") == true, "\(job2.failure?.message ?? "")")
         #expect(!job2.failure!.lastLines.isEmpty)
         #expect(!bank2.isActive("spi_enable") && !bank2.isActive("spi_vcc"))
-        #expect(chip.contents == randomImage(seed: 6), "nothing was written")
+        // Compared first: a failing #expect on megabytes spends minutes describing them.
+        do { let same = chip.contents == randomImage(seed: 6); #expect(same, "nothing was written") }
     }
 
     @Test func aHungFlashromIsKilledAtItsDeadline() async throws {

@@ -260,12 +260,15 @@ extension Array where Element == UInt8 {
         #expect(start == UInt64(all.count - (4 << 20)) && capture.endOffset == UInt64(all.count))
         var offset = start, back: [UInt8] = []
         while offset < capture.endOffset, case .data(_, let b, let next) = capture.read(from: offset, limit: 1 << 20) { back += b; offset = next }
-        #expect(back == Array(all.suffix(4 << 20)))
+        // Compared into a Bool: a failing #expect on two 4 MiB arrays spends minutes describing them.
+        let sameTail = back == Array(all.suffix(4 << 20))
+        #expect(sameTail, "the last 4 MiB read back differ")
         // A chunk larger than the ring keeps its last `capacity` bytes at their own offsets.
         let huge = chunk(5 << 20)
         capture.append(huge); all += huge
         offset = capture.startOffset; back = []
         while offset < capture.endOffset, case .data(_, let b, let next) = capture.read(from: offset, limit: 1 << 20) { back += b; offset = next }
-        #expect(back == Array(huge.suffix(4 << 20)))
+        let sameHuge = back == Array(huge.suffix(4 << 20))
+        #expect(sameHuge, "an over-sized chunk is not at its own offsets (first difference at \(zip(back, huge.suffix(4 << 20)).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? -1))")
     }
 }
