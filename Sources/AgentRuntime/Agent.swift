@@ -4,6 +4,7 @@ import AgentClock
 import Auth
 import Configuration
 import Flashing
+import GPIO
 import HTTPServer
 import Leases
 import Power
@@ -166,6 +167,9 @@ public final class Agent: Sendable {
         }
         if !config.auth.enabled {
             log("WARNING: authentication is OFF (\(config.sourceFile)); listening on loopback \(config.http.host) only")
+        }
+        if config.dut.backend == .gpio {
+            log("GPIO through libgpiod \(LibgpiodBackend.libraryVersion) (API \(LibgpiodBackend.apiMajor).x)")
         }
         log("\(config.dut.name): API on http://\(config.http.host):\(server.port), serial \(config.serial.device)")
         var dutFiles: HTTPServer?

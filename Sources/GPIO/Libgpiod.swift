@@ -4,37 +4,35 @@ import Configuration
 import Glibc
 #endif
 
-// The only file that talks to libgpiod (v1 API, Debian libgpiod-dev 1.6). Pointers stay in here.
+// The only file that talks to libgpiod, through Sources/CGPIOD/shim.h: the same calls on libgpiod
+// 1.6 and 2.x (the system's <gpiod.h> picks one at build time). Pointers stay in here.
 
 /// An open gpiochip, closed when the last line on it is released.
 final class LibgpiodChip: @unchecked Sendable {
-    fileprivate let handle: OpaquePointer
+    fileprivate let handle: UnsafeMutablePointer<rte_gpio_chip>
     let name: String
     let label: String
 
     init(lookup description: String) throws(GPIOError) {
-        errno = 0
-        guard let h = gpiod_chip_open_lookup(description) else {
+        guard let h = rte_gpio_chip_open(description) else {
             let code = errno == 0 ? ENOENT : errno
-            let detail = code == ENOENT || code == ENODEV || code == ENOTTY
-                ? "no such GPIO chip (is the driver loaded? `gpiodetect` lists chips)"
-                : String(cString: strerror(code))
-            throw GPIOError(kind: code == ENOENT || code == ENODEV || code == ENOTTY ? .chipNotFound : .system(code),
-                            chip: description, line: "-", role: "-", detail: detail)
+            let missing = code == ENOENT || code == ENODEV || code == ENOTTY
+            let detail = missing ? "no such GPIO chip (is the driver loaded? `gpiodetect` lists chips)" : String(cString: strerror(code))
+            throw GPIOError(kind: missing ? .chipNotFound : .system(code), chip: description, line: "-", role: "-", detail: detail)
         }
         handle = h
-        name = String(cString: gpiod_chip_name(h))
-        label = String(cString: gpiod_chip_label(h))
+        name = String(cString: rte_gpio_chip_name(h))
+        label = String(cString: rte_gpio_chip_label(h))
     }
 
-    deinit { gpiod_chip_close(handle) }
+    deinit { rte_gpio_chip_close(handle) }
 }
 
 /// A line requested through libgpiod.
 final class LibgpiodLine: GPIOLine, @unchecked Sendable {
     let config: GPIOLineConfig
     private let chip: LibgpiodChip
-    private var line: OpaquePointer?
+    private var request: UnsafeMutablePointer<rte_gpio_request>?
     private(set) var direction: LineDirection
     let resolvedOffset: Int
     var chipName: String { chip.name }
@@ -43,42 +41,36 @@ final class LibgpiodLine: GPIOLine, @unchecked Sendable {
         self.chip = chip
         self.config = config
         self.direction = config.direction
-        let found: OpaquePointer?
-        let lineText: String
-        if let offset = config.offset {
-            found = gpiod_chip_get_line(chip.handle, UInt32(offset))
-            lineText = "\(offset)"
+        let offset: Int
+        if let o = config.offset {
+            guard o >= 0, o < Int(rte_gpio_chip_num_lines(chip.handle)) else {
+                throw GPIOError(kind: .lineNotFound, chip: chip.name, line: "\(o)", role: config.role,
+                                detail: "no such line on this chip (\(chip.label) has \(rte_gpio_chip_num_lines(chip.handle)))")
+            }
+            offset = o
         } else {
-            found = gpiod_chip_find_line(chip.handle, config.lineName ?? "")
-            lineText = "\"\(config.lineName ?? "")\""
+            let found = rte_gpio_chip_find_line(chip.handle, config.lineName ?? "")
+            guard found >= 0 else {
+                throw GPIOError(kind: .lineNotFound, chip: chip.name, line: "\"\(config.lineName ?? "")\"", role: config.role,
+                                detail: "no such line on this chip (\(chip.label))")
+            }
+            offset = Int(found)
         }
-        guard let l = found else {
-            throw GPIOError(kind: .lineNotFound, chip: chip.name, line: lineText, role: config.role,
-                            detail: "no such line on this chip (\(chip.label))")
+        resolvedOffset = offset
+        let bias: Int32 = switch config.bias {
+        case .asIs: Int32(RTE_GPIO_BIAS_AS_IS)
+        case .disable: Int32(RTE_GPIO_BIAS_DISABLE)
+        case .pullUp: Int32(RTE_GPIO_BIAS_PULL_UP)
+        case .pullDown: Int32(RTE_GPIO_BIAS_PULL_DOWN)
         }
-        resolvedOffset = Int(gpiod_line_offset(l))
-        var flags: Int32 = 0
-        if config.activeLow { flags |= rte_gpiod_flag_active_low() }
-        if config.direction == .output && config.drive == .openDrain { flags |= rte_gpiod_flag_open_drain() }
-        switch config.bias {
-        case .asIs: break
-        case .disable: flags |= rte_gpiod_flag_bias_disable()
-        case .pullUp: flags |= rte_gpiod_flag_bias_pull_up()
-        case .pullDown: flags |= rte_gpiod_flag_bias_pull_down()
-        }
-        let requestType = config.direction == .output
-            ? Int32(GPIOD_LINE_REQUEST_DIRECTION_OUTPUT)
-            : Int32(GPIOD_LINE_REQUEST_DIRECTION_INPUT)
-        let result = config.consumer.withCString { consumer -> Int32 in
-            var request = gpiod_line_request_config(consumer: consumer, request_type: requestType, flags: flags)
-            return gpiod_line_request(l, &request, config.initialValue ? 1 : 0)
-        }
-        if result != 0 {
+        let output = config.direction == .output
+        guard let r = rte_gpio_request_line(chip.handle, UInt32(offset), config.consumer, output ? 1 : 0, config.initialValue ? 1 : 0,
+                                            config.activeLow ? 1 : 0, output && config.drive == .openDrain ? 1 : 0, bias) else {
             let code = errno
-            throw GPIOError(kind: code == EBUSY ? .busy : .system(code), chip: chip.name, line: "\(resolvedOffset)",
+            throw GPIOError(kind: code == EBUSY ? .busy : .system(code), chip: chip.name, line: "\(offset)",
                             role: config.role, detail: String(cString: strerror(code)))
         }
-        line = l
+        request = r
     }
 
     private func failure(_ code: Int32) -> GPIOError {
@@ -86,35 +78,35 @@ final class LibgpiodLine: GPIOLine, @unchecked Sendable {
     }
 
     func setValue(_ active: Bool) throws(GPIOError) {
-        guard let line else { throw failure(EBADF) }
+        guard let request else { throw failure(EBADF) }
         guard direction == .output else {
             throw GPIOError(kind: .notAnOutput, chip: chip.name, line: "\(resolvedOffset)", role: config.role, detail: "is an input line")
         }
-        if gpiod_line_set_value(line, active ? 1 : 0) != 0 { throw failure(errno) }
+        if rte_gpio_set_value(request, active ? 1 : 0) != 0 { throw failure(errno) }
     }
 
     func setDirection(_ newDirection: LineDirection, active: Bool) throws(GPIOError) {
-        guard let line else { throw failure(EBADF) }
-        // libgpiod 1.5+ reconfigures a held line in place; the request's flags (active-low,
-        // drive, bias) stay as requested.
-        let result = newDirection == .output
-            ? gpiod_line_set_direction_output(line, active ? 1 : 0)
-            : gpiod_line_set_direction_input(line)
-        if result != 0 { throw failure(errno) }
+        guard let request else { throw failure(EBADF) }
+        // Reconfigured in place (no release, so no glitch); active-low, drive and bias stay as requested.
+        if rte_gpio_set_direction(request, newDirection == .output ? 1 : 0, active ? 1 : 0) != 0 { throw failure(errno) }
         direction = newDirection
     }
 
     func value() throws(GPIOError) -> Bool {
-        guard let line else { throw failure(EBADF) }
-        let v = gpiod_line_get_value(line)
+        guard let request else { throw failure(EBADF) }
+        let v = rte_gpio_get_value(request)
         if v < 0 { throw failure(errno) }
         return v == 1
     }
 
     func release() {
-        if let line { gpiod_line_release(line) }
-        line = nil
+        if let request { rte_gpio_release(request) }
+        request = nil
     }
+
+    // libgpiod 1.x gave a line back when its chip closed; a 2.x request outlives the chip, so a
+    // line dropped without release() would stay taken.
+    deinit { release() }
 }
 
 /// The backend for real hardware: `/dev/gpiochipN` through libgpiod.
@@ -149,5 +141,7 @@ public struct LibgpiodBackend: GPIOBackend {
     }
 
     /// libgpiod's version string, to prove at start which library is linked.
-    public static var libraryVersion: String { String(cString: gpiod_version_string()) }
+    public static var libraryVersion: String { String(cString: rte_gpio_library_version()) }
+    /// The libgpiod API this build uses: 1 (libgpiod 1.x) or 2 (libgpiod 2.x).
+    public static var apiMajor: Int { Int(rte_gpio_api_major()) }
 }

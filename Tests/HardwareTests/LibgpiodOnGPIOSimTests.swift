@@ -40,6 +40,11 @@ func rteLines(chip: String = "rte-sim") -> [GPIOLineConfig] {
 @Suite(.serialized, .enabled(if: inGPIOSimVM, "runs inside the gpio-sim VM (scripts/rig/gpio-sim-run)"))
 struct LibgpiodOnGPIOSimTests {
     @Test func linesAreRequestedByNameAndDriveTheWireWithTheirPolarity() async throws {
+        // The rig says which libgpiod it built against (1.6 on bookworm, 2.x in the trixie root).
+        print("gpio-sim: libgpiod \(LibgpiodBackend.libraryVersion), API \(LibgpiodBackend.apiMajor)")
+        if let want = ProcessInfo.processInfo.environment["RTE_EXPECT_GPIOD_API"] {
+            #expect("\(LibgpiodBackend.apiMajor)" == want, "built against the wrong libgpiod")
+        }
         let gpio = try GPIOController.start(backend: LibgpiodBackend(), configs: rteLines(), clock: SystemClock())
         // Requested at their safe values: relay off (low), buttons released (active-low: high).
         #expect(wire(0) == 0 && wire(8) == 1 && wire(9) == 1)
@@ -196,6 +201,7 @@ struct LibgpiodOnGPIOSimTests {
         let (status, text) = await p.waitForEnd()
         #expect(status == .exited(0), "\(text)")
         #expect(text.contains("outputs back to their safe values"))
+        #expect(text.contains("GPIO through libgpiod \(LibgpiodBackend.libraryVersion) (API \(LibgpiodBackend.apiMajor).x)"), "\(text)")
         // Given back: another program can take them now.
         #expect((try? LibgpiodBackend().request(rteLines()))?.count == 4)
     }
@@ -227,7 +233,7 @@ extension LibgpiodOnGPIOSimTests {
         var config = FlashConfig()
         config.flashrom = wrapper
         config.programmer = "dummy:emulate=MX25L6436,image=\(dir)/chip.bin"
-        config.chip = "MX25L6436E/MX25L6445E/MX25L6465E/MX25L6473E/MX25L6473F"
+        config.chip = EmulatedChip.name
         config.s5PressMilliseconds = 100
         config.cmosPressMilliseconds = 50
         let power = await GPIOPowerController(gpio: gpio, profile: PowerProfile(pressPowerButtonOnPowerOn: false, pressMilliseconds: 50,
@@ -261,9 +267,31 @@ struct GPIOSimRigTests {
         let testBinary = CommandLine.arguments[0]
         // The rig has its own deadline (timeout -s KILL inside); this one is the last resort.
         let (status, text) = try await runChild([packageRoot + "/scripts/rig/gpio-sim-run",
-            "cd \(packageRoot) && RTE_IN_GPIO_SIM_VM=1 \(testBinary) --testing-library swift-testing --filter LibgpiodOnGPIOSimTests"],
+            "cd \(packageRoot) && RTE_IN_GPIO_SIM_VM=1 RTE_EXPECT_GPIOD_API=1 \(testBinary) --testing-library swift-testing --filter LibgpiodOnGPIOSimTests"],
             deadlineSeconds: 900)
-        for line in text.split(separator: "\n") where line.contains("gpio-sim:") || line.contains("Test run with") || line.contains("directionChanges") { print("in the VM: " + line) }
+        try checkVMRun(status: status, text: text, label: "libgpiod 1.6")
+    }
+
+    /// libgpiod 2.x: the same tests built in an amd64 Debian trixie root (libgpiod 2.2,
+    /// libmicrohttpd 1.0) with this machine's toolchain, run on the same gpio-sim chip.
+    @Test func theSameTestsPassWithLibgpiod2BuiltInATrixieRoot() async throws {
+        let (made, rootText) = try await runChild([packageRoot + "/scripts/rig/trixie-root"], deadlineSeconds: 1300)
+        try #require(made == 0, "\(rootText.suffix(3000))")
+        let root = try #require(rootText.split(separator: "\n").last.map(String.init))
+        let (built, buildText) = try await runChild([packageRoot + "/scripts/rig/in-root", root,
+            "swift build --build-tests --scratch-path .build-trixie 2>&1 | grep -vE '^\\[[0-9]+/[0-9]+\\] (Compiling|Emitting|Wrapping)'; exit ${PIPESTATUS[0]}"],
+            deadlineSeconds: 2400)
+        try #require(built == 0, "\(buildText.suffix(4000))")
+        let (status, text) = try await runChild([packageRoot + "/scripts/rig/gpio-sim-run",
+            "cd \(packageRoot) && scripts/rig/in-root \(root) 'RTE_IN_GPIO_SIM_VM=1 RTE_EXPECT_GPIOD_API=2 .build-trixie/debug/rte-agentPackageTests.xctest --testing-library swift-testing --filter LibgpiodOnGPIOSimTests'"],
+            deadlineSeconds: 900)
+        try checkVMRun(status: status, text: text, label: "libgpiod 2.x (trixie)")
+    }
+
+    private func checkVMRun(status: Int32, text: String, label: String) throws {
+        for line in text.split(separator: "\n") where line.contains("gpio-sim:") || line.contains("Test run with") || line.contains("directionChanges") {
+            print("in the VM, \(label): " + line)
+        }
         #expect(text.contains("theFlashSequenceDrivesTheSPILinesOnTheWire() passed"), "\(text.suffix(2000))")
         #expect(status == 0, "\(text.suffix(4000))")
         #expect(text.contains("Suite LibgpiodOnGPIOSimTests passed"), "\(text.suffix(4000))")
