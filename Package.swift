@@ -45,13 +45,12 @@ let package = Package(
         .target(name: "Auth", dependencies: ["CNettle", "Configuration"]),
         .target(name: "Artifacts", dependencies: ["Auth", "Configuration", "HTTPServer", "JSONDocument", "POSIXIO", "AgentClock"]),
         .target(name: "Flashing", dependencies: ["CZlib", "Auth", "Configuration", "GPIO", "Power", "POSIXIO", "AgentClock"]),
-        .target(name: "Leases", dependencies: ["Auth", "AgentClock", "POSIXIO"]),
+        .target(name: "Leases", dependencies: ["Auth", "AgentClock", "JSONDocument", "POSIXIO"]),
         .target(name: "AgentAPI", dependencies: ["Artifacts", "Flashing", "HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
         .target(name: "AgentRuntime", dependencies: ["Artifacts", "Flashing", .product(name: "Logging", package: "swift-log"), "CPOSIXShims", "AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
 
         .executableTarget(name: "rte-agent", dependencies: [
             "AgentRuntime", "Configuration", "AgentClock", "POSIXIO", "BootFlow", "Runs", "HTTPServer",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 

@@ -3,7 +3,6 @@ import Artifacts
 import Auth
 import Configuration
 import Flashing
-import FoundationEssentials
 import GPIO
 import HTTPServer
 import Leases
@@ -41,10 +40,7 @@ public struct APIContext: Sendable {
 }
 
 func json<T: Encodable>(_ status: Int, _ value: T, headers: [(String, String)] = []) -> HTTPResponse {
-    let e = JSONEncoder()
-    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    e.keyEncodingStrategy = .convertToSnakeCase
-    let body = (try? e.encode(value)).map(Array.init) ?? Array("{}".utf8)
+    let body = (try? JSONCoding.encode(value, keys: .snakeCase)) ?? Array("{}".utf8)
     return HTTPResponse(status: status, headers: [("Content-Type", "application/json")] + headers, body: .bytes(body))
 }
 

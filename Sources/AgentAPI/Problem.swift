@@ -1,4 +1,3 @@
-import FoundationEssentials
 @_exported import JSONDocument
 import HTTPServer
 import Leases

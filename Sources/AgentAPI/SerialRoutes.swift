@@ -1,5 +1,5 @@
-import FoundationEssentials
 import HTTPServer
+import JSONDocument
 import Leases
 import Serial
 
@@ -20,7 +20,7 @@ enum SerialRoutes {
             switch ctx.capture.readPersisted(from: from, limit: limit) {
             case .data(let offset, let bytes, let next):
                 return json(200, Page(from: offset, next: next, end: end, count: bytes.count,
-                                      data: Data(bytes).base64EncodedString(), lostUntil: nil))
+                                      data: Base64.encode(bytes), lostUntil: nil))
             case .lost(let lostFrom, let resumeAt):
                 // Rotated away: say so and where to resume, never pretend it was empty.
                 return json(200, Page(from: lostFrom, next: resumeAt, end: end, count: 0, data: "", lostUntil: resumeAt))
@@ -44,7 +44,7 @@ enum SerialRoutes {
                             let ok: Bool
                             switch item {
                             case .data(let offset, let bytes, _):
-                                ok = sse ? await writer.write("id: \(offset + UInt64(bytes.count))\nevent: data\ndata: \(Data(bytes).base64EncodedString())\n\n")
+                                ok = sse ? await writer.write("id: \(offset + UInt64(bytes.count))\nevent: data\ndata: \(Base64.encode(bytes))\n\n")
                                          : await writer.write(bytes)
                             case .lost(let f, let to):
                                 ok = sse ? await writer.write("event: lost\ndata: {\"from\":\(f),\"resume_at\":\(to)}\n\n") : true
@@ -65,8 +65,8 @@ enum SerialRoutes {
             switch (try body.string("text"), try body.string("base64")) {
             case (let t?, nil): bytes = Array(t.utf8)
             case (nil, let b?):
-                guard let d = Data(base64Encoded: b) else { throw Problem.badRequest("field \"base64\" is not valid base64") }
-                bytes = Array(d)
+                guard let d = Base64.decode(b) else { throw Problem.badRequest("field \"base64\" is not valid base64") }
+                bytes = d
             default: throw Problem.badRequest("give exactly one of \"text\" or \"base64\"")
             }
             if bytes.isEmpty { throw Problem.unprocessable("nothing to write") }

@@ -24,12 +24,23 @@ public final class Agent: Sendable {
     /// The DUT network's read-only listener for artifacts (when `artifacts.listen` is set).
     public let dutFiles: HTTPServer?
     public var config: AgentConfig { hardware.config }
+    /// Gives the heap's free pages back every 30 s while requests keep coming (followers hold
+    /// connections open, so the server's quiet hook may never fire).
+    private let heapTrim: Task<Void, Never>
 
     init(hardware: Hardware, leases: LeaseBook, http: HTTPServer, metrics: Metrics, router: Router, runs: RunEngine,
          consolePort: ConsolePort?, dutFiles: HTTPServer? = nil) {
         self.dutFiles = dutFiles
         self.hardware = hardware; self.leases = leases; self.http = http; self.metrics = metrics; self.router = router; self.runs = runs
         self.consolePort = consolePort
+        heapTrim = Task.detached(priority: .background) { [http] in
+            var trimmedAt: UInt64 = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(30))
+                let served = http.requestsServed
+                if served - trimmedAt >= 1000 { trimmedAt = served; releaseFreeHeapMemory() }
+            }
+        }
     }
 
     /// The run engine over this hardware: runs drive power and the console the same way a client would.
@@ -149,7 +160,8 @@ public final class Agent: Sendable {
                                            maxConnections: config.http.maxConnections,
                                            maxConnectionsPerAddress: config.http.maxConnectionsPerAddress,
                                            headerTimeoutSeconds: config.http.headerTimeoutSeconds,
-                                           tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey, bodyLimits: imageLimits, bodySink: sink),
+                                           tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey, bodyLimits: imageLimits, bodySink: sink,
+                                           onQuiet: { Task.detached(priority: .background) { releaseFreeHeapMemory() } }),
                 handler: { request in await router.handle(request) },
                 tooLarge: { _, max in Problem(413, "body-too-large", "Request body too large", "the body exceeds \(max) bytes (http.max_body_bytes)").response })
         } catch {
@@ -195,6 +207,7 @@ public final class Agent: Sendable {
 
     /// Stops serving, then puts the hardware in its safe state.
     public func shutdown() async -> [String] {
+        heapTrim.cancel()
         http.stop()
         dutFiles?.stop()
         await consolePort?.stop()

@@ -92,3 +92,13 @@ int rte_spawn(const char *file, char *const argv[], char *const envp[], const ch
     posix_spawn_file_actions_destroy(&actions);
     return r;
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+/* glibc's malloc_trim: free heap pages back to the kernel. Other C libraries: nothing to do. */
+void rte_release_free_heap(void) {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}

@@ -29,16 +29,20 @@ public struct HTTPServerOptions: Sendable {
     /// For requests whose body goes to a sink as it arrives (decided from the headers; the
     /// route's limit still applies): nil keeps the body in memory.
     public var bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)?
+    /// Called (on the server's thread: keep it short) when the last open connection closes and
+    /// at least `quietAfterRequests` requests were served since the last call.
+    public var onQuiet: (@Sendable () -> Void)?
+    public var quietAfterRequests = 1000
 
     public init(host: String, port: Int, maxBodyBytes: Int = 1 << 20, connectionTimeoutSeconds: Int = 30,
                 maxConnections: Int = 256, maxConnectionsPerAddress: Int = 64, headerTimeoutSeconds: Int = 10,
                 tlsCertificatePEM: String? = nil, tlsKeyPEM: String? = nil, bodyLimits: [BodyLimit] = [],
-                bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)? = nil) {
+                bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)? = nil, onQuiet: (@Sendable () -> Void)? = nil) {
         self.host = host; self.port = port; self.maxBodyBytes = maxBodyBytes
         self.connectionTimeoutSeconds = connectionTimeoutSeconds; self.maxConnections = maxConnections
         self.maxConnectionsPerAddress = maxConnectionsPerAddress; self.headerTimeoutSeconds = headerTimeoutSeconds
         self.tlsCertificatePEM = tlsCertificatePEM; self.tlsKeyPEM = tlsKeyPEM; self.bodyLimits = bodyLimits
-        self.bodySink = bodySink
+        self.bodySink = bodySink; self.onQuiet = onQuiet
     }
 }
 
@@ -68,6 +72,11 @@ final class ServerCore: @unchecked Sendable {
     let watch: ConnectionWatch
     /// Connections handed over by an upgrade: no header deadline applies to them any more.
     let upgradedConnections = Mutex(Set<UInt>())
+    /// Open connections and requests served, for the quiet hook (memory given back after a burst).
+    struct Activity { var open = 0; var served: UInt64 = 0; var servedAtLastQuiet: UInt64 = 0 }
+    let activity = Mutex(Activity())
+    var onQuiet: (@Sendable () -> Void)?
+    var quietAfterRequests: UInt64 = 1000
     struct Parking {
         var suspended: [ObjectIdentifier: ConnectionHandle] = [:]
         /// Upgraded connections still owned by a handler: MHD must not stop before each is closed.
@@ -132,10 +141,19 @@ private func connectionNotify(_ cls: UnsafeMutableRawPointer?, _ connection: Opa
     let core = Unmanaged<ServerCore>.fromOpaque(cls).takeUnretainedValue()
     let key = connectionKey(connection)
     if started != 0 {
+        core.activity.withLock { $0.open += 1 }
         core.watch.expectHeaders(key, fd: rte_mhd_connection_fd(connection))
     } else {
         core.watch.forget(key)
         _ = core.upgradedConnections.withLock { $0.remove(key) }
+        // The last connection of a burst closed: say so once per `quietAfterRequests` requests.
+        let quiet = core.activity.withLock { a -> Bool in
+            a.open -= 1
+            guard a.open == 0, a.served - a.servedAtLastQuiet >= core.quietAfterRequests else { return false }
+            a.servedAtLastQuiet = a.served
+            return true
+        }
+        if quiet { core.onQuiet?() }
     }
 }
 
@@ -357,6 +375,7 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
 
 private func completedHandler(_ cls: UnsafeMutableRawPointer?, _ connection: OpaquePointer?,
                               _ reqCls: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ toe: MHD_RequestTerminationCode) {
+    if let cls { Unmanaged<ServerCore>.fromOpaque(cls).takeUnretainedValue().activity.withLock { $0.served += 1 } }
     // A kept-alive connection waits for its next request: the header deadline starts again.
     if let cls, let connection, rte_mhd_completed_ok(toe) != 0 {
         let core = Unmanaged<ServerCore>.fromOpaque(cls).takeUnretainedValue()
@@ -391,6 +410,8 @@ public final class HTTPServer: Sendable {
         }
         core = ServerCore(handler: handler, tooLarge: tooLarge, maxBody: options.maxBodyBytes, bodyLimits: options.bodyLimits,
                           bodySink: options.bodySink, watch: watch)
+        core.onQuiet = options.onQuiet
+        core.quietAfterRequests = UInt64(max(1, options.quietAfterRequests))
         retained = Unmanaged.passRetained(core)
         notify = .allocate(capacity: 1)
         notify.initialize(to: rte_mhd_connection_notify(handler: connectionNotify, cls: retained.toOpaque()))
@@ -411,6 +432,9 @@ public final class HTTPServer: Sendable {
     }
 
     public static var libraryVersion: String { String(cString: MHD_get_version()) }
+
+    /// Requests completed since the server started.
+    public var requestsServed: UInt64 { core.activity.withLock { $0.served } }
 
     public func stop() {
         if stopped.withLock({ s in let was = s; s = true; return was }) { return }

@@ -1,4 +1,3 @@
-import FoundationEssentials
 import YAML
 
 /// A JSON value for documents whose shape is checked by hand (strict request bodies, problems).
@@ -27,10 +26,32 @@ public enum JSONValue: Sendable, Equatable, Codable {
         }
     }
 
-    public func serialized() -> [UInt8] {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array((try? e.encode(self)) ?? Data("null".utf8))
+    public func serialized() -> [UInt8] { tree.sortedMembers().text() }
+
+    /// The same value as a JSON tree (numbers written as the encoder writes them).
+    public var tree: JSONTree {
+        switch self {
+        case .null: .null
+        case .bool(let b): .bool(b)
+        case .number(let n): JSONTree.numberText(n).map { .number($0) } ?? .null
+        case .string(let s): .string(s)
+        case .array(let a): .array(a.map(\.tree))
+        case .object(let o): .object(o.map { ($0.key, $0.value.tree) })
+        }
+    }
+
+    public init(_ tree: JSONTree) {
+        switch tree {
+        case .null: self = .null
+        case .bool(let b): self = .bool(b)
+        case .number(let n): self = .number(Double(n) ?? .nan)
+        case .string(let s): self = .string(s)
+        case .array(let a): self = .array(a.map(JSONValue.init))
+        case .object(let members):
+            var o: [String: JSONValue] = [:]
+            for (k, v) in members { o[k] = JSONValue(v) }  // the last of duplicate members wins
+            self = .object(o)
+        }
     }
 
     public var typeName: String {
@@ -45,7 +66,7 @@ public enum JSONValue: Sendable, Equatable, Codable {
 extension JSONValue {
     /// Parses JSON text; nil when it is not JSON.
     public static func parse(json bytes: [UInt8]) -> JSONValue? {
-        try? JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        (try? JSONTree.parse(bytes)).map(JSONValue.init)
     }
 
     /// Parses a request body: the same, but a document nested past `YAMLNesting.limit` is refused

@@ -1,6 +1,6 @@
 import AgentClock
 import Auth
-import FoundationEssentials
+import JSONDocument
 import POSIXIO
 #if canImport(Glibc)
 import Glibc
@@ -185,7 +185,7 @@ public actor LeaseBook {
         // A failed write must not pass silently: it would lose a lease on restart.
         file = path.map { path in SnapshotFile(path: path) { printToStandardError("rte-agent: cannot persist leases to \(path): \($0)") } }
         if let path, let bytes = readFile(path) {
-            let p = try JSONDecoder().decode(Persisted.self, from: Data(bytes))
+            let p = try JSONCoding.decode(Persisted.self, from: bytes)
             current = p.current
             queue = p.queue
             grantedCount = p.granted
@@ -213,9 +213,7 @@ public actor LeaseBook {
     private func persist() {
         guard let file else { return }
         let p = Persisted(current: current, queue: queue, granted: grantedCount, expired: expiredCount)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        do { file.submit(Array(try encoder.encode(p))) } catch {
+        do { file.submit(try JSONCoding.encode(p, pretty: true)) } catch {
             printToStandardError("rte-agent: cannot encode the leases: \(error)")
         }
     }

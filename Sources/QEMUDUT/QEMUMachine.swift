@@ -65,9 +65,9 @@ public actor QEMUMachine: DUTPower {
 
     /// A QEMU left running by an agent that was killed would hold the DUT's "power": end it.
     private func killStale() {
-        guard let text = try? String(contentsOfFile: pidPath, encoding: .utf8),
+        guard let text = readFile(pidPath).map({ String(decoding: $0, as: UTF8.self) }),
               let pid = Int32(text.trimmedWhitespace), pid > 0 else { return }
-        let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
+        let comm = readFile("/proc/\(pid)/comm").map { String(decoding: $0, as: UTF8.self) } ?? ""
         if comm.hasPrefix("qemu") { kill(pid, SIGKILL) }
         unlink(pidPath)
     }

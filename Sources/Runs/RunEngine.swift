@@ -1,7 +1,6 @@
 import AgentClock
 import Auth
 import BootFlow
-import FoundationEssentials
 import JSONDocument
 import Leases
 import POSIXIO
@@ -73,7 +72,8 @@ public actor RunEngine {
     private var runs: [String: RunRecord] = [:]
     private var order: [String] = []
     private var tasks: [String: Task<Void, Never>] = [:]
-    private var subscribers: [String: [UUID: AsyncStream<RunEvent>.Continuation]] = [:]
+    private var subscribers: [String: [UInt64: AsyncStream<RunEvent>.Continuation]] = [:]
+    private var nextSubscriber: UInt64 = 0
     private var history: [String: [RunEvent]] = [:]
     /// The DUT does one run at a time, in submission order.
     private var deviceBusy = false
@@ -99,11 +99,9 @@ public actor RunEngine {
         var restored: [RunRecord] = []
         if let directory {
             try makeDirectories(directory)
-            let decoder = JSONDecoder()
-            decoder.keyDecodingStrategy = .convertFromSnakeCase
             var loaded: [RunRecord] = []
             for name in (try? listDirectory(directory)) ?? [] where name.hasSuffix(".json") {
-                guard let bytes = readFile(directory + "/" + name), let r = try? decoder.decode(RunRecord.self, from: Data(bytes)) else {
+                guard let bytes = readFile(directory + "/" + name), let r = try? JSONCoding.decode(RunRecord.self, from: bytes, keys: .snakeCase) else {
                     printToStandardError("rte-agent: ignoring unreadable run file \(directory)/\(name)")
                     continue
                 }
@@ -159,10 +157,7 @@ public actor RunEngine {
     public var activeRun: String? { runs.values.first { $0.state == .running }?.id }
 
     public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        e.keyEncodingStrategy = .convertToSnakeCase
-        return (try? e.encode(value)).map(Array.init) ?? Array("{}".utf8)
+        (try? JSONCoding.encode(value, keys: .snakeCase)) ?? Array("{}".utf8)
     }
 
     private func update(_ id: String, _ change: (inout RunRecord) -> Void) {
@@ -221,14 +216,15 @@ public actor RunEngine {
             }
             continuation.finish()
         } else {
-            let key = UUID()
+            nextSubscriber += 1
+            let key = nextSubscriber
             subscribers[id, default: [:]][key] = continuation
             continuation.onTermination = { [weak self] _ in Task { await self?.unsubscribe(id, key) } }
         }
         return stream
     }
 
-    private func unsubscribe(_ id: String, _ key: UUID) { subscribers[id]?.removeValue(forKey: key) }
+    private func unsubscribe(_ id: String, _ key: UInt64) { subscribers[id]?.removeValue(forKey: key) }
 
     private func publish(_ e: RunEvent) {
         observer?(e)

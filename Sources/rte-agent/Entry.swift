@@ -1,9 +1,18 @@
 import AgentRuntime
+import POSIXIO
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 enum Entry {
     static func main() async {
         blockTerminationSignals()
-        await RTEAgentCommand.main(nil)
+        do {
+            try await Invocation.parse(Array(CommandLine.arguments.dropFirst())).execute()
+        } catch {
+            if let message = error.message { printToStandardError(message) }
+            exit(error.status)
+        }
     }
 }

@@ -20,4 +20,7 @@ int rte_pipe_cloexec(int fds[2]);
 /* A pidfd for `pid` (readable once the process has ended), close-on-exec; -1 and errno on failure. */
 int rte_pidfd_open(int pid);
 
+/* Gives free heap pages back to the kernel (glibc malloc_trim; a no-op elsewhere). */
+void rte_release_free_heap(void);
+
 #endif
