@@ -167,6 +167,7 @@ public enum AgentRoutes {
         ArtifactRoutes.add(&router, ctx, g)
         CompatRoutes.add(&router, ctx, g)
         CompatFlashRoutes.add(&router, ctx, g)
+        WebRoutes.add(&router, ctx, g)
         return router
     }
 

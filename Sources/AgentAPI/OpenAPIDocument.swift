@@ -710,6 +710,12 @@ let openAPIDocument = #"""
        "schema": {
         "$ref": "#/components/schemas/RunSpec"
        }
+      },
+      "application/yaml": {
+       "schema": {
+        "type": "string",
+        "description": "the same spec in YAML, as in a spec file"
+       }
       }
      }
     },
@@ -1865,6 +1871,204 @@ let openAPIDocument = #"""
       "$ref": "#/components/responses/Problem"
      }
     }
+   }
+  },
+  "/api/v1/me": {
+   "get": {
+    "summary": "Who the bearer token is (the web page shows it)",
+    "tags": [
+     "web"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "user": {
+           "type": "string"
+          },
+          "admin": {
+           "type": "boolean"
+          },
+          "authentication": {
+           "type": "boolean"
+          }
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/specs": {
+   "get": {
+    "summary": "The run specs this agent offers (web.specs)",
+    "tags": [
+     "web"
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "specs": {
+           "type": "array",
+           "items": {
+            "type": "object",
+            "properties": {
+             "name": {
+              "type": "string"
+             },
+             "bytes": {
+              "type": "integer"
+             }
+            }
+           }
+          }
+         }
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/specs/{name}": {
+   "get": {
+    "summary": "One offered run spec, as written (YAML)",
+    "tags": [
+     "web"
+    ],
+    "parameters": [
+     {
+      "name": "name",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "text/yaml": {
+        "schema": {
+         "type": "string"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/": {
+   "get": {
+    "summary": "The web page",
+    "tags": [
+     "web"
+    ],
+    "security": [],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "text/html": {
+        "schema": {
+         "type": "string"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/ui/{name}": {
+   "get": {
+    "summary": "The web page's files",
+    "tags": [
+     "web"
+    ],
+    "security": [],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/octet-stream": {
+        "schema": {
+         "type": "string"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "name": "name",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
+   }
+  },
+  "/ui/xterm/{name}": {
+   "get": {
+    "summary": "xterm.js for the page's console (Debian's libjs-xterm)",
+    "tags": [
+     "web"
+    ],
+    "security": [],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/octet-stream": {
+        "schema": {
+         "type": "string"
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    },
+    "parameters": [
+     {
+      "name": "name",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ]
    }
   }
  },

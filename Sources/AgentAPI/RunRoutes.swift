@@ -13,7 +13,11 @@ enum RunRoutes {
 
         router.add(.POST, "/api/v1/runs", g.user { r, id in
             let doc: JSONValue
-            do { doc = try JSONValue.parseBody(json: r.body) } catch let e as DocumentError { throw Problem.badRequest("the body (a run spec) \(e.message)") }
+            // JSON, or YAML as written in a spec file (the web page posts what was pasted).
+            let yaml = (r.header("content-type") ?? "").contains("yaml")
+            do {
+                doc = yaml ? try JSONValue.parse(yaml: String(decoding: r.body, as: UTF8.self)) : try JSONValue.parseBody(json: r.body)
+            } catch let e as DocumentError { throw Problem.badRequest("the body (a run spec) \(e.message)") }
             let spec: RunSpec
             do { spec = try RunSpec.parse(doc) } catch let error as DocumentError { throw Problem.from(error) }
             // Artifacts the spec names must be here before anything is powered.

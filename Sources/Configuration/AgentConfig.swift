@@ -22,6 +22,17 @@ public struct AgentConfig: Sendable {
     public var artifacts: ArtifactsConfig = ArtifactsConfig()
     /// An iteration's serial log kept with its run at most this big (`runs.iteration_log_max_mib`).
     public var iterationLogMaxBytes: Int64 = 64 << 20
+    public var web: WebConfig = WebConfig()
+}
+
+/// The web page (`web:`): where its files, xterm.js and the run specs it offers are. Relative
+/// paths are taken from the config file's folder.
+public struct WebConfig: Sendable {
+    public var enabled = true
+    public var root = "/usr/share/rte-agent/web"
+    public var xterm = "/usr/share/javascript/xterm"
+    public var specs = "/usr/share/rte-agent/specs"
+    public init() {}
 }
 
 public enum DUTBackend: String, CaseIterable, Sendable { case gpio, simulated, qemu }
@@ -512,12 +523,24 @@ extension AgentConfig {
             try rR.rejectUnknownKeys()
         }
 
+        var web = WebConfig()
+        if var wR = try root.section("web") {
+            let base = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+            func place(_ p: String) -> String { p.hasPrefix("/") ? p : base + "/" + p }
+            web.enabled = try wR.bool("enabled", default: true)
+            if let p = try wR.string("root") { web.root = place(p) }
+            if let p = try wR.string("xterm") { web.xterm = place(p) }
+            if let p = try wR.string("specs") { web.specs = place(p) }
+            try wR.rejectUnknownKeys()
+        }
+
         var config = AgentConfig(
             sourceFile: file, dut: dut, serial: serial, gpio: GPIOConfig(lines: lines), power: power, http: http,
             stateDirectory: stateDirectory, auth: auth, leases: leases, simulator: simulator, qemu: qemu, compat: compat)
         config.flash = flash
         config.artifacts = artifacts
         config.iterationLogMaxBytes = iterationLog
+        config.web = web
         return config
     }
 

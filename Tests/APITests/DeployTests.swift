@@ -13,7 +13,9 @@ import Glibc
         let (status, out) = try await run([packageRoot + "/deploy/install", builtProduct("rte-agent")], env: env)
         #expect(status == 0, "\(out)")
         for (path, mode) in [("/usr/bin/rte-agent", 0o755), ("/lib/systemd/system/rte-agent.service", 0o644),
-                             ("/lib/udev/rules.d/99-rte-agent.rules", 0o644), ("/etc/rte-agent/rte-agent.yaml", 0o640)] {
+                             ("/lib/udev/rules.d/99-rte-agent.rules", 0o644), ("/etc/rte-agent/rte-agent.yaml", 0o640),
+                             ("/usr/share/rte-agent/web/index.html", 0o644), ("/usr/share/rte-agent/web/app.js", 0o644),
+                             ("/usr/share/rte-agent/specs/xen-dev.yaml", 0o644)] {
             let attrs = try FileManager.default.attributesOfItem(atPath: root + path)
             #expect((attrs[.posixPermissions] as? Int) == mode, "\(path)")
         }
