@@ -261,7 +261,7 @@ extension LibgpiodOnGPIOSimTests {
 }
 
 /// On the host: boot the gpio-sim VM and run the tests above inside it.
-@Suite(.enabled(if: !inGPIOSimVM && ProcessInfo.processInfo.environment["RTE_SKIP_RIG"] != "1", "boots the gpio-sim VM from the host; RTE_SKIP_RIG=1 skips the QEMU rigs"))
+@Suite(.serialized, .enabled(if: !inGPIOSimVM && ProcessInfo.processInfo.environment["RTE_SKIP_RIG"] != "1", "boots the gpio-sim VM from the host; RTE_SKIP_RIG=1 skips the QEMU rigs"))
 struct GPIOSimRigTests {
     @Test func theLibgpiodBackendPassesAgainstRealKernelGPIOLines() async throws {
         let testBinary = CommandLine.arguments[0]
