@@ -82,6 +82,7 @@ function render() {
   }));
   document.querySelectorAll('.holder-only button').forEach((b) => { b.disabled = !state.holding; });
   $('reserve-button').disabled = !me || state.holding;
+  text($('reserve-button'), lease && !state.holding ? 'Wait in queue' : 'Reserve');
   text($('console-mode'), state.holding ? 'you type here' : 'read-only (reserve the board to type)');
   renderLines();
   renderRuns();
@@ -174,6 +175,9 @@ $('reserve').addEventListener('submit', (event) => {
   act(async () => {
     const body = { ttl_s: Number($('ttl').value) };
     if ($('purpose').value) body.purpose = $('purpose').value;
+    // Held by someone else: wait in the agent's queue (the request returns when the lease is ours).
+    const held = state.leases && state.leases.current;
+    if (held) { body.wait_s = 3600; message('waiting in the queue behind ' + held.holder + '…'); }
     const lease = await api('POST', '/api/v1/leases', body);
     store.setItem('rte-lease', lease.token);
   });
