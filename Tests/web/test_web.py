@@ -131,6 +131,12 @@ try:
     after_written = a.execute_script("return fetch('/api/v1/status', {headers: {Authorization: 'Bearer ' + sessionStorage.getItem('rte-token')}}).then(r => r.json()).then(j => j.serial.bytes_written)")
     assert after_written == bytes_written, f"bytes written went {bytes_written} → {after_written}"
     step(f"bob sees the board held, buttons disabled, typing refused (HTTP {refused} from the API)")
+    # Bob queues; alice sees him waiting.
+    wait("bob's queue button", lambda: b.find_element(By.ID, "reserve-button").text == "Wait in queue")
+    b.find_element(By.ID, "purpose").send_keys("after alice")
+    b.find_element(By.ID, "reserve-button").click()
+    wait("bob in alice's queue", lambda: "bob — after alice (waiting)" in text(a, "queue"))
+    step("bob waits in the queue; alice sees him")
     b.save_screenshot(SHOTS + "/second-user.png")
 
     # A run from a shipped spec, on alice's lease, watched to the end.
@@ -150,9 +156,12 @@ try:
     b.save_screenshot(SHOTS + "/run-second-user.png")
 
     a.find_element(By.ID, "release").click()
-    wait("the board free", lambda: text(a, "holder") == "Free")
-    wait("bob sees it free", lambda: text(b, "holder") == "Free")
-    step("alice released the board; bob sees it free")
+    wait("bob's lease", lambda: "Held by bob — after alice" in text(b, "holder") and "(you)" in text(b, "holder"))
+    wait("alice sees bob holding", lambda: "Held by bob" in text(a, "holder") and "(you)" not in text(a, "holder"))
+    assert not b.find_element(By.CSS_SELECTOR, '[data-power="off"]').get_attribute("disabled"), "bob cannot press now"
+    b.find_element(By.ID, "release").click()
+    wait("the board free", lambda: text(a, "holder") == "Free" and text(b, "holder") == "Free")
+    step("alice released the board; the queued bob got it, then released it")
 
     # A phone-sized screen: the panels stack, nothing wider than the screen.
     a.set_window_size(390, 844)
