@@ -102,3 +102,14 @@ void rte_release_free_heap(void) {
     malloc_trim(0);
 #endif
 }
+
+#include <sys/wait.h>
+/* 1 when the child has ended (left unreaped: WNOWAIT), 0 while it runs, -1 and errno on failure. */
+int rte_child_ended(int pid) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    int r;
+    do { r = waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT); } while (r < 0 && errno == EINTR);
+    if (r < 0) return -1;
+    return info.si_pid == pid ? 1 : 0;
+}

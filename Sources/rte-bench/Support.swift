@@ -98,9 +98,10 @@ final class Child: @unchecked Sendable {
     private let reader: LineReader
 
     /// `input: .pipe` keeps the child's standard input open for as long as this process lives.
-    init(_ arguments: [String], environment: [String: String]? = nil, input: Subprocess.Stream = .null) throws {
+    init(_ arguments: [String], environment: [String: String]? = nil, input: Subprocess.Stream = .null,
+         error: Subprocess.Stream = .inherit) throws {
         let env = environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } }
-        process = try Subprocess(arguments, environment: env, input: input, output: .pipe, error: .inherit)
+        process = try Subprocess(arguments, environment: env, input: input, output: .pipe, error: error)
         reader = LineReader(process.standardOutput!)
     }
 

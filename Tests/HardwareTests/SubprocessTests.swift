@@ -46,6 +46,22 @@ import Glibc
         #expect(child.poll() == .exited(3), "the status is kept once reaped")
     }
 
+    /// Without pidfds (Linux < 5.3, valgrind): the end is polled for, without reaping, and every
+    /// wait still works — status, timeout, stop, SIGKILL escalation.
+    @Test func withoutAPidfdTheEndIsPolledForAndEveryWaitStillWorks() throws {
+        let child = try Subprocess(["sh", "-c", "read line; exit 3"], input: .pipe, pollForExit: true)
+        #expect(child.pollsForExit)
+        #expect(!child.waitForExit(timeoutMilliseconds: 50), "still running")
+        #expect(child.poll() == nil)
+        try child.standardInput!.writeAll(Array("go\n".utf8))
+        #expect(child.waitForExit(timeoutMilliseconds: 10_000))
+        #expect(child.wait() == .exited(3))
+        let stubborn = try Subprocess(["sh", "-c", "trap '' TERM; echo ready; exec tail -f /dev/null"], output: .pipe, pollForExit: true)
+        #expect(LineReader(stubborn.standardOutput!).readLine() == "ready")
+        #expect(stubborn.stop(grace: 0.2) == .signalled(SIGKILL))
+        #expect(try !Subprocess(["true"]).pollsForExit, "this kernel has pidfds")
+    }
+
     @Test func stopReturnsAsSoonAsTheChildIsGone() throws {
         // stop() returns as soon as the child is gone, long before its grace period.
         let child = try Subprocess(["sleep", "60"])

@@ -23,4 +23,7 @@ int rte_pidfd_open(int pid);
 /* Gives free heap pages back to the kernel (glibc malloc_trim; a no-op elsewhere). */
 void rte_release_free_heap(void);
 
+/* 1 when child `pid` has ended (not reaped), 0 while it runs, -1 and errno on failure. */
+int rte_child_ended(int pid);
+
 #endif
