@@ -29,7 +29,7 @@ struct Instructions: AsyncParsableCommand {
         let prompt = try perOperation(50) { n in [bench, "instruction-op", "prompt", "--count", "\(n)"] }
         report.line("one prompt answered (termios read → capture → terminal model → matcher → key write, kernel-log noise between prompts): \(prompt.text)")
         let capture = try perOperation(8) { n in [bench, "instruction-op", "capture", "--count", "\(n)"] }
-        report.line("one MB of serial through the capture (4 KiB reads, 20 followers' offsets not involved): \(capture.text)")
+        report.line("one MB of serial through the capture (4 KiB chunks into the memory ring, no followers): \(capture.text)")
         let status = try statusPerRequest(200, agent: daemon)
         report.line("one GET /api/v1/status through the daemon (libmicrohttpd, auth, JSON), simulated apu2 idle: \(status.text)")
         report.row("instructions per prompt / per MB captured / per GET /status (callgrind Ir)",
