@@ -5,6 +5,7 @@ import Auth
 @testable import Configuration
 import Foundation
 import GPIO
+import TestSupport
 import Testing
 
 let tokens = ["alice": "alice-secret-token", "bob": "bob-secret-token", "carol": "carol-secret-token", "root": "root-secret-token"]
@@ -22,6 +23,7 @@ func apiConfig(stateDir: String, auth: Bool = true, timing: String = "fast") thr
     c.http.consolePort = nil  // tests that need the TCP console ask for a free port (0)
     c.http.maxBodyBytes = 64 * 1024
     c.power.cycleOffMilliseconds = 50
+    c.flash.chip = flashromEmulatedChipName  // the installed flashrom's name for the emulated part
     return c
 }
 

@@ -4,25 +4,14 @@ import Flashing
 import Foundation
 import GPIO
 import Power
+import TestSupport
 import Testing
 
 /// flashrom's dummy programmer emulating an 8 MiB SPI chip (flashrom 1.3 in Debian 12 cannot
 /// emulate the apu2's W25Q64; the Macronix MX25L6436 is the 8 MiB chip it emulates). The chip's
 /// contents live in `chip.bin`, written by flashrom when it exits.
 struct EmulatedChip {
-    /// The chip's name as the installed flashrom spells it (1.3: "MX25L6436E/…/MX25L6473F",
-    /// 1.4 in trixie: "MX25L6436E/MX25L6445E/MX25L6465E"): read off its own probe.
-    static let name: String = {
-        var text = ""
-        if let pipe = popen("flashrom -p dummy:emulate=MX25L6436 2>&1", "r") {
-            var buffer = [CChar](repeating: 0, count: 4096)
-            while fgets(&buffer, Int32(buffer.count), pipe) != nil { text += String(cString: buffer) }
-            pclose(pipe)
-        }
-        let found = text.split(separator: "\n").first { $0.contains("flash chip \"MX25L6436") }
-        return found.flatMap { $0.split(separator: "\"", omittingEmptySubsequences: false).dropFirst().first }.map(String.init)
-            ?? "MX25L6436E/MX25L6445E/MX25L6465E/MX25L6473E/MX25L6473F"
-    }()
+    static let name = flashromEmulatedChipName
     let directory: String
     var path: String { directory + "/chip.bin" }
     var programmer: String { "dummy:emulate=MX25L6436,image=\(path)" }
