@@ -59,7 +59,7 @@ let package = Package(
             "AgentClient", "JSONDocument", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "rte-bench", dependencies: [
-            "BootFlow", "Matching", "Terminal", "Serial", "Configuration", "POSIXIO", "AgentClock", "AgentClient",
+            "BootFlow", "Matching", "Terminal", "Serial", "Configuration", "POSIXIO", "AgentClock", "AgentClient", "CMicroHTTPD",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -42,12 +42,18 @@ struct APILoad: AsyncParsableCommand {
         wrk.headers["X-Lease-Token"] = "\(token)"
         """.write(toFile: renewScript, atomically: true, encoding: .utf8)
         let base = "http://127.0.0.1:\(daemon.port)"
+        // The floor, in the same run and under the same boot run: bare libmicrohttpd, same threading.
+        let bare = try Child([selfPath, "bare-mhd"])
+        defer { bare.stop() }
+        guard let portLine = bare.line(startingWith: "port "), let barePort = Int(portLine.dropFirst(5)) else { throw BenchError("bare-mhd did not start") }
+        let floor = try WrkResult.run("http://127.0.0.1:\(barePort)/", connections: connections, seconds: seconds)
         let status = try WrkResult.run(base + "/api/v1/status", connections: connections, seconds: seconds)
         let (stateAfterStatus, finishedAfterStatus) = try runState()
         let renew = try WrkResult.run(base + "/api/v1/leases/current/renew", connections: connections, seconds: seconds, script: renewScript)
         // Counted before the run is cancelled (the iteration it cuts short is no verdict).
         let (stateAfterRenew, finished) = try runState()
         report.line("boot run \(runID): \(stateAfterStatus) after the status load (\(finishedAfterStatus.count) iterations finished), \(stateAfterRenew) after the renew load (\(finished.count))")
+        report.line("bare libmicrohttpd (same threading, fixed \(bareBody.count)-byte JSON): \(fmt(floor.requestsPerSecond, 0)) req/s, p50 \(fmt(floor.p50, 2)) ms, p99 \(fmt(floor.p99, 2)) ms, \(floor.requests) requests")
         report.line("GET /api/v1/status: \(fmt(status.requestsPerSecond, 0)) req/s, p50 \(fmt(status.p50, 2)) ms, p99 \(fmt(status.p99, 2)) ms, \(status.requests) requests, \(status.errors) errors")
         report.line("POST /api/v1/leases/current/renew: \(fmt(renew.requestsPerSecond, 0)) req/s, p50 \(fmt(renew.p50, 2)) ms, p99 \(fmt(renew.p99, 2)) ms, \(renew.requests) requests, \(renew.errors) errors")
         // The run must have kept going through both phases, and what it finished must have passed.
@@ -57,7 +63,9 @@ struct APILoad: AsyncParsableCommand {
         report.line("boot iterations finished during the load: \(passed) passed, \(failures) failed")
         report.row("GET /api/v1/status, \(connections) connections, \(seconds) s, boot run in progress",
                    agent: "\(fmt(status.requestsPerSecond, 0)) req/s, p50 \(fmt(status.p50, 2)) ms, p99 \(fmt(status.p99, 2)) ms",
-                   baseline: "\(status.errors) errors", met: status.errors == 0 && duringRun)
+                   baseline: "bare libmicrohttpd: \(fmt(floor.requestsPerSecond, 0)) req/s, p50 \(fmt(floor.p50, 2)) ms, p99 \(fmt(floor.p99, 2)) ms; \(status.errors) errors",
+                   target: "p99 ≤ 2× bare", met: status.errors == 0 && duringRun && status.p99 <= 2 * floor.p99)
+        report.row("GET /api/v1/status p99 / bare libmicrohttpd p99", agent: "\(fmt(status.p99 / floor.p99))×", target: "≤ 2×", met: status.p99 <= 2 * floor.p99)
         report.row("POST lease renew, same conditions", agent: "\(fmt(renew.requestsPerSecond, 0)) req/s, p50 \(fmt(renew.p50, 2)) ms, p99 \(fmt(renew.p99, 2)) ms",
                    baseline: "\(renew.errors) errors; boot iterations during the load: \(passed) passed, \(failures) failed",
                    met: renew.errors == 0 && duringRun && failures == 0 && passed > 0)

@@ -7,6 +7,6 @@ struct RTEBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rte-bench",
         abstract: "rte-agent benchmarks, side by side with pexpect where a comparison exists.",
-        subcommands: [Reaction.self, Throughput.self, CaptureLoad.self, APILoad.self, Footprint.self, BootTime.self, FlashTime.self, Instructions.self, InstructionOperation.self,
+        subcommands: [Reaction.self, Throughput.self, CaptureLoad.self, APILoad.self, Footprint.self, BootTime.self, FlashTime.self, Instructions.self, InstructionOperation.self, BareMHD.self,
                       DUTPrompter.self, PTYWriter.self])
 }
