@@ -21,22 +21,30 @@ struct Reaction: AsyncParsableCommand {
     @Option(help: "Python with pexpect installed.") var python = "python3"
     @Option(help: "Append Markdown rows to this file.") var table: String?
 
+    @Flag(help: "Only the idle machine (no second round with a CPU hog on every core).") var idleOnly = false
+
     func run() async throws {
         var report = Report("reaction", table: table)
-        let agent = try await measureAgent()
-        report.line("rte-agent (termios + capture + terminal model + matcher): p50 \(fmt(agent.p50)) µs, p99 \(fmt(agent.p99)) µs, max \(fmt(agent.max)) µs, \(agent.count) samples")
-        let bare = try await measureBareLoop()
-        report.line("reference: a bare blocking read/scan/write loop on its own thread (the pty round trip floor): p50 \(fmt(bare.p50)) µs, p99 \(fmt(bare.p99)) µs, max \(fmt(bare.max)) µs")
-        let pex = try measurePexpect()
-        report.line("pexpect 4.9 fdspawn expect() on the same pty: p50 \(fmt(pex.p50)) µs, p99 \(fmt(pex.p99)) µs, max \(fmt(pex.max)) µs, \(pex.count) samples")
-        let ratio = pex.p99 / agent.p99
-        report.row("prompt → key p50 / p99 / max (µs), \(samples) samples",
-                   agent: "\(fmt(agent.p50)) / \(fmt(agent.p99)) / \(fmt(agent.max))",
-                   baseline: "pexpect \(fmt(pex.p50)) / \(fmt(pex.p99)) / \(fmt(pex.max))",
-                   target: "p99 < 1000 µs, ≥ 20× pexpect", met: agent.p99 < 1000 && ratio >= 20)
-        report.row("p99 advantage over pexpect", agent: "\(fmt(ratio))×",
-                   baseline: "bare read/write loop (pty floor) p50 / p99: \(fmt(bare.p50)) / \(fmt(bare.p99)) µs")
-        try report.finish(summary: "agent p99 \(fmt(agent.p99)) µs vs pexpect p99 \(fmt(pex.p99)) µs (\(fmt(ratio))×)")
+        // Twice: on an idle machine, then with a busy loop on every core (started and stopped
+        // here), since a path that needs several threads scheduled per prompt shows under load.
+        for busy in idleOnly ? [false] : [false, true] {
+            let hogs = busy ? try (0..<Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))).map { _ in try Child(["sh", "-c", "while :; do :; done"]) } : []
+            defer { hogs.forEach { $0.stop() } }
+            let when = busy ? "busy (\(hogs.count) CPU hogs)" : "idle"
+            let agent = try await measureAgent()
+            report.line("\(when): rte-agent (termios + capture + terminal model + matcher): p50 \(fmt(agent.p50)) µs, p99 \(fmt(agent.p99)) µs, max \(fmt(agent.max)) µs, \(agent.count) samples")
+            let bare = try await measureBareLoop()
+            report.line("\(when): a bare blocking read/scan/write loop on its own thread (the pty round trip floor): p50 \(fmt(bare.p50)) µs, p99 \(fmt(bare.p99)) µs, max \(fmt(bare.max)) µs")
+            let pex = try measurePexpect()
+            report.line("\(when): pexpect 4.9 fdspawn expect() on the same pty: p50 \(fmt(pex.p50)) µs, p99 \(fmt(pex.p99)) µs, max \(fmt(pex.max)) µs, \(pex.count) samples")
+            report.row("\(when): prompt → key p50 / p99 / max (µs), \(samples) samples",
+                       agent: "\(fmt(agent.p50)) / \(fmt(agent.p99)) / \(fmt(agent.max))",
+                       baseline: "bare loop \(fmt(bare.p50)) / \(fmt(bare.p99)) / \(fmt(bare.max)); pexpect \(fmt(pex.p50)) / \(fmt(pex.p99)) / \(fmt(pex.max))",
+                       target: "p50 and p99 ≤ 2× the bare loop", met: agent.p50 <= 2 * bare.p50 && agent.p99 <= 2 * bare.p99)
+            report.row("\(when): agent / bare loop, p50 and p99", agent: "\(fmt(agent.p50 / bare.p50))× / \(fmt(agent.p99 / bare.p99))×",
+                       baseline: "pexpect / bare loop: \(fmt(pex.p50 / bare.p50))× / \(fmt(pex.p99 / bare.p99))×")
+            if busy || idleOnly { try report.finish(summary: "last round (\(when)): agent p50/p99 \(fmt(agent.p50))/\(fmt(agent.p99)) µs, bare loop \(fmt(bare.p50))/\(fmt(bare.p99)) µs, pexpect \(fmt(pex.p50))/\(fmt(pex.p99)) µs") }
+        }
     }
 
     /// The agent's own path: SerialPort (termios, reader thread) → capture → ConsoleSession.expect → write.
