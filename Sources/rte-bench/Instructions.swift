@@ -1,3 +1,4 @@
+import AgentClient
 import AgentClock
 import ArgumentParser
 import BootFlow
@@ -100,7 +101,10 @@ struct Instructions: AsyncParsableCommand {
                         if let r = line.range(of: "API on http://127.0.0.1:") { port = Int(line[r.upperBound...].prefix { $0.isNumber }) ?? 0; break }
                     }
                     guard port > 0 else { throw BenchError("the daemon did not start under callgrind") }
-                    for _ in 0..<count { _ = try plainGET(port: port, path: "/api/v1/status") }
+                    let client = try AgentClient(url: "http://127.0.0.1:\(port)", token: nil, leaseToken: nil)
+                    for _ in 0..<count {
+                        guard try client.call("GET", "/api/v1/status").status == 200 else { throw BenchError("GET /api/v1/status failed under callgrind") }
+                    }
                     child.process.signal(SIGTERM)
                 })
             }
@@ -108,30 +112,6 @@ struct Instructions: AsyncParsableCommand {
         }
         return figure(values)
     }
-}
-
-/// One HTTP/1.1 GET with Connection: close; the answer's status code.
-func plainGET(port: Int, path: String) throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw BenchError("socket failed") }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    guard connected == 0 else { throw BenchError("connect failed") }
-    let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-    _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-    var answer: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let got = recv(fd, &buffer, buffer.count, 0)
-        if got <= 0 { break }
-        answer += buffer[0..<got]
-    }
-    let head = String(decoding: answer.prefix(16), as: UTF8.self)
-    return Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
 }
 
 /// Helper run under callgrind: does one kind of operation `count` times.
