@@ -74,7 +74,7 @@ let package = Package(
         ], resources: [.copy("Fixtures")]),
         .testTarget(name: "APITests", dependencies: [
             "TestSupport",
-            "AgentRuntime", "AgentAPI", "AgentClock", "Auth", "Configuration", "GPIO", "POSIXIO", "Terminal", "FirmwareUI",
+            "AgentRuntime", "AgentAPI", "AgentClock", "Auth", "Configuration", "GPIO", "HTTPServer", "POSIXIO", "Terminal", "FirmwareUI",
         ]),
     ],
     swiftLanguageModes: [.v6]
