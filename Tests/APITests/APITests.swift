@@ -200,8 +200,9 @@ func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
             let s = try TestSocket.connect(port: agent.port)
             s.send(Array("GET /api/v1/serial/stream?from=0 HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
             var acc: [UInt8] = []
-            #expect(await s.receive(until: "login: ", into: &acc))
+            let reached = await s.receive(until: "login: ", into: &acc)
             s.close()
+            try #require(reached, "the simulated board did not reach its login prompt")
             let end = agent.hardware.capture.endOffset
             var paged: [UInt8] = []
             var from: UInt64 = 0
@@ -211,7 +212,8 @@ func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
                 let page = try await a.request("GET", "/api/v1/serial/log?from=\(from)&limit=\(Swift.min(97, end - from))")
                 #expect(page.status == 200)
                 #expect(page.json["from"] as? Int == Int(from))
-                let data = Data(base64Encoded: page.json["data"] as! String)!
+                // Stops the test, not the test process, when a page is wrong.
+                let data = try #require((page.json["data"] as? String).flatMap { Data(base64Encoded: $0) }, "\(page.text)")
                 paged += data
                 from = UInt64(page.json["next"] as! Int)
                 pages += 1
