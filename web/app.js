@@ -81,7 +81,7 @@ function render() {
     return li;
   }));
   document.querySelectorAll('.holder-only button').forEach((b) => { b.disabled = !state.holding; });
-  $('reserve-button').disabled = !me || state.holding;
+  $('reserve-button').disabled = !me || state.holding || state.waiting;
   text($('reserve-button'), lease && !state.holding ? 'Wait in queue' : 'Reserve');
   text($('console-mode'), state.holding ? 'you type here' : 'read-only (reserve the board to type)');
   renderLines();
@@ -178,8 +178,15 @@ $('reserve').addEventListener('submit', (event) => {
     // Held by someone else: wait in the agent's queue (the request returns when the lease is ours).
     const held = state.leases && state.leases.current;
     if (held) { body.wait_s = 3600; message('waiting in the queue behind ' + held.holder + '…'); }
-    const lease = await api('POST', '/api/v1/leases', body);
-    store.setItem('rte-lease', lease.token);
+    // One request at a time: a second click while queued would queue this user twice.
+    state.waiting = true;
+    $('reserve-button').disabled = true;
+    try {
+      const lease = await api('POST', '/api/v1/leases', body);
+      store.setItem('rte-lease', lease.token);
+    } finally {
+      state.waiting = false;
+    }
   });
 });
 $('renew').addEventListener('click', () => act(() => api('POST', '/api/v1/leases/current/renew', { ttl_s: Number($('ttl').value) })));
