@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "Runs", dependencies: ["Flashing", "BootFlow", "Leases", "Auth", "JSONDocument", "AgentClock", "POSIXIO"]),
 
         .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "POSIXIO"]),
-        .target(name: "Auth", dependencies: ["CNettle", "Configuration"]),
+        .target(name: "Auth", dependencies: ["CNettle", "Configuration", "JSONDocument"]),
         .target(name: "Artifacts", dependencies: ["Auth", "Configuration", "HTTPServer", "JSONDocument", "POSIXIO", "AgentClock"]),
         .target(name: "Flashing", dependencies: ["CZlib", "Auth", "Configuration", "GPIO", "Power", "POSIXIO", "AgentClock"]),
         .target(name: "Leases", dependencies: ["Auth", "AgentClock", "JSONDocument", "POSIXIO"]),

@@ -97,10 +97,16 @@ struct Guard: Sendable {
             do {
                 let id = try identify(r)
                 let lease: Lease
-                do { lease = try await ctx.leases.authorize(token: r.header("x-lease-token")) } catch { throw problem(for: error) }
+                do { lease = try await ctx.leases.authorize(credential(r, id)) } catch { throw problem(for: error) }
                 return try await body(r, id, lease)
             } catch { return problem(for: error).response }
         }
+    }
+
+    /// The lease token when the request sends one; otherwise an engine identity acts as the holder.
+    func credential(_ r: HTTPRequest, _ id: Identity) -> LeaseCredential {
+        if let t = r.header("x-lease-token"), !t.isEmpty { return .token(t) }
+        return id.engine ? .holder(id.user) : .token(nil)
     }
 
     func open(_ body: @escaping @Sendable (HTTPRequest) async throws -> HTTPResponse) -> HTTPHandler {

@@ -19,11 +19,12 @@ public final class ConsolePort: Sendable {
     private let connections = Mutex<[Int32: Task<Void, Never>]>([:])
     private let stopped = Mutex(false)
 
-    public init(host: String, port: Int, ctx: APIContext) throws(Errno) {
+    /// `telnet` nil: as `http.console_protocol` says.
+    public init(host: String, port: Int, telnet: Bool? = nil, ctx: APIContext) throws(Errno) {
         listener = try TCPListener.listen(host: host, port: port)
         self.port = listener.port
         let listener = self.listener
-        let telnet = ctx.config.http.consoleTelnet
+        let telnet = telnet ?? ctx.config.http.consoleTelnet
         let greeting = "[rte-agent] \(ctx.config.dut.name) console; you may type when your lease is bound to this address\r\n"
         startThread(name: "console-port") { [weak self] in
             while true {

@@ -24,6 +24,39 @@ enum HardwareRoutes {
             } catch { throw problem(for: error) }
         })
 
+        // Power and lines as one-digit text resources ("1"/"0"): the shape labgrid's stock
+        // NetworkPowerPort (model "rest") and HttpDigitalOutput speak. Writes need the lease like
+        // every change; those clients authenticate with http://USER:TOKEN@… (an engine identity).
+        // Power behaves like the PDU outlet such a client expects: 0 cuts the supply (hard_off).
+        router.add(.GET, "/api/v1/power/value", g.user { _, _ in
+            HTTPResponse.text(200, await ctx.power.state() == .on ? "1" : "0", contentType: "text/plain")
+        })
+        router.add(.PUT, "/api/v1/power/value", g.holder { r, _, _ in
+            try await refuseWhileFlashing(ctx)
+            let action: PowerAction = try digit(r) ? .on : .hardOff
+            do {
+                let state = try await ctx.power.perform(action)
+                ctx.metrics.count("power_actions_total", labels: ["action": action.rawValue])
+                return HTTPResponse.text(200, state == .on ? "1" : "0", contentType: "text/plain")
+            } catch { throw problem(for: error) }
+        })
+        router.add(.GET, "/api/v1/lines/{role}/value", g.user { r, _ in
+            let role = r.pathParameters["role"] ?? ""
+            guard let gpio = ctx.gpio, let line = await gpio.status().first(where: { $0.role == role }) else {
+                throw gpioProblem(.unknownRole(role))
+            }
+            return HTTPResponse.text(200, line.active == true ? "1" : "0", contentType: "text/plain")
+        })
+        router.add(.PUT, "/api/v1/lines/{role}/value", g.holder { r, _, _ in
+            try await refuseWhileFlashing(ctx)
+            let role = r.pathParameters["role"] ?? ""
+            guard let gpio = ctx.gpio, await gpio.has(role) else { throw gpioProblem(.unknownRole(role)) }
+            let active = try digit(r)
+            do { try await gpio.set(role, active: active) } catch { throw problem(for: error) }
+            ctx.metrics.count("gpio_writes_total", labels: ["line": role])
+            return HTTPResponse.text(200, active ? "1" : "0", contentType: "text/plain")
+        })
+
         router.add(.GET, "/api/v1/lines", g.user { _, _ in
             guard let gpio = ctx.gpio else { return json(200, [GPIOLineStatus]()) }
             return json(200, await gpio.status())
@@ -57,6 +90,17 @@ enum HardwareRoutes {
             guard let line = await gpio.status().first(where: { $0.role == role }) else { throw gpioProblem(.unknownRole(role)) }
             return json(200, line)
         })
+    }
+}
+
+/// The body of a value write: "1" or "0" (a trailing newline allowed, for curl -d and echo).
+private func digit(_ r: HTTPRequest) throws(Problem) -> Bool {
+    var body = r.body[...]
+    while let last = body.last, last == 0x0A || last == 0x0D || last == 0x20 { body = body.dropLast() }
+    switch Array(body) {
+    case [UInt8(ascii: "1")]: return true
+    case [UInt8(ascii: "0")]: return false
+    default: throw Problem.badRequest("the body is 1 (on, active) or 0 (off, inactive)")
     }
 }
 

@@ -40,26 +40,26 @@ enum LeaseRoutes {
             return json(200, LeaseView(c, now: ctx.clock.now(), withToken: false))
         })
 
-        router.add(.POST, "/api/v1/leases/current/renew", g.user { r, _ in
+        router.add(.POST, "/api/v1/leases/current/renew", g.user { r, id in
             let body = try JSONBody(r, allowed: ["ttl_s"], allowEmpty: true)
             let ttl = try body.int("ttl_s") ?? ctx.config.leases.defaultTTLSeconds
             do {
-                let lease = try await ctx.leases.renew(token: r.header("x-lease-token"), ttlSeconds: ttl)
+                let lease = try await ctx.leases.renew(g.credential(r, id), ttlSeconds: ttl)
                 return json(200, LeaseView(lease, now: ctx.clock.now(), withToken: false))
             } catch { throw problem(for: error) }
         })
 
-        router.add(.POST, "/api/v1/leases/current/bind", g.user { r, _ in
+        router.add(.POST, "/api/v1/leases/current/bind", g.user { r, id in
             let body = try JSONBody(r, allowed: ["address"], allowEmpty: true)
             let address = try body.string("address") ?? r.remoteAddress
             do {
-                let lease = try await ctx.leases.bind(token: r.header("x-lease-token"), address: address.isEmpty ? nil : address)
+                let lease = try await ctx.leases.bind(g.credential(r, id), address: address.isEmpty ? nil : address)
                 return json(200, LeaseView(lease, now: ctx.clock.now(), withToken: false))
             } catch { throw problem(for: error) }
         })
 
-        router.add(.DELETE, "/api/v1/leases/current", g.user { r, _ in
-            do { try await ctx.leases.release(token: r.header("x-lease-token")) } catch { throw problem(for: error) }
+        router.add(.DELETE, "/api/v1/leases/current", g.user { r, id in
+            do { try await ctx.leases.release(g.credential(r, id)) } catch { throw problem(for: error) }
             return HTTPResponse(status: 204)
         })
 

@@ -21,6 +21,8 @@ public final class Agent: Sendable {
     public let router: Router
     public let runs: RunEngine
     public let consolePort: ConsolePort?
+    /// `http.console_raw_port`: the same console, raw TCP, beside a telnet one.
+    public let rawConsolePort: ConsolePort?
     /// The DUT network's read-only listener for artifacts (when `artifacts.listen` is set).
     public let dutFiles: HTTPServer?
     public var config: AgentConfig { hardware.config }
@@ -29,10 +31,11 @@ public final class Agent: Sendable {
     private let heapTrim: Task<Void, Never>
 
     init(hardware: Hardware, leases: LeaseBook, http: HTTPServer, metrics: Metrics, router: Router, runs: RunEngine,
-         consolePort: ConsolePort?, dutFiles: HTTPServer? = nil) {
+         consolePort: ConsolePort?, rawConsolePort: ConsolePort? = nil, dutFiles: HTTPServer? = nil) {
         self.dutFiles = dutFiles
         self.hardware = hardware; self.leases = leases; self.http = http; self.metrics = metrics; self.router = router; self.runs = runs
         self.consolePort = consolePort
+        self.rawConsolePort = rawConsolePort
         heapTrim = Task.detached(priority: .background) { [http] in
             var trimmedAt: UInt64 = 0
             while !Task.isCancelled {
@@ -177,6 +180,15 @@ public final class Agent: Sendable {
             }
             log("console on telnet://\(config.http.consoleHost):\(consolePort!.port) (typing needs a lease bound to the client's address)")
         }
+        var rawConsolePort: ConsolePort?
+        if let port = config.http.consoleRawPort {
+            do { rawConsolePort = try ConsolePort(host: config.http.consoleHost, port: port, telnet: false, ctx: ctx) } catch {
+                server.stop(); await consolePort?.stop()
+                _ = await hardware.shutdown()
+                throw HTTPServerError(description: "raw console port \(config.http.consoleHost):\(port): \(error)")
+            }
+            log("console on raw tcp://\(config.http.consoleHost):\(rawConsolePort!.port) (typing needs a lease bound to the client's address)")
+        }
         if !config.auth.enabled {
             log("WARNING: authentication is OFF (\(config.sourceFile)); listening on loopback \(config.http.host) only")
         }
@@ -193,14 +205,14 @@ public final class Agent: Sendable {
                                           handler: { request in await files.handle(request) },
                                           tooLarge: { _, _ in HTTPResponse.text(413, "read-only\n") })
             } catch {
-                server.stop(); await consolePort?.stop()
+                server.stop(); await consolePort?.stop(); await rawConsolePort?.stop()
                 _ = await hardware.shutdown()
                 throw HTTPServerError(description: "artifacts listener \(host):\(config.artifacts.listenPort): \(error)")
             }
             log("artifacts for the DUT on http://\(host):\(dutFiles!.port) (the DUT uses \(config.artifacts.url ?? "?"))")
         }
         return Agent(hardware: hardware, leases: leases, http: server, metrics: metrics, router: router, runs: runs, consolePort: consolePort,
-                     dutFiles: dutFiles)
+                     rawConsolePort: rawConsolePort, dutFiles: dutFiles)
     }
 
     public var port: Int { http.port }
@@ -211,6 +223,7 @@ public final class Agent: Sendable {
         http.stop()
         dutFiles?.stop()
         await consolePort?.stop()
+        await rawConsolePort?.stop()
         await runs.shutdown()
         await leases.written()
         return await hardware.shutdown()

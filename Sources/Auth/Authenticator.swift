@@ -1,9 +1,12 @@
 import Configuration
+import JSONDocument
 
 public struct Identity: Sendable, Equatable {
     public var user: String
     public var admin: Bool
-    public init(user: String, admin: Bool) { self.user = user; self.admin = admin }
+    /// A fleet engine (auth.tokens[].engine): acts under its user's current lease without a lease token.
+    public var engine: Bool
+    public init(user: String, admin: Bool, engine: Bool = false) { self.user = user; self.admin = admin; self.engine = engine }
     /// Who a request is when auth is off (loopback-only demo agents).
     public static let anonymous = Identity(user: "anonymous", admin: true)
 }
@@ -21,23 +24,36 @@ public struct Authenticator: Sendable {
     public init(config: AuthConfig) {
         enabled = config.enabled
         tokens = config.tokens.map { t in
-            (hexToBytes(t.sha256), Identity(user: t.user, admin: t.admin))
+            (hexToBytes(t.sha256), Identity(user: t.user, admin: t.admin, engine: t.engine))
         }
     }
 
     public var isEnabled: Bool { enabled }
 
-    /// `authorization` is the raw header value (`Bearer TOKEN`).
+    /// `authorization` is the raw header value: `Bearer TOKEN`, or `Basic base64(USER:TOKEN)` for
+    /// clients that can only put credentials in a URL (`http://USER:TOKEN@rte:8000/…`, as labgrid's
+    /// power drivers do); then USER must be the token's user.
     public func identify(authorization: String?) throws(AuthFailure) -> Identity {
         guard enabled else { return .anonymous }
-        guard let header = authorization, header.lowercased().hasPrefix("bearer ") else { throw .missingToken }
-        let token = header.dropFirst("bearer ".count).trimmingCharacters(in: " ")
+        guard let header = authorization else { throw .missingToken }
+        let token: String
+        var claimedUser: String?
+        if header.lowercased().hasPrefix("bearer ") {
+            token = header.dropFirst("bearer ".count).trimmingCharacters(in: " ")
+        } else if header.lowercased().hasPrefix("basic ") {
+            guard let raw = Base64.decode(header.dropFirst("basic ".count).trimmingCharacters(in: " ")),
+                  let colon = raw.firstIndex(of: UInt8(ascii: ":")) else { throw .invalidToken }
+            claimedUser = String(decoding: raw[..<colon], as: UTF8.self)
+            token = String(decoding: raw[(colon + 1)...], as: UTF8.self)
+        } else {
+            throw .missingToken
+        }
         guard !token.isEmpty else { throw .missingToken }
         let hash = SHA256.hash(Array(token.utf8))
         var found: Identity?
         // Check every entry so the time taken does not depend on which one matched.
         for entry in tokens where constantTimeEquals(entry.hash, hash) { found = entry.identity }
-        guard let found else { throw .invalidToken }
+        guard let found, claimedUser == nil || claimedUser == found.user else { throw .invalidToken }
         return found
     }
 }

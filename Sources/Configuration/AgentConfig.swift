@@ -150,6 +150,9 @@ public struct HTTPConfig: Sendable {
     public var consoleHost: String
     /// Telnet negotiation on the console port (char mode); false for raw TCP clients like socat.
     public var consoleTelnet: Bool = true
+    /// A second console port that is always raw TCP, beside a telnet one: labgrid's
+    /// NetworkSerialPort (protocol raw) reads it while people and LAVA use telnet. nil = off.
+    public var consoleRawPort: Int? = nil
 }
 
 public enum ConsoleProtocol: String, CaseIterable, Sendable { case telnet, raw }
@@ -159,6 +162,10 @@ public struct TokenConfig: Sendable, Equatable {
     /// Lower-case hex SHA-256 of the token; the token itself never sits in the config.
     public var sha256: String
     public var admin: Bool
+    /// A fleet engine's identity (labgrid, LAVA): its requests act under the lease this user holds
+    /// without sending X-Lease-Token, because the engines' stock clients (labgrid's NetworkPowerPort,
+    /// HttpDigitalOutput) cannot send headers. Give each engine its own user.
+    public var engine: Bool = false
 }
 
 public struct AuthConfig: Sendable {
@@ -377,6 +384,10 @@ extension AgentConfig {
         if let consolePort, !(0...65535).contains(consolePort) {
             throw ConfigError(file: file, keyPath: "http.console_port", message: "must be between 0 and 65535, got \(consolePort)")
         }
+        let consoleRawPort = try hR?.int("console_raw_port")
+        if let consoleRawPort, !(0...65535).contains(consoleRawPort) {
+            throw ConfigError(file: file, keyPath: "http.console_raw_port", message: "must be between 0 and 65535, got \(consoleRawPort)")
+        }
         let http = HTTPConfig(
             host: host, port: port,
             maxBodyBytes: try hR?.int("max_body_bytes", default: 1 << 20, range: 1024...(1 << 30)) ?? (1 << 20),
@@ -387,7 +398,8 @@ extension AgentConfig {
             tlsCertificate: cert, tlsKey: key,
             consolePort: consolePort,
             consoleHost: try hR?.string("console_host", default: host) ?? host,
-            consoleTelnet: (try hR?.choice("console_protocol", default: ConsoleProtocol.telnet) ?? .telnet) == .telnet)
+            consoleTelnet: (try hR?.choice("console_protocol", default: ConsoleProtocol.telnet) ?? .telnet) == .telnet,
+            consoleRawPort: consoleRawPort)
         try hR?.rejectUnknownKeys()
 
         let stateDirectory = try root.string("state_dir", default: "/var/lib/rte-agent")
@@ -403,7 +415,8 @@ extension AgentConfig {
                 guard hash.count == 64, hash.allSatisfy({ $0.isHexDigit }) else {
                     throw tR.error("sha256", "expected 64 hex digits (sha256sum of the token), got \"\(hash)\"")
                 }
-                tokens.append(TokenConfig(user: try tR.requiredString("user"), sha256: hash, admin: try tR.bool("admin", default: false)))
+                tokens.append(TokenConfig(user: try tR.requiredString("user"), sha256: hash, admin: try tR.bool("admin", default: false),
+                                          engine: try tR.bool("engine", default: false)))
                 try tR.rejectUnknownKeys()
             }
             aR = a

@@ -6,6 +6,13 @@ import POSIXIO
 import Glibc
 #endif
 
+/// What a request presents to act under the current lease: the lease's token, or — for a fleet
+/// engine's identity (labgrid, LAVA), whose stock clients cannot send a header — being its holder.
+public enum LeaseCredential: Sendable, Equatable {
+    case token(String?)
+    case holder(String)
+}
+
 /// One holder of the device.
 public struct Lease: Codable, Sendable, Equatable {
     public var id: String
@@ -354,12 +361,24 @@ public actor LeaseBook {
 
     /// Checks a lease token for a change to the DUT.
     public func authorize(token: String?) async throws(LeaseError) -> Lease {
+        try await authorize(.token(token))
+    }
+
+    /// Checks what a request presents for a change to the DUT: a lease token, or (a fleet
+    /// engine's identity) being the current lease's holder.
+    public func authorize(_ credential: LeaseCredential) async throws(LeaseError) -> Lease {
         await checkExpiry()
-        guard let token, !token.isEmpty else { throw .leaseRequired(current: current) }
-        guard let c = current, c.accepts(token) else {
-            throw .invalidLeaseToken(current: current)
+        switch credential {
+        case .token(let token):
+            guard let token, !token.isEmpty else { throw .leaseRequired(current: current) }
+            guard let c = current, c.accepts(token) else {
+                throw .invalidLeaseToken(current: current)
+            }
+            return c
+        case .holder(let user):
+            guard let c = current, c.holder == user else { throw .leaseRequired(current: current) }
+            return c
         }
-        return c
     }
 
     /// The lease bound to a client address (legacy API and TCP console have no tokens).
@@ -372,8 +391,12 @@ public actor LeaseBook {
     public func isLeased() async -> Bool { await checkExpiry(); return current != nil }
 
     public func renew(token: String?, ttlSeconds: Int) async throws(LeaseError) -> Lease {
+        try await renew(.token(token), ttlSeconds: ttlSeconds)
+    }
+
+    public func renew(_ credential: LeaseCredential, ttlSeconds: Int) async throws(LeaseError) -> Lease {
         guard (1...maxTTLSeconds).contains(ttlSeconds) else { throw .ttlOutOfRange(max: maxTTLSeconds) }
-        let before = try await authorize(token: token)
+        let before = try await authorize(credential)
         var lease = before
         lease.expiresAt = clock.now() + .seconds(ttlSeconds)
         current = lease
@@ -384,7 +407,11 @@ public actor LeaseBook {
     }
 
     public func bind(token: String?, address: String?) async throws(LeaseError) -> Lease {
-        let before = try await authorize(token: token)
+        try await bind(.token(token), address: address)
+    }
+
+    public func bind(_ credential: LeaseCredential, address: String?) async throws(LeaseError) -> Lease {
+        let before = try await authorize(credential)
         var lease = before
         lease.boundAddress = address
         current = lease
@@ -407,7 +434,11 @@ public actor LeaseBook {
     }
 
     public func release(token: String?) async throws(LeaseError) {
-        let lease = try await authorize(token: token)
+        try await release(.token(token))
+    }
+
+    public func release(_ credential: LeaseCredential) async throws(LeaseError) {
+        let lease = try await authorize(credential)
         await end(lease, .released)
         guard await written() else {
             // Still on disk as held: held it stays, unless the device already went to someone else.

@@ -29,10 +29,22 @@ struct Reserve: AsyncParsableCommand {
     @Option(help: "How long to hold it (e.g. 30m, 2h).") var ttl = "1h"
     @Option(help: "Wait in the queue this long if it is taken (e.g. 10m).") var wait: String?
     @Option(help: "What it is for (shown to others).") var purpose = ""
+    @Flag(help: "Bind the lease to this machine's address: its connections to the console port may type.") var bind = false
+    @Flag(name: .customLong("or-renew"), help: "If the lease this machine remembers is still the current one, renew it instead (for a fleet engine's power commands, which run more than once per job).")
+    var orRenew = false
 
     func run() async throws {
+        if orRenew, let saved = c.savedLease?["token"] as? String {
+            let client = try AgentClient(url: c.agentURL, token: try c.client(withLease: false).token, leaseToken: saved)
+            if let r = try? client.call("POST", "/api/v1/leases/current/renew", json: ["ttl_s": try seconds(ttl)]) {
+                if c.json { return c.printJSON(r) }
+                print("renewed \(c.savedLease?["id"] ?? "") until \(r.object["expires_at"] ?? "") (\(timeLeft(r.object["expires_at"] as? String ?? "")))")
+                return
+            }
+        }
         var body: [String: Any] = ["ttl_s": try seconds(ttl), "purpose": purpose]
         if let wait { body["wait_s"] = try seconds(wait) }
+        if bind { body["bind_address"] = true }
         let r = try c.client(withLease: false).call("POST", "/api/v1/leases", json: body)
         try FileManager.default.createDirectory(atPath: (c.leaseFile as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         FileManager.default.createFile(atPath: c.leaseFile, contents: Data(r.body), attributes: [.posixPermissions: 0o600])

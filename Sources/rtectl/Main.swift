@@ -80,6 +80,8 @@ struct Connection: ParsableArguments {
     var agent: String?
     @Option(name: .long, help: "API token (default: the device's, or $RTE_TOKEN).")
     var token: String?
+    @Option(name: .long, help: "Read the API token from this file (its first line; or $RTE_TOKEN_FILE): keeps it out of command lines that fleet engines log.")
+    var tokenFile: String?
     @Option(name: .long, help: "A device named in ~/.config/rtectl/devices.yaml (default: $RTE_DEVICE).")
     var device: String?
     @Flag(name: .long, help: "Print JSON instead of text.")
@@ -117,8 +119,16 @@ struct Connection: ParsableArguments {
         if let device = device ?? ProcessInfo.processInfo.environment["RTE_DEVICE"], named.agent == nil && agent == nil {
             throw ValidationError("no device \"\(device)\" in ~/.config/rtectl/devices.yaml")
         }
-        return try AgentClient(url: agentURL, token: token ?? named.token ?? ProcessInfo.processInfo.environment["RTE_TOKEN"],
+        return try AgentClient(url: agentURL, token: token ?? fileToken() ?? named.token ?? ProcessInfo.processInfo.environment["RTE_TOKEN"],
                         leaseToken: withLease ? savedLease?["token"] as? String : nil)
+    }
+
+    func fileToken() throws -> String? {
+        guard let path = tokenFile ?? ProcessInfo.processInfo.environment["RTE_TOKEN_FILE"] else { return nil }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read the token file \(path)") }
+        let line = text.split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        guard !line.isEmpty else { throw ValidationError("the token file \(path) is empty") }
+        return line
     }
 
     func printJSON(_ r: Response) { print(String(decoding: r.body, as: UTF8.self)) }
