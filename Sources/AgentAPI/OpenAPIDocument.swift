@@ -16,6 +16,9 @@ let openAPIDocument = #"""
  "security": [
   {
    "bearer": []
+  },
+  {
+   "basic": []
   }
  ],
  "paths": {
@@ -2070,13 +2073,181 @@ let openAPIDocument = #"""
      }
     ]
    }
+  },
+  "/api/v1/power/value": {
+   "get": {
+    "summary": "Power as 1 (on) or 0 (off): the shape of labgrid's NetworkPowerPort model rest",
+    "tags": [
+     "power"
+    ],
+    "responses": {
+     "200": {
+      "description": "1 or 0",
+      "content": {
+       "text/plain": {
+        "schema": {
+         "type": "string",
+         "enum": [
+          "1",
+          "0"
+         ]
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "put": {
+    "summary": "Switch power like a PDU outlet: 1 on, 0 cuts the supply (hard_off)",
+    "tags": [
+     "power"
+    ],
+    "description": "Needs the current lease: X-Lease-Token, or an engine identity that holds it.",
+    "parameters": [
+     {
+      "$ref": "#/components/parameters/LeaseTokenOptional"
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "text/plain": {
+       "schema": {
+        "type": "string",
+        "enum": [
+         "1",
+         "0"
+        ]
+       }
+      }
+     }
+    },
+    "responses": {
+     "200": {
+      "description": "1 or 0",
+      "content": {
+       "text/plain": {
+        "schema": {
+         "type": "string",
+         "enum": [
+          "1",
+          "0"
+         ]
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
+  },
+  "/api/v1/lines/{role}/value": {
+   "get": {
+    "summary": "A line as 1 (active) or 0: the shape of labgrid's HttpDigitalOutput",
+    "tags": [
+     "gpio"
+    ],
+    "parameters": [
+     {
+      "name": "role",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "1 or 0",
+      "content": {
+       "text/plain": {
+        "schema": {
+         "type": "string",
+         "enum": [
+          "1",
+          "0"
+         ]
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   },
+   "put": {
+    "summary": "Set a line: 1 active, 0 inactive",
+    "tags": [
+     "gpio"
+    ],
+    "description": "Needs the current lease: X-Lease-Token, or an engine identity that holds it.",
+    "parameters": [
+     {
+      "name": "role",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     },
+     {
+      "$ref": "#/components/parameters/LeaseTokenOptional"
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "text/plain": {
+       "schema": {
+        "type": "string",
+        "enum": [
+         "1",
+         "0"
+        ]
+       }
+      }
+     }
+    },
+    "responses": {
+     "200": {
+      "description": "1 or 0",
+      "content": {
+       "text/plain": {
+        "schema": {
+         "type": "string",
+         "enum": [
+          "1",
+          "0"
+         ]
+        }
+       }
+      }
+     },
+     "default": {
+      "$ref": "#/components/responses/Problem"
+     }
+    }
+   }
   }
  },
  "components": {
   "securitySchemes": {
    "bearer": {
     "type": "http",
-    "scheme": "bearer"
+    "scheme": "bearer",
+    "description": "A user token from auth.tokens. A token marked engine: true (labgrid, LAVA) acts under the lease its user holds without X-Lease-Token."
+   },
+   "basic": {
+    "type": "http",
+    "scheme": "basic",
+    "description": "USER:TOKEN, for clients that can only put credentials in a URL (http://USER:TOKEN@rte:8000/…, labgrid's power drivers); USER must be the token's user."
    }
   },
   "parameters": {

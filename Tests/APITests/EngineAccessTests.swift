@@ -1,0 +1,149 @@
+import AgentRuntime
+import Auth
+@testable import Configuration
+import Foundation
+import JSONDocument
+import POSIXIO
+import TestSupport
+import Testing
+
+/// What fleet engines (labgrid, LAVA) need from the agent: an engine identity that acts under the
+/// lease it holds without X-Lease-Token, credentials in a URL (Basic), power and lines as 1/0 text,
+/// a raw console port, and rtectl's token file and idempotent reserve.
+@Suite(.serialized) struct EngineAccessTests {
+    func config() throws -> AgentConfig {
+        var config = try apiConfig(stateDir: scratchDirectory("engine"))
+        for (user, token) in engineTokens.sorted(by: { $0.key < $1.key }) {
+            config.auth.tokens.append(TokenConfig(user: user, sha256: SHA256.hex(token), admin: false, engine: true))
+        }
+        return config
+    }
+
+    func basic(_ user: String, _ token: String) -> [String: String] {
+        ["Authorization": "Basic " + Base64.encode(Array("\(user):\(token)".utf8))]
+    }
+
+    @Test func basicCredentialsIdentifyTheTokensUserOnly() async throws {
+        try await withAgent(config()) { agent, _ in
+            let anyone = HTTP(port: agent.port, token: nil)
+            let me = try await anyone.request("GET", "/api/v1/me", headers: basic("alice", tokens["alice"]!))
+            #expect(me.status == 200 && me.json["user"] as? String == "alice", "\(me.text)")
+            // The user in the URL must be the token's: a token does not lend itself to another name.
+            #expect(try await anyone.request("GET", "/api/v1/me", headers: basic("bob", tokens["alice"]!)).status == 401)
+            #expect(try await anyone.request("GET", "/api/v1/me", headers: basic("alice", "wrong")).status == 401)
+            #expect(try await anyone.request("GET", "/api/v1/me", headers: ["Authorization": "Basic !!notbase64"]).status == 401)
+            #expect(try await anyone.request("GET", "/api/v1/me", headers: basic("alice", "")).status == 401)
+            let noColon = ["Authorization": "Basic " + Base64.encode(Array("alice".utf8))]
+            #expect(try await anyone.request("GET", "/api/v1/me", headers: noColon).status == 401)
+        }
+    }
+
+    @Test func anEngineActsUnderTheLeaseItHoldsAndOnlyThat() async throws {
+        try await withAgent(config()) { agent, c in
+            let lab = HTTP(port: agent.port, token: engineTokens["labgrid"]!)
+            let lava = HTTP(port: agent.port, token: engineTokens["lava"]!)
+            let alice = c["alice"]!
+            // Nobody holds the board: no change without a lease, engine or not.
+            let free = try await lab.request("PUT", "/api/v1/power/value", body: Array("1".utf8), headers: ["Content-Type": "text/plain"])
+            #expect(free.status == 409 && free.json["type"] as? String != nil, "\(free.text)")
+            // A person holds it: the engine is refused with who holds it.
+            let token = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "debugging"]).json["token"] as! String
+            let held = try await lab.request("PUT", "/api/v1/power/value", body: Array("1".utf8), headers: ["Content-Type": "text/plain"])
+            #expect(held.status == 423 && held.json["holder"] as? String == "alice", "\(held.text)")
+            // Alice herself (not an engine) still needs her lease token.
+            let bare = try await alice.request("POST", "/api/v1/power", json: ["action": "on"])
+            #expect(bare.status == 423 && bare.text.contains("X-Lease-Token"), "\(bare.text)")
+            #expect(try await alice.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
+
+            // The engine's lease: its power, lines, renew, bind and release need no lease token.
+            let lease = try await lab.request("POST", "/api/v1/leases", json: ["ttl_s": 120, "purpose": "labgrid place apu2"])
+            #expect(lease.status == 201)
+            let on = try await lab.request("PUT", "/api/v1/power/value", body: Array("1\n".utf8), headers: ["Content-Type": "text/plain"])
+            #expect(on.status == 200 && on.text == "1", "\(on.text)")
+            #expect(try await lab.request("GET", "/api/v1/power/value").text == "1")
+            #expect(try await alice.request("GET", "/api/v1/power").json["state"] as? String == "on")
+            let line = try await lab.request("PUT", "/api/v1/lines/cmos_clear/value", body: Array("1".utf8), headers: ["Content-Type": "text/plain"])
+            #expect(line.status == 200 && line.text == "1", "\(line.text)")
+            #expect(try await lab.request("GET", "/api/v1/lines/cmos_clear/value").text == "1")
+            #expect(try await alice.request("GET", "/api/v1/lines/cmos_clear").json["active"] as? Bool == true)
+            #expect(try await lab.request("PUT", "/api/v1/lines/cmos_clear/value", body: Array("0".utf8), headers: ["Content-Type": "text/plain"]).text == "0")
+            #expect(try await lab.request("PUT", "/api/v1/lines/power_led/value", body: Array("1".utf8), headers: ["Content-Type": "text/plain"]).status == 422)
+            #expect(try await lab.request("PUT", "/api/v1/lines/nope/value", body: Array("1".utf8), headers: ["Content-Type": "text/plain"]).status == 404)
+            #expect(try await lab.request("PUT", "/api/v1/power/value", body: Array("on".utf8), headers: ["Content-Type": "text/plain"]).status == 400)
+            let renewed = try await lab.request("POST", "/api/v1/leases/current/renew", json: ["ttl_s": 300])
+            #expect(renewed.status == 200 && renewed.json["expires_in_s"] as? Int == 300, "\(renewed.text)")
+            #expect(try await lab.request("POST", "/api/v1/leases/current/bind", json: [:]).json["bound_address"] as? String == "127.0.0.1")
+            // Another engine and a person are both kept out.
+            #expect(try await lava.request("PUT", "/api/v1/power/value", body: Array("0".utf8), headers: ["Content-Type": "text/plain"]).status == 423)
+            #expect(try await lava.request("DELETE", "/api/v1/leases/current").status == 423)
+            #expect(try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 60]).status == 409)
+            // A wrong lease token is not rescued by being the holder: what is sent is what is checked.
+            #expect(try await lab.request("PUT", "/api/v1/power/value", body: Array("0".utf8), leaseToken: "stale",
+                                          headers: ["Content-Type": "text/plain"]).status == 423)
+            // 0 is a PDU outlet's off: the supply is cut.
+            let off = try await lab.request("PUT", "/api/v1/power/value", body: Array("0".utf8), headers: ["Content-Type": "text/plain"])
+            #expect(off.status == 200 && off.text == "0")
+            #expect(try await lab.request("DELETE", "/api/v1/leases/current").status == 204)
+            #expect(try await alice.request("GET", "/api/v1/leases/current").status == 404)
+        }
+    }
+
+    @Test func theRawConsolePortSitsBesideTheTelnetOneWithoutNegotiation() async throws {
+        var config = try config()
+        config.http.consolePort = 0
+        config.http.consoleRawPort = 0
+        try await withAgent(config) { agent, c in
+            let raw = try TestSocket.connect(port: #require(agent.rawConsolePort?.port))
+            let telnet = try TestSocket.connect(port: #require(agent.consolePort?.port))
+            defer { raw.close(); telnet.close() }
+            var r: [UInt8] = [], t: [UInt8] = []
+            #expect(await raw.receive(until: "console; you may type", into: &r))
+            #expect(r.first != 0xff, "no telnet negotiation on the raw port")
+            #expect(await telnet.receive(until: "console; you may type", into: &t))
+            #expect(t.starts(with: [0xff, 0xfb, 0x03]))
+            // The engine's lease bound to this address: the raw connection types (a 0xff byte and
+            // a NUL pass through unfiltered, as a raw serial line carries them).
+            let lab = HTTP(port: agent.port, token: engineTokens["labgrid"]!)
+            #expect(try await lab.request("POST", "/api/v1/leases", json: ["ttl_s": 120, "bind_address": true]).status == 201)
+            #expect(try await lab.request("PUT", "/api/v1/power/value", body: Array("1".utf8), headers: ["Content-Type": "text/plain"]).status == 200)
+            #expect(await raw.receive(until: "Press Ctrl-B", into: &r))
+            raw.send([0x02])
+            #expect(await raw.receive(until: "iPXE> ", into: &r))
+            #expect(await telnet.receive(until: "iPXE> ", into: &t), "both ports show the same console")
+            _ = c
+        }
+    }
+
+    @Test func rtectlReadsItsTokenFromAFileAndReservesOrRenewsItsOwnLease() async throws {
+        try await withAgent(config()) { agent, c in
+            let state = scratchDirectory("engine-rtectl")
+            let tokenFile = state + "/lava.token"
+            try (engineTokens["lava"]! + "\n").write(toFile: tokenFile, atomically: true, encoding: .utf8)
+            let env = ["RTE_AGENT": "http://127.0.0.1:\(agent.port)", "RTECTL_STATE_DIR": state, "HOME": state, "PATH": "/usr/bin:/bin"]
+            func rtectl(_ args: [String]) async throws -> (Int32, String) {
+                try await run([builtProduct("rtectl")] + args + ["--token-file", tokenFile], env: env)
+            }
+            let first = try await rtectl(["reserve", "--ttl", "10m", "--bind", "--or-renew", "--purpose", "LAVA job 7"])
+            #expect(first.0 == 0 && first.1.contains("reserved"), "\(first)")
+            let lease = try await c["alice"]!.request("GET", "/api/v1/leases/current").json
+            #expect(lease["holder"] as? String == "lava" && lease["bound_address"] as? String == "127.0.0.1")
+            // The same command again (LAVA's next power command in the same job) renews.
+            let again = try await rtectl(["reserve", "--ttl", "20m", "--bind", "--or-renew"])
+            #expect(again.0 == 0 && again.1.contains("renewed"), "\(again)")
+            #expect(try await c["alice"]!.request("GET", "/api/v1/leases/current").json["id"] as? String == lease["id"] as? String)
+            // Without --or-renew, the same caller is told the board is taken (by itself).
+            #expect(try await rtectl(["reserve"]).0 == 3)
+            #expect(try await rtectl(["power", "on"]).0 == 0)
+            #expect(try await rtectl(["release"]).0 == 0)
+            // A person holds the board: --or-renew does not take it, exit 3 says busy.
+            let token = try await c["alice"]!.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "bisecting"]).json["token"] as! String
+            let busy = try await rtectl(["reserve", "--or-renew"])
+            #expect(busy.0 == 3 && busy.1.contains("alice"), "\(busy)")
+            #expect(try await c["alice"]!.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
+            // A missing or empty token file is a usage error, not a call without credentials.
+            #expect(try await run([builtProduct("rtectl"), "status", "--token-file", state + "/none"], env: env).0 == 2)
+            try "".write(toFile: state + "/empty", atomically: true, encoding: .utf8)
+            #expect(try await run([builtProduct("rtectl"), "status", "--token-file", state + "/empty"], env: env).0 == 2)
+        }
+    }
+}
