@@ -30,6 +30,21 @@ import Testing
         #expect(c.http.host == "127.0.0.1")
     }
 
+    @Test func engineTokensAndTheRawConsolePort() throws {
+        let hash = String(repeating: "a", count: 64)
+        let yaml = minimal.replacingOccurrences(of: "auth: {enabled: false}", with: """
+        auth: {tokens: [{user: alice, sha256: \(hash)}, {user: labgrid, sha256: \(hash), engine: true}]}
+        http: {listen: "127.0.0.1:8000", console_port: 13541, console_raw_port: 13542}
+        """)
+        let c = try AgentConfig.parse(yaml: yaml, file: "lab.yaml")
+        #expect(c.auth.tokens.map(\.engine) == [false, true])
+        #expect(c.http.consoleRawPort == 13542 && c.http.consolePort == 13541)
+        #expect(try AgentConfig.parse(yaml: minimal, file: "lab.yaml").http.consoleRawPort == nil)
+        #expect(error(yaml.replacingOccurrences(of: "engine: true", with: "engine: yes please")).contains("auth.tokens[1].engine"))
+        #expect(error(yaml.replacingOccurrences(of: "console_raw_port: 13542", with: "console_raw_port: 70000"))
+                .contains("http.console_raw_port: must be between 0 and 65535"))
+    }
+
     @Test func offsetThatIsNotAnIntegerNamesFileKeyAndValue() {
         let yaml = minimal.replacingOccurrences(of: "reset_button: {offset: 8", with: "reset_button: {offset: x")
         #expect(error(yaml) == "lab.yaml:8: gpio.lines.reset_button.offset: expected an integer, got \"x\"")
