@@ -142,3 +142,82 @@ struct FleetTests {
         }
     }
 }
+
+/// lava-run (Debian's lava-dispatcher) with the shipped device type and dictionary, against the
+/// QEMU virtual apu2 through the agent. lava-server's own base templates (base.jinja2) come from
+/// its Debian package, unpacked by scripts/install-deps into /opt/rte-lava/device-types.
+let lavaBaseTemplates = "/opt/rte-lava/device-types"
+
+struct LAVAJob {
+    var status: Int32
+    var log: String
+    var passed: Bool { status == 0 && log.contains("Job finished correctly") }
+}
+
+extension FleetTests {
+    /// The shipped device dictionary pointed at this agent, rendered as lava-server would.
+    func lavaDevice(_ agent: Agent, _ rig: Rig.Ready, dir: String) async throws -> String {
+        let token = dir + "/rte-01.token", spec = dir + "/boot-xen-dev.yaml"
+        try (engineTokens["lava"]! + "\n").write(toFile: token, atomically: true, encoding: .utf8)
+        try String(contentsOfFile: packageRoot + "/deploy/lava/boot-xen-dev.yaml", encoding: .utf8)
+            .replacing(every: "10.0.2.2:8080", with: "10.0.2.2:\(rig.port)").write(toFile: spec, atomically: true, encoding: .utf8)
+        let dictionary = try String(contentsOfFile: packageRoot + "/deploy/lava/devices/apu2-01.jinja2", encoding: .utf8)
+            .replacing(every: "http://rte-01.lab:8000", with: "http://127.0.0.1:\(agent.port)")
+            .replacing(every: "/etc/lava-dispatcher/rte/rte-01.token", with: token)
+            .replacing(every: "rte-01.lab 13541", with: "127.0.0.1 \(agent.consolePort!.port)")
+            .replacing(every: "/etc/lava-dispatcher/rte/boot-xen-dev.yaml", with: spec)
+            .replacing(every: "http://10.0.2.2:8080/menu.ipxe", with: "http://10.0.2.2:\(rig.port)/menu.ipxe")
+            + "{% set rtectl = '\(builtProduct("rtectl"))' %}\n"
+        try dictionary.write(toFile: dir + "/apu2-01.jinja2", atomically: true, encoding: .utf8)
+        let (status, device) = try await run(["python3", packageRoot + "/Tests/lava/render_device.py", dir + "/apu2-01.jinja2",
+                                              packageRoot + "/deploy/lava/device-types", lavaBaseTemplates], deadlineSeconds: 60)
+        #expect(status == 0, "\(device)")
+        try device.write(toFile: dir + "/device.yaml", atomically: true, encoding: .utf8)
+        return dir + "/device.yaml"
+    }
+
+    func lavaRun(_ job: String, device: String, rig: Rig.Ready, dir: String, id: Int) async throws -> LAVAJob {
+        let path = dir + "/job-\(id).yaml"
+        try String(contentsOfFile: packageRoot + "/deploy/lava/jobs/" + job, encoding: .utf8)
+            .replacingOccurrences(of: "10.0.2.2:8080", with: "10.0.2.2:\(rig.port)").write(toFile: path, atomically: true, encoding: .utf8)
+        let (status, log) = try await run(["lava-run", "--job-id", "\(id)", "--output-dir", dir + "/out-\(id)", "--device", device, path],
+                                          env: ["PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": dir, "RTECTL_STATE_DIR": dir + "/rtectl"],
+                                          deadlineSeconds: 1200)
+        try log.write(toFile: dir + "/job-\(id).log", atomically: true, encoding: .utf8)
+        return LAVAJob(status: status, log: log)
+    }
+
+    @Test func lavaRunBootsLogsInAndTestsThroughTheAgentAndWaitsForNoPerson() async throws {
+        let rig = try await Rig.shared.prepare()
+        let dir = scratchDirectory("lava")
+        try await withAgent(fleetConfig(rig)) { agent, c in
+            let device = try await lavaDevice(agent, rig, dir: dir)
+            let alice = c["alice"]!
+
+            // LAVA's own iPXE boot: power and console through the agent, the test passes.
+            let own = try await lavaRun("lava-ipxe-boot.yaml", device: device, rig: rig, dir: dir, id: 1)
+            #expect(own.passed, "lava-run (LAVA types at iPXE>): exit \(own.status), log in \(dir)/job-1.log\n\(own.log.suffix(3000))")
+            #expect(own.log.contains("cmdline") && own.log.contains("pass"), "the interactive test's result")
+            #expect(try await alice.request("GET", "/api/v1/leases/current").status == 404, "power-off released the job's lease")
+            #expect(try await alice.request("GET", "/api/v1/power").json["state"] as? String == "off")
+
+            // The agent boots on the board (menu entry by label, login), LAVA takes the shell.
+            let handed = try await lavaRun("agent-boot.yaml", device: device, rig: rig, dir: dir, id: 2)
+            #expect(handed.passed, "lava-run (the agent boots): exit \(handed.status), log in \(dir)/job-2.log\n\(handed.log.suffix(3000))")
+            #expect(handed.log.contains("ipxe_menu ok"), "rtectl run --follow's stages are in LAVA's log")
+            #expect(try await alice.request("GET", "/api/v1/leases/current").status == 404)
+            let runs = try await alice.request("GET", "/api/v1/runs").json["runs"] as? [[String: Any]] ?? []
+            #expect(runs.count == 1 && runs.first?["user"] as? String == "lava" && runs.first?["state"] as? String == "passed", "\(runs)")
+
+            // A person holds the board: the job ends at once with an infrastructure error that says who.
+            let token = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "bisecting a Xen hang"]).json["token"] as! String
+            let refused = try await lavaRun("lava-ipxe-boot.yaml", device: device, rig: rig, dir: dir, id: 3)
+            #expect(!refused.passed)
+            #expect(refused.log.contains("InfrastructureError") || refused.log.contains("Infrastructure"), "\(refused.log.suffix(3000))")
+            #expect(refused.log.contains("alice") && refused.log.contains("bisecting a Xen hang"), "the holder is named in the job log")
+            #expect(try await alice.request("GET", "/api/v1/leases/current").json["holder"] as? String == "alice", "the person keeps the board")
+            #expect(try await alice.request("GET", "/api/v1/power").json["state"] as? String == "off", "LAVA switched nothing")
+            #expect(try await alice.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
+        }
+    }
+}
