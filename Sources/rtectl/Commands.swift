@@ -70,8 +70,27 @@ struct Release: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Give the device back.")
     @OptionGroup var c: Connection
 
+    @Option(help: "A power action first (e.g. hard_off), while the lease still holds the board.") var power: String?
+    @Flag(name: .customLong("if-held"), help: "If the lease this machine remembers is no longer the current one, do nothing and exit 0 (a fleet engine's clean-up must not touch a board someone else holds).")
+    var ifHeld = false
+
     func run() async throws {
-        _ = try c.client().call("DELETE", "/api/v1/leases/current")
+        let client = try c.client()
+        if ifHeld {
+            let saved = c.savedLease?["id"] as? String
+            let current = try? client.call("GET", "/api/v1/leases/current").object
+            guard let saved, let current, current["id"] as? String == saved else {
+                let who = (current?["holder"] as? String).map { "held by \($0)" } ?? "free"
+                if !c.json { print("not holding the board (it is \(who)); nothing done") }
+                try? FileManager.default.removeItem(atPath: c.leaseFile)
+                return
+            }
+        }
+        if let power {
+            let r = try client.call("POST", "/api/v1/power", json: ["action": power])
+            if !c.json { print("power \(r.object["state"] ?? "?")") }
+        }
+        _ = try client.call("DELETE", "/api/v1/leases/current")
         try? FileManager.default.removeItem(atPath: c.leaseFile)
         if !c.json { print("released") }
     }

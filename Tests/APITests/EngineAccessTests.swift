@@ -134,11 +134,20 @@ import Testing
             // Without --or-renew, the same caller is told the board is taken (by itself).
             #expect(try await rtectl(["reserve"]).0 == 3)
             #expect(try await rtectl(["power", "on"]).0 == 0)
-            #expect(try await rtectl(["release"]).0 == 0)
+            let released = try await rtectl(["release", "--power", "hard_off", "--if-held"])
+            #expect(released.0 == 0 && released.1.contains("power off") && released.1.contains("released"), "\(released)")
+            #expect(try await c["alice"]!.request("GET", "/api/v1/power").json["state"] as? String == "off")
+            let nothing = try await rtectl(["release", "--power", "hard_off", "--if-held"])
+            #expect(nothing.0 == 0 && nothing.1.contains("not holding the board (it is free)"), "\(nothing)")
             // A person holds the board: --or-renew does not take it, exit 3 says busy.
             let token = try await c["alice"]!.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "bisecting"]).json["token"] as! String
             let busy = try await rtectl(["reserve", "--or-renew"])
             #expect(busy.0 == 3 && busy.1.contains("alice"), "\(busy)")
+            #expect(try await c["alice"]!.request("POST", "/api/v1/power", json: ["action": "on"], leaseToken: token).status == 200)
+            let leftAlone = try await rtectl(["release", "--power", "hard_off", "--if-held"])
+            #expect(leftAlone.0 == 0 && leftAlone.1.contains("held by alice"), "\(leftAlone)")
+            #expect(try await c["alice"]!.request("GET", "/api/v1/power").json["state"] as? String == "on", "her board stays on")
+            #expect(try await rtectl(["release"]).0 != 0, "without --if-held, releasing a lease one does not hold fails")
             #expect(try await c["alice"]!.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
             // A missing or empty token file is a usage error, not a call without credentials.
             #expect(try await run([builtProduct("rtectl"), "status", "--token-file", state + "/none"], env: env).0 == 2)

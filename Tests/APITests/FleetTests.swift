@@ -217,6 +217,8 @@ extension FleetTests {
             #expect(refused.log.contains("alice") && refused.log.contains("bisecting a Xen hang"), "the holder is named in the job log")
             #expect(try await alice.request("GET", "/api/v1/leases/current").json["holder"] as? String == "alice", "the person keeps the board")
             #expect(try await alice.request("GET", "/api/v1/power").json["state"] as? String == "off", "LAVA switched nothing")
+            #expect(refused.log.contains("not holding the board (it is held by alice); nothing done"), "clean-up left her board alone")
+            #expect(!refused.log.contains("Failed to run 'finalize'"), "\(refused.log.suffix(2000))")
             #expect(try await alice.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
         }
     }
