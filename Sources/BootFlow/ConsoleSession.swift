@@ -214,6 +214,20 @@ public final class ConsoleSession {
     private let writer: @Sendable ([UInt8]) throws -> Void
     private var pending: [TextChunk] = []
     private var pendingIndex = 0
+    /// Compiled matchers by pattern list, with the DFA states they built: taken out while a wait
+    /// uses one (no copy-on-write of its tables), put back after. Bounded: prompts repeat.
+    private var matchers: [[Pattern]: StreamMatcher] = [:]
+    static let matcherCacheLimit = 64
+
+    private func matcher(for patterns: [Pattern]) -> StreamMatcher {
+        if let m = matchers.removeValue(forKey: patterns) { return m.fresh() }
+        do { return try StreamMatcher(patterns) } catch { preconditionFailure("patterns are validated with the spec: \(error)") }
+    }
+
+    private func keep(_ matcher: StreamMatcher) {
+        if matchers.count >= ConsoleSession.matcherCacheLimit { matchers.removeAll() }
+        matchers[matcher.patterns] = matcher
+    }
     /// Capture offset up to which the text stream has been read by `expect`.
     public private(set) var readOffset: UInt64
     public let startOffset: UInt64
@@ -290,8 +304,8 @@ public final class ConsoleSession {
 
     /// Waits for the first of `patterns` in the text stream after what earlier waits consumed.
     public func expect(_ patterns: [Pattern], timeout: Duration) async throws(ConsoleWaitError) -> Match {
-        var matcher: StreamMatcher
-        do { matcher = try StreamMatcher(patterns) } catch { preconditionFailure("patterns are validated with the spec: \(error)") }
+        var matcher = matcher(for: patterns)
+        defer { keep(matcher) }
         return try await expect(with: &matcher, timeout: timeout)
     }
 
@@ -315,8 +329,7 @@ public final class ConsoleSession {
     /// thread the moment the prompt's last byte is read (the firmware's key window is short).
     /// Returns the match and when the answer was written.
     public func expect(_ patterns: [Pattern], thenSend response: [UInt8], timeout: Duration) async throws -> (match: Match, sentAt: Timestamp) {
-        var matcher: StreamMatcher
-        do { matcher = try StreamMatcher(patterns) } catch { preconditionFailure("patterns are validated with the spec: \(error)") }
+        var matcher = matcher(for: patterns)
         // Text already here is scanned now; the reaction is armed under the same lock, so
         // nothing that arrives in between is missed.
         let early = feed.state.withLock { s -> Match? in
@@ -328,6 +341,7 @@ public final class ConsoleSession {
             return nil
         }
         if let early {
+            keep(matcher)
             try send(response)
             return (early, clock.now())
         }
@@ -339,6 +353,7 @@ public final class ConsoleSession {
                 return r
             }
             if let r = outcome, let match = r.match {
+                keep(r.matcher)
                 // The text up to the prompt is consumed; what followed it is left for the next wait.
                 skipText(before: match.end)
                 if let e = r.writeError { throw ConsoleWriteError(description: e) }

@@ -118,6 +118,18 @@ public struct StreamMatcher: Sendable {
         return (match, scannedEnd)
     }
 
+    /// The same patterns with nothing scanned, keeping the DFA states built so far: a wait for
+    /// the same prompts again (every iteration of a run) neither recompiles nor rebuilds them.
+    public func fresh() -> StreamMatcher {
+        var m = self
+        m.position = 0
+        m.resetPosition = 0
+        m.history = TextChunk()
+        m.historyStart = 0
+        m.reset()
+        return m
+    }
+
     /// Forgets partial progress (the next scan starts fresh, as at the start of a line).
     public mutating func reset() {
         previous = 0x0a

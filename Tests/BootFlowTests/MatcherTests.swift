@@ -27,6 +27,25 @@ func chunk(_ s: String, at offset: UInt64 = 0) -> TextChunk {
         }
     }
 
+    @Test func aFreshCopyOfAUsedMatcherFindsWhatANewOneFinds() throws {
+        // fresh() keeps the DFA states a wait built (the session's matcher cache); it must start
+        // clean: no half-match, no history, `^` at the start as after a newline.
+        let patterns: [Pattern] = [.regex("^login: *"), .literal("Ctrl-B"), .regex("[a-z]+@[a-z0-9]+:[^ ]*# ")]
+        var used = try StreamMatcher(patterns)
+        _ = used.scan(chunk("noise root@apu2:~# more Ctr"))  // matches, then leaves "more Ctr" unscanned
+        _ = used.scan(chunk("xx Ctr"))                        // a half-match left in it
+        let texts = ["l-B no\r\nlogin: ", "Ctrl", "-B", "x login: \nlogin:\r\n", "root@rte1:/tmp# ", "Press Ctrl-B now"]
+        for text in texts {
+            var new = try StreamMatcher(patterns)
+            var again = used.fresh()
+            let a = new.scan(chunk(text, at: 100)), b = again.scan(chunk(text, at: 100))
+            #expect(a?.match.patternIndex == b?.match.patternIndex && a?.match.start == b?.match.start
+                    && a?.match.end == b?.match.end && a?.match.text == b?.match.text && a?.next == b?.next, "\(text)")
+            #expect(again.position == new.position)
+            used = again
+        }
+    }
+
     @Test func regexesMatchWithClassesGroupsAndRepeats() throws {
         var m = try StreamMatcher([.regex("Linux version (\\d+\\.)+\\d+-\\d+-amd64"), .literal("never")])
         let scanned = m.scan(chunk("[    0.000000] Linux version 6.1.0-27-amd64 (debian-kernel@lists)"))
