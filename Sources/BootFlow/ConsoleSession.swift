@@ -402,8 +402,7 @@ public final class ConsoleSession {
         pending += feed.takeText()
         while let first = pending.first {
             if let last = first.endOffset, last <= end { pending.removeFirst(); pendingIndex = 0; continue }
-            var i = pendingIndex
-            while i < first.bytes.count && first.offset(at: i) < end { i += 1 }
+            let i = first.firstIndex(atOrPast: end, from: pendingIndex)
             if i >= first.bytes.count { pending.removeFirst(); pendingIndex = 0; continue }
             pendingIndex = i
             break

@@ -235,8 +235,10 @@ public struct Screen: Sendable, Equatable {
     mutating func clear(row: Int, from start: Int, to end: Int) {
         guard start <= end else { return }
         let e = erased
-        let b = base(row)
-        for c in max(0, start)...min(columns - 1, end) { storage[b + c] = e }
+        let b = base(row), from = b + max(0, start), to = b + min(columns - 1, end) + 1
+        guard from < to else { return }
+        // One fill of the range, not a checked store per cell: every kernel-log line scrolls one.
+        storage.withUnsafeMutableBufferPointer { $0[from..<to].update(repeating: e) }
     }
 
     mutating func eraseInLine(_ mode: Int) {

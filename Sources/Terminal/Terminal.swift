@@ -25,6 +25,17 @@ public struct TextChunk: Sendable, Equatable {
         return segments[lo].offset + UInt64(i - segments[lo].index)
     }
 
+    /// The first index at or after `from` whose byte sits at or past capture offset `end`
+    /// (`bytes.count` when none does): offsets only grow along a chunk, so a binary search.
+    public func firstIndex(atOrPast end: UInt64, from: Int = 0) -> Int {
+        var lo = from, hi = bytes.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if offset(at: mid) < end { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
     /// Capture offset just past the last byte (nil when empty).
     public var endOffset: UInt64? { bytes.isEmpty ? nil : offset(at: bytes.count - 1) + 1 }
 
