@@ -231,6 +231,13 @@ public final class ConsoleSession {
     /// Capture offset up to which the text stream has been read by `expect`.
     public private(set) var readOffset: UInt64
     public let startOffset: UInt64
+    /// Prompts answered by `expect(_:thenSend:timeout:)` that were already on the console when
+    /// the wait began (answered from the waiting task, not the reader thread the moment they
+    /// arrived): a prompt that comes before its wait is armed pays for the re-arming.
+    public private(set) var answeredLate = 0
+    /// Called each time `expect(_:thenSend:timeout:)` has armed its answer (for benchmarks and
+    /// tests that produce the prompt only once it is, as firmware does long after the arming).
+    public var onArmed: (@Sendable () -> Void)?
 
     public init(capture: SerialCapture, clock: any AgentClock, from offset: UInt64? = nil,
                 write: @escaping @Sendable ([UInt8]) throws -> Void) {
@@ -342,9 +349,11 @@ public final class ConsoleSession {
         }
         if let early {
             keep(matcher)
+            answeredLate += 1
             try send(response)
             return (early, clock.now())
         }
+        onArmed?()
         let deadline = clock.now() + timeout
         while true {
             let outcome = feed.state.withLock { s -> ConsoleFeed.Reaction? in

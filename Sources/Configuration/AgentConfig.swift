@@ -61,6 +61,9 @@ public struct SerialConfig: Sendable {
     public var logMaxFiles: Int
     public var reopenInitialMilliseconds: Int
     public var reopenMaxMilliseconds: Int
+    /// SCHED_FIFO priority of the serial reader thread (which answers prompts), nil: normal
+    /// scheduling. Keeps the prompt → key time near the idle figure while other work loads the CPU.
+    public var realtimePriority: Int? = nil
 
     public init(device: String, baud: Int = 115200, dataBits: Int = 8, parity: Parity = .none, stopBits: Int = 1,
                 flowControl: FlowControl = .none, exclusive: Bool = true, ringBytes: Int = 16 << 20,
@@ -323,6 +326,11 @@ extension AgentConfig {
             logMaxFiles: try logR?.int("max_files", default: 16, range: 1...100_000) ?? 16,
             reopenInitialMilliseconds: try reopenR?.int("initial", default: 100, range: 1...600_000) ?? 100,
             reopenMaxMilliseconds: try reopenR?.int("max", default: 5000, range: 1...600_000) ?? 5000)
+        var serialConfig = serial
+        if let priority = try sR.int("realtime_priority") {
+            guard (1...99).contains(priority) else { throw sR.error("realtime_priority", "must be between 1 and 99, got \(priority)") }
+            serialConfig.realtimePriority = priority
+        }
         try logR?.rejectUnknownKeys()
         try reopenR?.rejectUnknownKeys()
         try sR.rejectUnknownKeys()
@@ -548,7 +556,7 @@ extension AgentConfig {
         }
 
         var config = AgentConfig(
-            sourceFile: file, dut: dut, serial: serial, gpio: GPIOConfig(lines: lines), power: power, http: http,
+            sourceFile: file, dut: dut, serial: serialConfig, gpio: GPIOConfig(lines: lines), power: power, http: http,
             stateDirectory: stateDirectory, auth: auth, leases: leases, simulator: simulator, qemu: qemu, compat: compat)
         config.flash = flash
         config.artifacts = artifacts

@@ -24,6 +24,16 @@ public func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
     pthread_detach(tid)
 }
 
+/// Puts the calling thread in the SCHED_FIFO class at `priority` (1–99): a thread that must
+/// answer within microseconds while other work loads the CPU. Needs CAP_SYS_NICE or an
+/// RLIMIT_RTPRIO at least `priority` (systemd: LimitRTPRIO=); the error says which was missing.
+public func setCurrentThreadRealtime(priority: Int32) throws(Errno) {
+    var param = sched_param()
+    param.sched_priority = priority
+    let r = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param)
+    if r != 0 { throw Errno(r) }
+}
+
 /// A pipe used to wake a thread blocked in poll().
 public struct WakePipe: Sendable {
     public let readEnd: FileDescriptor

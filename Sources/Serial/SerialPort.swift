@@ -22,11 +22,14 @@ public struct SerialPortStatus: Sendable, Codable, Equatable {
     public var lastError: String?
     public var captureStart: UInt64
     public var captureEnd: UInt64
+    /// How the reader thread is scheduled: "normal", "fifo N", or why FIFO was refused.
+    public var readerScheduling: String = "normal"
 
     enum CodingKeys: String, CodingKey {
         case device, state, baud
         case bytesRead = "bytes_read", bytesWritten = "bytes_written", reopenCount = "reopen_count"
         case lastError = "last_error", captureStart = "capture_start", captureEnd = "capture_end"
+        case readerScheduling = "reader_scheduling"
     }
 }
 
@@ -42,6 +45,7 @@ public final class SerialPort: Sendable {
         var reopenCount: UInt64 = 0
         var opens: UInt64 = 0
         var lastError: String?
+        var scheduling = "normal"
         var running = true
         var started = false
         var openWaiters: [CheckedContinuation<Void, Never>] = []
@@ -72,7 +76,7 @@ public final class SerialPort: Sendable {
         shared.withLock { s in
             SerialPortStatus(device: config.device, state: s.state.rawValue, baud: config.baud, bytesRead: s.bytesRead,
                              bytesWritten: s.bytesWritten, reopenCount: s.reopenCount, lastError: s.lastError,
-                             captureStart: capture.startOffset, captureEnd: capture.endOffset)
+                             captureStart: capture.startOffset, captureEnd: capture.endOffset, readerScheduling: s.scheduling)
         }
     }
 
@@ -144,6 +148,16 @@ public final class SerialPort: Sendable {
     private var running: Bool { shared.withLock { $0.running } }
 
     private func readerLoop() {
+        if let priority = config.realtimePriority {
+            // The prompt's answer is written from this thread: under load it must not wait for
+            // a time slice. Refused (no CAP_SYS_NICE, RLIMIT_RTPRIO too low): normal scheduling.
+            do {
+                try setCurrentThreadRealtime(priority: Int32(priority))
+                shared.withLock { $0.scheduling = "fifo \(priority)" }
+            } catch {
+                shared.withLock { $0.scheduling = "normal (SCHED_FIFO \(priority) refused: \(error); allow it with LimitRTPRIO=\(priority) or CAP_SYS_NICE)" }
+            }
+        }
         var backoff = config.reopenInitialMilliseconds
         var everOpened = false
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)

@@ -45,6 +45,16 @@ import Testing
                 .contains("http.console_raw_port: must be between 0 and 65535"))
     }
 
+    @Test func realtimePriorityOfTheSerialReader() throws {
+        #expect(try AgentConfig.parse(yaml: minimal, file: "lab.yaml").serial.realtimePriority == nil)
+        let yaml = minimal.replacingOccurrences(of: "serial: {device: /dev/null}", with: "serial: {device: /dev/null, realtime_priority: 10}")
+        #expect(try AgentConfig.parse(yaml: yaml, file: "lab.yaml").serial.realtimePriority == 10)
+        #expect(error(yaml.replacingOccurrences(of: "realtime_priority: 10", with: "realtime_priority: 100"))
+                .contains("serial.realtime_priority: must be between 1 and 99, got 100"))
+        #expect(try AgentConfig.parse(yaml: String(contentsOfFile: packageRoot + "/deploy/rte-agent.yaml", encoding: .utf8), file: "rte-agent.yaml")
+                .serial.realtimePriority == 10, "the shipped config asks for it (the unit allows LimitRTPRIO=10)")
+    }
+
     @Test func offsetThatIsNotAnIntegerNamesFileKeyAndValue() {
         let yaml = minimal.replacingOccurrences(of: "reset_button: {offset: 8", with: "reset_button: {offset: x")
         #expect(error(yaml) == "lab.yaml:8: gpio.lines.reset_button.offset: expected an integer, got \"x\"")

@@ -132,6 +132,33 @@ extension Array where Element == UInt8 {
         await port.stop()
     }
 
+    @Test(.enabled(if: geteuid() == 0, "SCHED_FIFO needs CAP_SYS_NICE (root here)"))
+    func theReaderThreadRunsInSchedFIFOWhenConfigured() async throws {
+        let pty = try PseudoTerminal.open()
+        defer { pty.close() }
+        var config = serialConfig(device: pty.slavePath)
+        config.realtimePriority = 7
+        let port = try SerialPort(config: config, capture: SerialCapture(capacity: 64 << 10))
+        port.start()
+        await port.waitUntilOpen()
+        #expect(port.status.readerScheduling == "fifo 7")
+        // The kernel's word for it: the serial-reader thread's policy (1 = SCHED_FIFO) and priority.
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")
+        let reader = tasks.compactMap { tid -> [Substring]? in
+            guard let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8),
+                  comm.hasPrefix("serial-reader"),
+                  let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return nil }
+            return stat[stat.index(after: close)...].split(separator: " ")
+        }
+        // After "pid (comm)": field 3 is index 0, so rt_priority (40) and policy (41) are 37 and 38.
+        #expect(reader.contains { $0.count > 38 && $0[37] == "7" && $0[38] == "1" }, "\(reader.map { $0.count > 38 ? "\($0[37]) \($0[38])" : "?" })")
+        var plain = serialConfig(device: pty.slavePath)
+        plain.realtimePriority = nil
+        #expect(plain.realtimePriority == nil)
+        await port.stop()
+    }
+
     @Test func slowSubscriberIsToldWhatItLostAndTheLogStillHasIt() async throws {
         let dir = scratchDirectory()
         let pty = try PseudoTerminal.open()
