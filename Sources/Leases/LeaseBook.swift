@@ -13,6 +13,18 @@ public enum LeaseCredential: Sendable, Equatable {
     case holder(String)
 }
 
+/// Prints without the token (credentials end up in error messages and logs).
+extension LeaseCredential: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String {
+        switch self {
+        case .token(let t): t == nil ? "no lease token" : "a lease token"
+        case .holder(let user): "the holder \(user)"
+        }
+    }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["credential": description], displayStyle: .enum) }
+}
+
 /// One holder of the device.
 public struct Lease: Codable, Sendable, Equatable {
     public var id: String

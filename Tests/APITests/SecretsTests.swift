@@ -26,6 +26,17 @@ import Testing
         }
         #expect("\(errors[0])".contains("bob"), "the holder is still named")
     }
+
+    @Test func aLeaseCredentialPrintsWithoutItsToken() {
+        let secret = "fedcba9876543210-secret-lease-token"
+        let credential = LeaseCredential.token(secret)
+        var dumped = ""
+        dump(credential, to: &dumped)
+        for t in ["\(credential)", String(describing: credential), String(reflecting: credential), dumped, "\([credential])"] {
+            #expect(!t.contains(secret), "token printed: \(t)")
+        }
+        #expect("\(LeaseCredential.holder("labgrid"))" == "the holder labgrid")
+    }
 }
 
 /// Issue 16 D1, the class of problem: after leases, runs failing in every stage, runs stopped by
