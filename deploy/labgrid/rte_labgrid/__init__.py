@@ -33,6 +33,13 @@ class RTEAgentError(Exception):
     """The agent refused or failed: the message carries its problem document's detail."""
 
 
+def _holder(r):
+    try:
+        return r.json().get("holder")
+    except ValueError:
+        return None
+
+
 def _problem(r):
     try:
         doc = r.json()
@@ -85,7 +92,8 @@ class RTEAgentDriver(Driver):
         if self.wait:
             body["wait_s"] = self.wait
         r = self._call("POST", "/api/v1/leases", lease=False, json=body, timeout=self.wait + 30)
-        if r.status_code == 409 and r.json().get("holder") == self._endpoint()[1][0]:
+        auth = self._endpoint()[1]
+        if r.status_code == 409 and auth and _holder(r) == auth[0]:
             # Held by this engine's own identity: a labgrid client that died without releasing.
             # labgrid's coordinator gave this client the place, so the stale lease is ours to end.
             d = self._call("DELETE", "/api/v1/leases/current", lease=False)
