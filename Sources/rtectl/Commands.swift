@@ -78,7 +78,11 @@ struct Release: AsyncParsableCommand {
         let client = try c.client()
         if ifHeld {
             let saved = c.savedLease?["id"] as? String
-            let current = try? client.call("GET", "/api/v1/leases/current").object
+            // 404: nobody holds it. Any other failure (the agent unreachable) is reported as such.
+            var current: [String: Any]?
+            do { current = try client.call("GET", "/api/v1/leases/current").object } catch {
+                guard case .problem(let status, _, _, _, _) = error as? ClientError, status == 404 else { throw error }
+            }
             guard let saved, let current, current["id"] as? String == saved else {
                 let who = (current?["holder"] as? String).map { "held by \($0)" } ?? "free"
                 if !c.json { print("not holding the board (it is \(who)); nothing done") }

@@ -148,6 +148,11 @@ import Testing
             #expect(leftAlone.0 == 0 && leftAlone.1.contains("held by alice"), "\(leftAlone)")
             #expect(try await c["alice"]!.request("GET", "/api/v1/power").json["state"] as? String == "on", "her board stays on")
             #expect(try await rtectl(["release"]).0 != 0, "without --if-held, releasing a lease one does not hold fails")
+            // An agent it cannot reach is not a board it does not hold: exit 4, the lease file kept.
+            _ = try await rtectl(["reserve", "--or-renew"])
+            let unreachable = try await run([builtProduct("rtectl"), "release", "--if-held", "--token-file", tokenFile],
+                                            env: env.merging(["RTE_AGENT": "http://127.0.0.1:1"]) { $1 })
+            #expect(unreachable.0 == 4, "\(unreachable)")
             #expect(try await c["alice"]!.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
             // A missing or empty token file is a usage error, not a call without credentials.
             #expect(try await run([builtProduct("rtectl"), "status", "--token-file", state + "/none"], env: env).0 == 2)
