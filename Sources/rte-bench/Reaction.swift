@@ -11,10 +11,13 @@ import Glibc
 #endif
 
 let reactionPrompt = "Press Ctrl-B for the iPXE command line..."
-/// How many prompts of the last agent measurement came before the wait was armed again.
-nonisolated(unsafe) var lastLateAnswers = 0
-nonisolated(unsafe) private var summary = ""
-nonisolated(unsafe) var lastScheduling = "normal"
+/// The agent's figures and what explains them: prompts that came before the wait was armed
+/// again, and how its serial reader was scheduled.
+struct AgentReaction {
+    var distribution: Distribution
+    var lateAnswers: Int
+    var scheduling: String
+}
 
 /// The channel by which a client tells the DUT it waits for the next prompt: a FIFO the DUT
 /// reads one byte from before each prompt. Held open for writing here, so the DUT's open
@@ -47,6 +50,7 @@ struct Reaction: AsyncParsableCommand {
 
     func run() async throws {
         var report = Report("reaction", table: table)
+        var summary = ""
         // Twice: on an idle machine, then with a busy loop on every core (started and stopped
         // here), since a path that needs several threads scheduled per prompt shows under load.
         // Each round twice more: prompts that come only once the client waits for them (as
@@ -59,8 +63,8 @@ struct Reaction: AsyncParsableCommand {
                 let when = (busy ? "busy (\(hogs.count) CPU hogs)" : "idle") + (armed ? "" : ", back to back")
                 let fifo = armed ? try ArmedFIFO() : nil
                 defer { fifo?.close() }
-                let agent = try await measureAgent(fifo)
-                report.line("\(when): rte-agent (termios + capture + terminal model + matcher): p50 \(fmt(agent.p50)) µs, p99 \(fmt(agent.p99)) µs, max \(fmt(agent.max)) µs, \(agent.count) samples, serial reader \(lastScheduling); \(lastLateAnswers) prompts came before the next wait was armed")
+                let measured = try await measureAgent(fifo), agent = measured.distribution
+                report.line("\(when): rte-agent (termios + capture + terminal model + matcher): p50 \(fmt(agent.p50)) µs, p99 \(fmt(agent.p99)) µs, max \(fmt(agent.max)) µs, \(agent.count) samples, serial reader \(measured.scheduling); \(measured.lateAnswers) prompts came before the next wait was armed")
                 let bare = try await measureBareLoop(fifo)
                 report.line("\(when): a bare blocking read/scan/write loop on its own thread (the pty round trip floor\(readerPriority > 0 ? ", SCHED_FIFO \(readerPriority) like the agent's reader" : "")): p50 \(fmt(bare.p50)) µs, p99 \(fmt(bare.p99)) µs, max \(fmt(bare.max)) µs")
                 let pex = try measurePexpect(fifo)
@@ -73,7 +77,7 @@ struct Reaction: AsyncParsableCommand {
                     report.row("\(when): agent / bare loop, p50 and p99", agent: "\(fmt(agent.p50 / bare.p50))× / \(fmt(agent.p99 / bare.p99))×",
                                baseline: "pexpect / bare loop: \(fmt(pex.p50 / bare.p50))× / \(fmt(pex.p99 / bare.p99))×")
                 } else {
-                    report.row("\(when): prompt → key p50 / p99 / max (µs), re-arming included (\(lastLateAnswers) of \(samples) prompts came first)",
+                    report.row("\(when): prompt → key p50 / p99 / max (µs), re-arming included (\(measured.lateAnswers) of \(samples) prompts came first)",
                                agent: "\(fmt(agent.p50)) / \(fmt(agent.p99)) / \(fmt(agent.max))",
                                baseline: "bare loop \(fmt(bare.p50)) / \(fmt(bare.p99)) / \(fmt(bare.max)); pexpect \(fmt(pex.p50)) / \(fmt(pex.p99)) / \(fmt(pex.max))")
                 }
@@ -84,7 +88,7 @@ struct Reaction: AsyncParsableCommand {
     }
 
     /// The agent's own path: SerialPort (termios, reader thread) → capture → ConsoleSession.expect → write.
-    func measureAgent(_ fifo: ArmedFIFO? = nil) async throws -> Distribution {
+    func measureAgent(_ fifo: ArmedFIFO? = nil) async throws -> AgentReaction {
         let dut = try Child([selfPath, "dut-prompter", "--samples", String(samples)] + (fifo.map { ["--armed-fifo", $0.path] } ?? []), input: .pipe)
         defer { dut.stop() }
         guard let ptyLine = dut.line(startingWith: "pty ") else { throw BenchError("the DUT did not start") }
@@ -105,10 +109,9 @@ struct Reaction: AsyncParsableCommand {
             _ = try await session.expect([Pattern.literal("Ctrl-B")], thenSend: [0x02], timeout: .seconds(10))
         }
         let result = try await onThread { dut.line(startingWith: "RESULT") }
-        lastScheduling = port.status.readerScheduling
+        let scheduling = port.status.readerScheduling
         await port.stop()
-        lastLateAnswers = session.answeredLate
-        return try samplesFrom(result)
+        return AgentReaction(distribution: try samplesFrom(result), lateAnswers: session.answeredLate, scheduling: scheduling)
     }
 
     /// The floor of this machine's pty round trip: no terminal model, no capture, one thread
