@@ -83,6 +83,9 @@ static inline struct MHD_Daemon *rte_mhd_start(const char *host, uint16_t port, 
 }
 
 /* The port actually bound (for port 0). */
+/* 1 when this libmicrohttpd can serve HTTPS (Debian's can; one configured --disable-https cannot). */
+static inline int rte_mhd_supports_tls(void) { return MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES; }
+
 static inline uint16_t rte_mhd_bound_port(struct MHD_Daemon *d) {
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     return info ? info->port : 0;

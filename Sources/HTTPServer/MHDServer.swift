@@ -416,6 +416,13 @@ public final class HTTPServer: Sendable {
         notify = .allocate(capacity: 1)
         notify.initialize(to: rte_mhd_connection_notify(handler: connectionNotify, cls: retained.toOpaque()))
         let tls = options.tlsCertificatePEM != nil && options.tlsKeyPEM != nil
+        // A libmicrohttpd built without HTTPS (a small board build) says so here, not as an errno.
+        if tls && rte_mhd_supports_tls() == 0 {
+            watch.stop()
+            notify.deallocate()
+            retained.release()
+            throw HTTPServerError(description: "this libmicrohttpd was built without HTTPS (configure --disable-https): remove http.tls from the config, or link one with TLS")
+        }
         let started = rte_mhd_start(options.host, UInt16(options.port), tls ? 1 : 0, accessHandler, retained.toOpaque(),
                                     completedHandler, UInt32(options.connectionTimeoutSeconds), UInt32(options.maxConnections),
                                     UInt32(options.maxConnectionsPerAddress), notify,

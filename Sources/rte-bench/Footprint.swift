@@ -11,6 +11,7 @@ struct Footprint: AsyncParsableCommand {
     @Option(help: "The rte-agent binary (built with --static-swift-stdlib).") var agent = ".build/release/rte-agent"
     @Option(help: "Seconds of idling to measure CPU over.") var idleSeconds = 60
     @Option(help: "Append Markdown rows to this file.") var table: String?
+    @Option(help: "What this binary is, before each row's text (e.g. the board build).") var label: String?
 
     func run() async throws {
         var report = Report("footprint", table: table)
@@ -64,14 +65,15 @@ struct Footprint: AsyncParsableCommand {
             report.line("RSS after \(total) requests: \(fmt(after.last!)) MB")
         }
         let growth = after.max()! - rssIdle
-        report.row("release binary, --static-swift-stdlib (unstripped / stripped)", agent: "\(fmt(size)) / \(fmt(strippedSize)) MB",
+        let prefix = label.map { "\($0): " } ?? ""
+        report.row(prefix + "release binary, --static-swift-stdlib (unstripped / stripped)", agent: "\(fmt(size)) / \(fmt(strippedSize)) MB",
                    target: "stripped ≤ 20 MB, no Swift runtime to install", met: libs.isEmpty && strippedSize <= 20)
-        report.row("idle RSS / after 100k / after \(total / 1000)k requests", agent: "\(fmt(rssIdle)) / \(fmt(after.first!)) / \(fmt(after.last!)) MB",
+        report.row(prefix + "idle RSS / after 100k / after \(total / 1000)k requests", agent: "\(fmt(rssIdle)) / \(fmt(after.first!)) / \(fmt(after.last!)) MB",
                    target: "idle ≤ 12 MB; after load within 2 MB of idle", met: rssIdle <= 12 && growth <= 2)
-        report.row("idle RSS split: private anonymous / rte-agent's file pages / shared libraries", agent: "\(fmt(split.anonymous)) / \(fmt(split.binary)) / \(fmt(split.libraries)) MB",
+        report.row(prefix + "idle RSS split: private anonymous / rte-agent's file pages / shared libraries", agent: "\(fmt(split.anonymous)) / \(fmt(split.binary)) / \(fmt(split.libraries)) MB",
                    baseline: split.largest)
-        report.row("idle CPU over \(idleSeconds) s", agent: "\(fmt(idleCPU, 3)) %", target: "≈ 0 (no busy polling)", met: idleCPU < 0.5)
-        report.row("start-up to listening socket (median of 5)", agent: "\(fmt(startup.p50)) ms")
+        report.row(prefix + "idle CPU over \(idleSeconds) s", agent: "\(fmt(idleCPU, 3)) %", target: "≈ 0 (no busy polling)", met: idleCPU < 0.5)
+        report.row(prefix + "start-up to listening socket (median of 5)", agent: "\(fmt(startup.p50)) ms")
         try report.finish(summary: "\(fmt(size)) MB binary (\(fmt(strippedSize)) MB stripped), RSS \(fmt(rssIdle)) MB idle → \(fmt(after.last!)) MB after \(total) requests, idle CPU \(fmt(idleCPU, 3)) %, start-up \(fmt(startup.p50)) ms")
     }
 }

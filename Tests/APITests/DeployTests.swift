@@ -110,3 +110,46 @@ import Glibc
         #expect(log.contains("<5>rte-agent: stopping"), "\(log)")
     }
 }
+
+/// scripts/board-build: libmicrohttpd without HTTPS (static), DT_RELR, no exported symbols — the
+/// build whose idle RSS the footprint benchmark measures against the 12 MB target. It must be the
+/// same agent: it serves the simulated apu2, and it refuses http.tls by name (it has no TLS).
+@Suite(.serialized) struct BoardBuildTests {
+    @Test func theBoardBuildServesAndRefusesTLSByName() async throws {
+        let (status, out) = try await run([packageRoot + "/scripts/board-build"], env: ProcessInfo.processInfo.environment, deadlineSeconds: 1200)
+        try #require(status == 0, "\(out)")
+        let bin = try #require(out.split(separator: "\n").last.map(String.init))
+        let (_, libs) = try await run(["ldd", bin])
+        #expect(!libs.contains("gnutls") && !libs.contains("microhttpd") && !libs.contains("p11-kit"), "\(libs)")
+        let (_, dynamic) = try await run(["readelf", "-d", "--dyn-syms", bin])
+        #expect(dynamic.contains("(RELR)"), "packed relative relocations")
+        #expect(dynamic.split(separator: "\n").filter { $0.contains(" $s") }.count < 100, "the agent's symbols are not exported")
+
+        let dir = scratchDirectory("board")
+        // The demo's config with the console on any free port (another agent may hold 13541).
+        let simulated = try String(contentsOfFile: packageRoot + "/deploy/simulated.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "console_port: 13541", with: "console_port: 0")
+        try simulated.write(toFile: dir + "/simulated.yaml", atomically: true, encoding: .utf8)
+        let agent = try TestChild([bin, "serve", "--config", dir + "/simulated.yaml", "--listen", "127.0.0.1:0",
+                                   "--state-dir", dir + "/state"], deadlineSeconds: 120)
+        defer { _ = agent.process.stop(grace: 2) }
+        #expect(await agent.waitForOutput(containing: "API on http://127.0.0.1:"), "\(agent.output)")
+        let marker = "API on http://127.0.0.1:"
+        let port = agent.output.range(of: marker).flatMap { Int(agent.output[$0.upperBound...].prefix { $0.isNumber }) }
+        let health = try await HTTP(port: try #require(port), token: nil).request("GET", "/api/v1/health")
+        #expect(health.status == 200 && health.text.contains("\"status\":\"ok\""), "\(health.text)")
+        kill(agent.pid, SIGTERM)
+        #expect(await agent.wait() == .exited(0))
+
+        // With http.tls configured it does not start, and says why.
+        let gen = try await run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                                 "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"])
+        try #require(gen.0 == 0, "\(gen.1)")
+        let tls = simulated.replacingOccurrences(of: "\nhttp:\n", with: "\nhttp:\n  tls: {certificate: \(dir)/cert.pem, key: \(dir)/key.pem}\n")
+        #expect(tls.contains("tls: {certificate"), "deploy/simulated.yaml has an http section")
+        try tls.write(toFile: dir + "/tls.yaml", atomically: true, encoding: .utf8)
+        let (refused, said) = try await run([bin, "serve", "--config", dir + "/tls.yaml", "--listen", "127.0.0.1:0", "--state-dir", dir + "/state2"],
+                                            deadlineSeconds: 60)
+        #expect(refused != 0 && said.contains("built without HTTPS"), "exit \(refused): \(said)")
+    }
+}
