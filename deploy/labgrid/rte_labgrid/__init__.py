@@ -142,15 +142,21 @@ class RTEAgentDriver(Driver):
             raise RTEAgentError(f"the agent refused the run: {_problem(r)}")
         run_id = r.json()["id"]
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rec = self._call("GET", f"/api/v1/runs/{run_id}").json()
-            if rec.get("state") not in ("queued", "running"):
-                if rec.get("state") != "passed":
-                    raise RTEAgentError(f"run {run_id} {rec.get('state')}: {rec.get('message', '')}")
-                return rec
-            time.sleep(0.5)
-        self._call("POST", f"/api/v1/runs/{run_id}/cancel")
-        raise RTEAgentError(f"run {run_id} did not end within {timeout} s (cancelled)")
+        # Follow the run's event stream until it says the run finished (the stream ends then too).
+        try:
+            with self._call("GET", f"/api/v1/runs/{run_id}/events", stream=True, timeout=(30, timeout)) as events:
+                for line in events.iter_lines(decode_unicode=True):
+                    if line == "event: run_finished" or time.monotonic() > deadline:
+                        break
+        except requests.RequestException:
+            pass  # the run's record below says how it ended, or that it has not
+        rec = self._call("GET", f"/api/v1/runs/{run_id}").json()
+        if rec.get("state") in ("queued", "running"):
+            self._call("DELETE", f"/api/v1/runs/{run_id}")
+            raise RTEAgentError(f"run {run_id} did not end within {timeout} s (cancelled)")
+        if rec.get("state") != "passed":
+            raise RTEAgentError(f"run {run_id} {rec.get('state')}: {rec.get('message', '')}")
+        return rec
 
 
 @target_factory.reg_driver
