@@ -172,6 +172,8 @@ extension FleetTests {
         let (status, device) = try await run(["python3", packageRoot + "/Tests/lava/render_device.py", dir + "/apu2-01.jinja2",
                                               packageRoot + "/deploy/lava/device-types", lavaBaseTemplates], deadlineSeconds: 60)
         #expect(status == 0, "\(device)")
+        // Reads that fit pexpect's 4000-byte search window (a 4092-byte read once hid "Linux version").
+        #expect(device.contains("spawn_maxread: '2000'"), "\(device)")
         try device.write(toFile: dir + "/device.yaml", atomically: true, encoding: .utf8)
         return dir + "/device.yaml"
     }
