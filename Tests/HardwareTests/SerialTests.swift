@@ -153,9 +153,6 @@ extension Array where Element == UInt8 {
         }
         // After "pid (comm)": field 3 is index 0, so rt_priority (40) and policy (41) are 37 and 38.
         #expect(reader.contains { $0.count > 38 && $0[37] == "7" && $0[38] == "1" }, "\(reader.map { $0.count > 38 ? "\($0[37]) \($0[38])" : "?" })")
-        var plain = serialConfig(device: pty.slavePath)
-        plain.realtimePriority = nil
-        #expect(plain.realtimePriority == nil)
         await port.stop()
     }
 
