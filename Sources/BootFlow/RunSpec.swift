@@ -28,6 +28,9 @@ public struct RunSpec: Sendable, Equatable {
 
     public struct IPXE: Sendable, Equatable {
         public var interrupt: Bool
+        /// Without `interrupt`: a space answers iPXE's "Press Ctrl-B" prompt, so its autoboot
+        /// (DHCP, then the DHCP filename) starts at once instead of after the wait for a human.
+        public var skipBannerWait: Bool = false
         public var commands: [String]
         /// Typed at `iPXE>` after the commands; the last line (usually `boot`) hands over to the kernel.
         public var script: [String]
@@ -152,7 +155,7 @@ public struct RunSpec: Sendable, Equatable {
         }
 
         var ipxe: IPXE?
-        if let i = try r.object("ipxe", allowed: ["interrupt", "commands", "script", "menu_entry", "dhcp_retries"]) {
+        if let i = try r.object("ipxe", allowed: ["interrupt", "skip_banner_wait", "commands", "script", "menu_entry", "dhcp_retries"]) {
             let commands = try i.strings("commands") ?? []
             let script = try i.strings("script").map { $0.flatMap { $0.split(separator: "\n", omittingEmptySubsequences: true).map(String.init) } } ?? []
             let entry = try i.text("menu_entry")
@@ -167,7 +170,11 @@ public struct RunSpec: Sendable, Equatable {
             if interrupt && script.isEmpty && entry == nil && commands.isEmpty {
                 throw DocumentError(path: i.path, message: "interrupting iPXE needs commands, a script or a menu_entry to continue with", kind: .invalid)
             }
-            ipxe = IPXE(interrupt: interrupt, commands: commands, script: script, menuEntry: entry,
+            let skipWait = try i.bool("skip_banner_wait") ?? false
+            if skipWait && interrupt {
+                throw DocumentError(path: i.at("skip_banner_wait"), message: "skip_banner_wait lets iPXE autoboot at once; with interrupt: true the agent presses Ctrl-B instead", kind: .invalid)
+            }
+            ipxe = IPXE(interrupt: interrupt, skipBannerWait: skipWait, commands: commands, script: script, menuEntry: entry,
                         dhcpRetries: try i.int("dhcp_retries", range: 0...20) ?? 2)
         }
 
@@ -215,7 +222,7 @@ public struct RunSpec: Sendable, Equatable {
             timeouts.kernel = try t.number("kernel", range: 0.001...86400) ?? timeouts.kernel
             timeouts.login = try t.number("login", range: 0.001...86400) ?? timeouts.login
         }
-        if power == .none && (firmware.bootMenu != nil || ipxe?.interrupt == true) {
+        if power == .none && (firmware.bootMenu != nil || ipxe?.interrupt == true || ipxe?.skipBannerWait == true) {
             // Without a power step there is no firmware to catch.
             throw DocumentError(path: "power", message: "\"none\" cannot catch firmware or iPXE prompts; use on, cycle or reset", kind: .invalid)
         }

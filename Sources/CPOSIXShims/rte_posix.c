@@ -63,8 +63,48 @@ int rte_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 /* pidfds are close-on-exec from birth. */
 int rte_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
+#include <stdio.h>
+#include <sys/stat.h>
+
+/* The program posix_spawnp would run, looked up here first: an implementation that cannot carry
+   exec's error back from the child (glibc's under qemu-user, where CLONE_VFORK becomes a plain
+   fork) would otherwise report a missing program as a child that exits 127. 0 with `out` set, or
+   the errno exec would give (ENOENT, EACCES, ENAMETOOLONG). A name with a slash is taken as it is
+   (a relative one is the child's, after its chdir). */
+static int rte_find_program(const char *file, const char *directory, char *out, size_t size) {
+    if (!*file) return ENOENT;
+    if (strchr(file, '/')) {
+        if (strlen(file) >= size) return ENAMETOOLONG;
+        strcpy(out, file);
+        if (file[0] != '/' && directory) return 0;
+        return access(file, X_OK) == 0 ? 0 : errno;
+    }
+    const char *path = getenv("PATH");
+    if (!path || !*path) path = "/usr/local/bin:/bin:/usr/bin";
+    int found_unrunnable = 0;
+    for (const char *p = path;; ) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        /* An empty PATH element is the working directory. */
+        int n = len ? snprintf(out, size, "%.*s/%s", (int)len, p, file) : snprintf(out, size, "%s", file);
+        if (n > 0 && (size_t)n < size) {
+            struct stat st;
+            if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
+                if (access(out, X_OK) == 0) return 0;
+                found_unrunnable = 1;
+            }
+        }
+        if (!colon) break;
+        p = colon + 1;
+    }
+    return found_unrunnable ? EACCES : ENOENT;
+}
+
 int rte_spawn(const char *file, char *const argv[], char *const envp[], const char *directory,
               int stdin_fd, int stdout_fd, int stderr_fd, int new_group, int *pid) {
+    char program[4096];
+    int found = rte_find_program(file, directory, program, sizeof program);
+    if (found != 0) return found;
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     int r = posix_spawn_file_actions_init(&actions);
@@ -87,7 +127,7 @@ int rte_spawn(const char *file, char *const argv[], char *const envp[], const ch
     if (r == 0) r = posix_spawnattr_setsigdefault(&attr, &all);
     if (r == 0 && new_group) r = posix_spawnattr_setpgroup(&attr, 0);
     if (r == 0) r = posix_spawnattr_setflags(&attr, flags);
-    if (r == 0) r = posix_spawnp(pid, file, &actions, &attr, argv, envp ? envp : environ);
+    if (r == 0) r = posix_spawn(pid, program, &actions, &attr, argv, envp ? envp : environ);
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
     return r;

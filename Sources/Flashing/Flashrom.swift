@@ -73,7 +73,33 @@ public struct Flashrom: Sendable {
     public func run(_ operation: FlashOperation, file: String?, verify: Bool = true, layout: FlashLayout? = nil,
                     regions: [String] = [], timeoutSeconds: Int,
                     progress: @Sendable (FlashromProgress) -> Void = { _ in }) throws(FlashromFailure) -> FlashromReport {
-        let argv = arguments(operation, file: file, verify: verify, layout: layout, regions: regions)
+        let deadline = monotonicMilliseconds() + Int64(timeoutSeconds) * 1000
+        var parser = FlashromOutput(operation: operation, verify: verify)
+        try execute(arguments(operation, file: file, verify: verify, layout: layout, regions: regions), parser: &parser,
+                    deadline: deadline, timeoutSeconds: timeoutSeconds, progress: progress)
+        var verified = parser.verified
+        if operation == .write && verify && !verified {
+            // flashrom 1.4 and later (Debian trixie, sid) print neither "VERIFIED" nor "identical"
+            // when the chip already held the image: they skip the write and its verification. The
+            // image is then checked against the chip by flashrom's own verify operation (-v).
+            var check = FlashromOutput(operation: .write, verify: true)
+            var argv = arguments(.write, file: file, verify: true, layout: layout, regions: regions)
+            if let w = argv.firstIndex(of: "-w") { argv[w] = "-v" }
+            progress(FlashromProgress(phase: "verifying", percent: 75))
+            try execute(argv, parser: &check, deadline: deadline, timeoutSeconds: timeoutSeconds, progress: { _ in })
+            guard check.verified else {
+                throw FlashromFailure(reason: "flashrom exited 0 but did not report the image VERIFIED, and `flashrom -v` did not either",
+                                      lastLines: parser.lastLines + check.lastLines)
+            }
+            verified = true
+            parser.append(check.lastLines)
+        }
+        return FlashromReport(chip: parser.chip, chipKilobytes: parser.chipKilobytes, verified: verified, lastLines: parser.lastLines)
+    }
+
+    /// One flashrom child, read to its end; throws unless it exits 0 within the deadline.
+    private func execute(_ argv: [String], parser: inout FlashromOutput, deadline: Int64, timeoutSeconds: Int,
+                         progress: @Sendable (FlashromProgress) -> Void) throws(FlashromFailure) {
         let child: Subprocess
         do {
             // C locale: the phrases parsed below are flashrom's English ones.
@@ -81,8 +107,6 @@ public struct Flashrom: Sendable {
         } catch {
             throw FlashromFailure(reason: "\(binary) could not be started: \(error) (install flashrom, or set flash.flashrom)", lastLines: [])
         }
-        var parser = FlashromOutput(operation: operation, verify: verify)
-        let deadline = monotonicMilliseconds() + Int64(timeoutSeconds) * 1000
         var buffer = [UInt8](repeating: 0, count: 4096)
         var timedOut = false
         let out = child.standardOutput!
@@ -106,10 +130,6 @@ public struct Flashrom: Sendable {
         guard status.succeeded else {
             throw FlashromFailure(reason: parser.failureReason ?? "flashrom \(status)", lastLines: parser.lastLines)
         }
-        if operation == .write && verify && !parser.verified {
-            throw FlashromFailure(reason: "flashrom exited 0 but did not report the image VERIFIED", lastLines: parser.lastLines)
-        }
-        return FlashromReport(chip: parser.chip, chipKilobytes: parser.chipKilobytes, verified: parser.verified, lastLines: parser.lastLines)
     }
 }
 
@@ -161,6 +181,12 @@ struct FlashromOutput {
             }
         }
         return events
+    }
+
+    /// Lines of a follow-up run (the verify pass), kept with this run's.
+    mutating func append(_ more: [String]) {
+        lines += more
+        if lines.count > 200 { lines.removeFirst(lines.count - 200) }
     }
 
     mutating func finish() {

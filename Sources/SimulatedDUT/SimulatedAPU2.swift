@@ -379,12 +379,8 @@ actor SimBrain {
         try await pause(t.step, g)
         emit("Press Ctrl-B for the iPXE command line...")
         phase = "ctrl_b_window"
-        let deadline = ContinuousClock.now + t.ctrlBWindow
-        var interrupted = false
-        while let left = Optional(deadline - ContinuousClock.now), left > .zero {
-            guard let key = try await readKey(timeout: left, g) else { break }
-            if key == .char(0x02) { interrupted = true; break }
-        }
+        // Any key ends iPXE's wait (`shell_banner` reads one key); only Ctrl-B opens the shell.
+        let interrupted = try await readKey(timeout: t.ctrlBWindow, g) == .char(0x02)
         if interrupted {
             emit("\r\n\r\niPXE 1.21.1+ (g3c040) -- Open Source Network Boot Firmware -- https://ipxe.org\r\n"
                  + "Features: DNS HTTP HTTPS iSCSI NFS TFTP VLAN AoE ELF MBOOT PXE bzImage Menu PXEXT\r\n")

@@ -351,6 +351,40 @@ struct QEMURigTests {
         }
     }
 
+    /// Issue 23: nothing typed at iPXE> — a space ends real iPXE's 2 s "Press Ctrl-B" wait (any
+    /// key but Ctrl-B means no shell), its autoboot fetches the DHCP filename's menu (TFTP here),
+    /// and the entry is still picked by its label.
+    @Test func skippingTheBannerWaitLetsRealIPXEAutobootAtOnce() async throws {
+        let rig = try await Rig.shared.prepare()
+        try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { _, c in
+            let a = c["alice"]!
+            let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 900, "purpose": "rig autoboot"]).json["token"] as! String
+            let spec: [String: Any] = [
+                "name": "qemu apu2: autoboot, Xen Linux dev", "power": "on",
+                "ipxe": ["skip_banner_wait": true, "menu_entry": "Xen Linux dev"],
+                "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
+                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 20]],
+                "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
+            ]
+            let posted = try await a.request("POST", "/api/v1/runs", json: spec, leaseToken: token)
+            #expect(posted.status == 202)
+            let run = try await finishedRun(a, posted.json["id"] as! String)
+            let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
+            printToStandardError("rig autoboot stages: " + stages.map { "\($0["name"]!)=\(Int($0["duration_ms"] as! Double))ms" }.joined(separator: " "))
+            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
+            #expect(stages.map { $0["name"] as? String ?? "" } == ["power", "firmware", "ipxe_banner", "ipxe_menu", "kernel", "login", "command"])
+            let banner = stages.first { $0["name"] as? String == "ipxe_banner" }?["detail"] as? String ?? ""
+            printToStandardError("rig autoboot: \(banner)")
+            // iPXE clears the prompt's line when its wait ends: with the key, well before its 2 s.
+            let went = banner.split(separator: "went on ").last.flatMap { Int($0.prefix { $0.isNumber }) }
+            #expect(went != nil && went! < 1500, "\(banner)")
+            let menu = stages.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String ?? ""
+            #expect(menu.hasPrefix("chose entry 3 \"Xen Linux dev\" (row 7)"), "\(menu)")
+            _ = try await a.request("POST", "/api/v1/power", json: ["action": "hard_off"], leaseToken: token)
+            #expect(try await a.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
+        }
+    }
+
     @Test func aResetDuringTheKernelBootGoesBackToTheFirmware() async throws {
         let rig = try await Rig.shared.prepare()
         try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { agent, c in

@@ -76,6 +76,29 @@ func failure(_ run: [String: Any]) -> [String: Any] {
 
     /// Issue 15 (1): with "Xen Linux dev (2)" above "Xen Linux dev", a run asking for "Xen Linux dev"
     /// booted the "(2)" entry and reported success. The kernel command line tells which booted.
+    /// No Ctrl-B: a space answers iPXE's prompt so its own autoboot (DHCP, the DHCP filename's
+    /// menu) starts at once; the entry is still chosen by its label. (On real iPXE: QEMURigTests.)
+    @Test func skippingTheBannerWaitAutobootsAtOnceAndStillPicksTheEntry() async throws {
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.simulator.ctrlBWindowMilliseconds = 3000
+        try await withAgent(config) { agent, c in
+            let a = c["alice"]!
+            let posted = try await a.request("POST", "/api/v1/runs", json: spec { s in
+                s["ipxe"] = ["menu_entry": "Xen Linux dev", "skip_banner_wait": true]
+            })
+            #expect(posted.status == 202)
+            let run = try await finishedRun(a, posted.json["id"] as! String)
+            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
+            let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
+            #expect(stages.map { $0["name"] as? String ?? "" } == ["power", "firmware", "ipxe_banner", "ipxe_menu", "kernel", "login", "command"])
+            // The 3 s window ended with the key, not by itself.
+            let detail = stages.first { $0["name"] as? String == "ipxe_banner" }?["detail"] as? String ?? ""
+            let went = detail.split(separator: "went on ").last.flatMap { Int($0.prefix { $0.isNumber }) }
+            #expect(went != nil && went! < 1500, "\(detail)")
+            #expect(await agent.hardware.simulator!.lastCommandLine?.contains("rte.entry=xen-linux-dev") == true)
+        }
+    }
+
     @Test func theExactLabelBootsBesideALookAlike() async throws {
         var config = try apiConfig(stateDir: scratchDirectory())
         config.simulator.menuEntries = ["Xen Linux dev (2)", "Xen Linux dev", "Xen Linux dev-old", "iPXE shell"]

@@ -51,6 +51,8 @@ import Testing
             ("power: sideways", "power: must be one of"),
             ("ipxe: {commands: [dhcp], interrupt: false}", "ipxe.interrupt: commands and script are typed at iPXE>"),
             ("ipxe: {script: [boot], menu_entry: x}", "ipxe.script: give either a script"),
+            ("ipxe: {menu_entry: x, interrupt: true, skip_banner_wait: true}", "ipxe.skip_banner_wait: skip_banner_wait lets iPXE autoboot at once"),
+            ("power: none\nipxe: {menu_entry: x, skip_banner_wait: true}", "power: \"none\" cannot catch firmware or iPXE prompts"),
             ("login: {username: root}\ncommands: [{send: ls, expect_regex: 'a$'}]", "commands[0].expect_regex"),
             ("commands: [ls]", "shell commands need a login section"),
             ("repeat: 0", "repeat: must be between 1 and 10000"),

@@ -1,3 +1,4 @@
+import Foundation
 import POSIXIO
 import Testing
 #if canImport(Glibc)
@@ -87,8 +88,17 @@ import Glibc
         _ = pwd.wait()
     }
 
-    @Test func aMissingProgramIsAnErrorNotAChild() {
+    /// Looked up before the spawn, so the error does not depend on the C library carrying exec's
+    /// failure back from the child (glibc's does not under qemu-user: the arm64 check saw a child).
+    @Test func aMissingProgramIsAnErrorNotAChild() throws {
         #expect(throws: Errno(ENOENT)) { try Subprocess(["rte-no-such-program-here"]) }
+        #expect(throws: Errno(ENOENT)) { try Subprocess(["/nonexistent/rte-no-such-program"]) }
+        let notExecutable = scratchDirectory() + "/script"
+        #expect(FileManager.default.createFile(atPath: notExecutable, contents: Data("#!/bin/sh\n".utf8)))
+        #expect(throws: Errno(EACCES)) { try Subprocess([notExecutable]) }
+        // Found in PATH by name, as posix_spawnp finds it.
+        let sh = try Subprocess(["sh", "-c", "exit 3"])
+        #expect(sh.wait() == .exited(3))
     }
 
     @Test func relativePathsAreMadeAbsoluteAgainstTheWorkingDirectory() {
