@@ -104,8 +104,9 @@ public struct IPXEMenu: Sendable, Equatable {
                 if countdownMayShow, let (seconds, start) = readCountdown(screen, row: row) {
                     countdown = seconds
                     label = String(Array(label.unicodeScalars).prefix(max(0, start - IPXELayout.labelColumn)).map(Character.init)).trimmingBlanks
-                    // A label that runs into the countdown is hidden under it.
-                    cut = cut || (start > IPXELayout.labelColumn && screen.cell(row: row, column: start - 1).character != " ")
+                    // The countdown sits inside the label's columns: the label is cut when it runs
+                    // into it (the text read above always reached the width, countdown included).
+                    cut = start > IPXELayout.labelColumn && screen.cell(row: row, column: start - 1).character != " "
                 }
                 items.append(Item(row: row, label: label, isGap: false, isSelected: true, mayBeCut: cut))
                 continue

@@ -13,6 +13,10 @@ final class MenuOnConsole: Sendable {
     let capture = SerialCapture(capacity: 1 << 20)
     let ui: Mutex<IPXEMenuDrawing>
     let keys = Mutex<[[UInt8]]>([])
+    /// Writes the stage made (a write may carry several keys).
+    let writes = Mutex(0)
+    /// When set, the second key of the next write carrying several is lost on the way.
+    let loseAKey = Mutex(false)
 
     init(_ labels: [String], gaps: Set<Int> = [], current: Int, timeout: Int? = nil) {
         let items = labels.enumerated().map { IPXEMenuDrawing.Item(text: $0.element, isGap: gaps.contains($0.offset)) }
@@ -24,7 +28,32 @@ final class MenuOnConsole: Sendable {
     var chosen: String? { keys.withLock { $0.last == [0x0d] } ? ui.withLock { $0.items[$0.current].text } : nil }
 
     func session() -> ConsoleSession {
-        ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { [self] bytes in
+        ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { [self] written in
+            // One write may carry several keys (a stage's moves to a row go out together).
+            writes.withLock { $0 += 1 }
+            var keys = MenuOnConsole.keys(in: written)
+            if keys.count > 1, loseAKey.withLock({ let lose = $0; $0 = false; return lose }) { keys.remove(at: 1) }
+            for bytes in keys { press(bytes) }
+        }
+    }
+
+    /// Splits written bytes into keys: an escape sequence (ESC [ digits, then a final byte) or one byte.
+    static func keys(in written: [UInt8]) -> [[UInt8]] {
+        var out: [[UInt8]] = [], i = 0
+        while i < written.count {
+            var j = i + 1
+            if written[i] == 0x1b, j < written.count, written[j] == UInt8(ascii: "[") {
+                j += 1
+                while j < written.count, (0x30...0x39).contains(written[j]) { j += 1 }
+                j = min(j + 1, written.count)
+            }
+            out.append(Array(written[i..<j]))
+            i = j
+        }
+        return out
+    }
+
+    private func press(_ bytes: [UInt8]) {
             keys.withLock { $0.append(bytes) }
             let move: IPXEMenuDrawing.Move? = switch bytes {
             case Key.up.bytes: .up
@@ -39,7 +68,6 @@ final class MenuOnConsole: Sendable {
             } else {
                 capture.append(Array("\u{1b}[0m\u{1b}[2Jhttp://10.0.2.2/\(ui.withLock { $0.items[$0.current].text })/vmlinuz... ok\r\n".utf8))
             }
-        }
     }
 
     /// Runs the menu stage for `label`; the detail, or the failure's message.
@@ -130,7 +158,10 @@ final class MenuOnConsole: Sendable {
         #expect(menu.chosen == nil)
     }
 
-    @Test func theCountdownIsStoppedBeforeAnythingElseAndAGapIsNeverChosen() async throws {
+    /// Issue 23: on a one-page menu the first arrow towards the entry stops the countdown (any key
+    /// does); ← is spent only when Enter alone would choose (the default entry) or a label may be
+    /// hidden under the countdown.
+    @Test func theCountdownIsStoppedByTheFirstKeyAndAGapIsNeverChosen() async throws {
         let menu = MenuOnConsole(["Debian", "--- Debug ---", "Xen (debug)"], gaps: [1], current: 0, timeout: 3)
         menu.start()
         menu.tick(2)
@@ -138,10 +169,46 @@ final class MenuOnConsole: Sendable {
         #expect(failure == nil, "\(failure ?? "")")
         #expect(menu.chosen == "Xen (debug)")
         #expect(listing == ["Debian", "(gap) --- Debug ---", "Xen (debug)"])
-        #expect(menu.keys.withLock { $0 } == [Key.left.bytes, Key.down.bytes, Key.enter.bytes], "one Down skips the gap")
-        #expect(detail?.contains("with 2 key(s)") == true)
+        #expect(menu.keys.withLock { $0 } == [Key.down.bytes, Key.enter.bytes], "one Down skips the gap and stops the countdown")
+        #expect(detail?.contains("with 1 key(s)") == true, "\(detail ?? "")")
         let gap = try await MenuOnConsole(["Debian", "--- Debug ---"], gaps: [1], current: 0).choosing("--- Debug ---")
         #expect(gap.contains("has no entry"), "\(gap)")
+
+        // The default entry itself: ← stops the countdown, then Enter.
+        let itself = MenuOnConsole(["Debian", "Xen"], current: 0, timeout: 3)
+        itself.start()
+        #expect(try await itself.choose("Debian").failure == nil)
+        #expect(itself.keys.withLock { $0 } == [Key.left.bytes, Key.enter.bytes])
+
+        // A default label long enough to run under "(3)": ← first, so every label is read whole.
+        let wide = String(repeating: "w", count: 73)
+        let hidden = MenuOnConsole([wide, "Xen"], current: 0, timeout: 3)
+        hidden.start()
+        #expect(try await hidden.choose("Xen").failure == nil)
+        #expect(hidden.keys.withLock { $0 } == [Key.left.bytes, Key.down.bytes, Key.enter.bytes])
+    }
+
+    /// Issue 23: the moves to the entry's row go out in one write (one SeaBIOS tick, not one
+    /// round trip each); Enter only once the highlight shows the entry. A key lost on the way
+    /// leaves the highlight short: after the key timeout the rest goes one checked key at a time.
+    @Test func movesGoOutTogetherAndALostKeyIsMadeUpBeforeEnter() async throws {
+        let labels = ["A", "B", "C", "D", "E", "F", "G", "H"]
+        let menu = MenuOnConsole(labels, current: 0, timeout: 3)
+        menu.start()
+        var listing: [String]?
+        let detail = try await IPXEMenuStage(label: "G", appearTimeout: .seconds(5)).run(on: menu.session(), listing: &listing).detail
+        #expect(menu.chosen == "G")
+        #expect(menu.keys.withLock { $0 } == Array(repeating: Key.down.bytes, count: 6) + [Key.enter.bytes])
+        #expect(menu.writes.withLock { $0 } == 3, "5 Downs, then 1, then Enter")
+        #expect(detail.hasPrefix("chose entry 7 \"G\" (row 10) with 6 key(s)"), "\(detail)")
+
+        let lossy = MenuOnConsole(labels, current: 0, timeout: 3)
+        lossy.start()
+        lossy.loseAKey.withLock { $0 = true }
+        let again = try await IPXEMenuStage(label: "D", appearTimeout: .seconds(5), keyTimeout: .milliseconds(300)).run(on: lossy.session(), listing: &listing).detail
+        #expect(!lossy.loseAKey.withLock { $0 }, "a key was lost")
+        #expect(lossy.chosen == "D", "\(again)")
+        #expect(lossy.keys.withLock { $0 } == [Key.down.bytes, Key.down.bytes, Key.down.bytes, Key.enter.bytes])
     }
 
     /// Real bytes from the QEMU rig's iPXE (51 entries and a gap; ←, PgDn, PgUp, PgUp, PgDn, PgDn,

@@ -7,14 +7,18 @@ import Terminal
 /// 1. Waits for a *complete* menu: iPXE draws the markers, every window row, then the
 ///    selection, moving the cursor to each row it draws (`IPXEMenu.isComplete`).
 /// 2. Stops the countdown (a key iPXE ignores, ←) so the default cannot boot while the menu is
-///    read and the selected row's label is not half hidden under "(N)".
+///    read and the selected row's label is not half hidden under "(N)" — unless the menu is one
+///    page, every label is whole beside the countdown and the entry is not the default: then the
+///    first arrow towards it stops the countdown (any key does).
 /// 3. A menu longer than its window is read page by page (PgDn to the last page, PgUp to the
 ///    first: iPXE pages in fixed steps of the window's size), into one ordered list.
 /// 4. The label must match exactly one entry as the menu shows it (`LabelMatch`); ambiguity,
 ///    a label wider than the menu shows, or a missing label fail here, before anything boots.
-/// 5. Walks to the entry by pages, then rows; every key must move the highlight (no blind
-///    bursts), and iPXE does not wrap (`jump_scroll_move` stops at the ends), so the direct way
-///    is the shortest.
+/// 5. Walks to the entry by pages (each checked), then rows: the moves to the row go out in one
+///    write (up to 5), and Enter waits until the highlight shows the entry. iPXE does not wrap
+///    (`jump_scroll_move` stops at the ends) and each key moves one item, so the highlight can
+///    reach the entry only once every key sent was taken: none is still on its way at Enter. A
+///    lost key leaves it short; the rest then goes one checked key at a time.
 /// 6. Before Enter, the highlighted row on the entry's page must show the chosen label; after
 ///    Enter, the first line iPXE prints (the kernel it fetches, usually) goes into the detail.
 struct IPXEMenuStage {
@@ -60,8 +64,20 @@ struct IPXEMenuStage {
             }
         }
 
-        // The countdown: stopped at once, whatever is chosen.
-        if let seconds = menu.countdown, let row = menu.selected?.row {
+        // The countdown: stopped at once, whatever is chosen. On a one-page menu whose entry is not
+        // the default one, the first arrow key towards it stops it as well (any key does), so no
+        // separate key is spent — when every label is whole despite the countdown, so the entry is
+        // already known for sure.
+        let arrowStopsCountdown: Bool = {
+            guard menu.countdown != nil, !menu.moreAbove, !menu.moreBelow, !menu.items.contains(where: \.mayBeCut),
+                  let selected = menu.selected else { return false }
+            let choices = menu.items.filter { !$0.isGap }
+            switch LabelMatch.find(label, in: choices.map(\.label), width: menu.labelWidth) {
+            case .exact(let i), .ignoringCase(let i): return choices[i].row != selected.row
+            default: return false
+            }
+        }()
+        if let seconds = menu.countdown, let row = menu.selected?.row, !arrowStopsCountdown {
             let mark = console.screen.addressCount
             try console.send(Key.left.bytes)
             keys += 1
@@ -127,8 +143,41 @@ struct IPXEMenuStage {
         while page != target.page + firstPage {
             try await turn(target.page + firstPage > page ? .pageDown : .pageUp)
         }
+        // The moves to the entry's row go out together: each key moves the highlight to the next
+        // item (gaps are skipped) and iPXE does not wrap, so the highlight can only reach the
+        // entry once every key has been taken — none is still on its way when Enter follows.
+        // (SeaBIOS's serial console passes keys at its 55 ms timer ticks: one round trip per key
+        // would cost a tick or two each.) At most 5 at once (15 bytes: a 16-byte UART FIFO). A
+        // key lost on the way shows as the highlight stopping short; after the key timeout (long
+        // past any tick) the rest goes one key at a time, each checked.
+        var burst = true
         while let s = menu.selected, s.row != target.row {
             let key: Key = target.row > s.row ? .down : .up
+            let rows = menu.items.filter { !$0.isGap }.map(\.row)
+            let steps = abs((rows.firstIndex(of: target.row) ?? 0) - (rows.firstIndex(of: s.row) ?? 0))
+            if burst && steps > 1 {
+                let count = min(steps, 5)
+                try console.send(Array([[UInt8]](repeating: key.bytes, count: count).joined()))
+                keys += count
+                do {
+                    let goal = count == steps ? target.row : nil
+                    let m = try await console.waitForScreen(timeout: keyTimeout) { screen -> IPXEMenu? in
+                        guard let m = IPXEMenu.read(from: screen, countdownMayShow: false), m.isComplete, let now = m.selected,
+                              !m.moreAbove || menu.moreAbove, !m.moreBelow || menu.moreBelow else { return nil }
+                        let moved = abs((rows.firstIndex(of: now.row) ?? 0) - (rows.firstIndex(of: s.row) ?? 0))
+                        return (goal.map { now.row == $0 } ?? (moved == count)) ? m : nil
+                    }
+                    menu = m
+                } catch {
+                    if error == .cancelled { throw ConsoleWaitError.cancelled }
+                    burst = false
+                    guard let m = IPXEMenu.read(from: console.screen, countdownMayShow: false), m.isComplete, m.selected != nil else {
+                        throw StageFailure(expected: "the highlight to move \(key.rawValue)", message: "after \(count) × \(key.rawValue) the menu was not shown whole")
+                    }
+                    menu = m
+                }
+                continue
+            }
             let (m, paged) = try await press(key, needsRedraw: false, what: "the highlight to move \(key.rawValue)")
             if paged { throw StageFailure(expected: "the highlight to stay on page \(target.page + 1)", message: "\(key.rawValue) turned the page") }
             menu = m
