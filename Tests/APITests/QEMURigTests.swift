@@ -385,6 +385,36 @@ struct QEMURigTests {
         }
     }
 
+    /// Issue 23: the fast path stays correct boot after boot on real firmware — Ctrl-B wait ended
+    /// by a space, the countdown stopped by the first Down, three Downs in one write — 20 power
+    /// cycles in one run, each proving by /proc/cmdline that "Linux dev" (not the default) booted.
+    @Test func twentyPowerCyclesInARowEachBootTheEntryChosenByLabel() async throws {
+        let rig = try await Rig.shared.prepare()
+        try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { _, c in
+            let a = c["alice"]!
+            let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 1800, "purpose": "rig 20 boots"]).json["token"] as! String
+            let spec: [String: Any] = [
+                "name": "qemu apu2: 20 boots of Linux dev", "power": "cycle", "repeat": 20,
+                "ipxe": ["skip_banner_wait": true, "menu_entry": "Linux dev"],
+                "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
+                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=linux-dev", "timeout_s": 20]],
+                "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
+            ]
+            let posted = try await a.request("POST", "/api/v1/runs", json: spec, leaseToken: token)
+            #expect(posted.status == 202)
+            let run = try await finishedRun(a, posted.json["id"] as! String)
+            let summary = run["summary"] as? [String: Any] ?? [:]
+            printToStandardError("rig 20 boots: \(summary["passed"] ?? "?") passed, \(summary["failed"] ?? "?") failed; ipxe_menu \((summary["stages"] as? [String: [String: Any]])?["ipxe_menu"] ?? [:])")
+            #expect(summary["iterations"] as? Int == 20 && summary["passed"] as? Int == 20 && summary["failed"] as? Int == 0, "\(run["message"] ?? "") \(failure(run))")
+            let menus = ((run["iterations"] as? [[String: Any]]) ?? []).map { it in
+                ((it["stages"] as? [[String: Any]]) ?? []).first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String ?? ""
+            }
+            #expect(menus.count == 20 && menus.allSatisfy { $0.hasPrefix("chose entry 4 \"Linux dev\" (row 8) with 3 key(s)") }, "\(Set(menus))")
+            _ = try await a.request("POST", "/api/v1/power", json: ["action": "hard_off"], leaseToken: token)
+            #expect(try await a.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
+        }
+    }
+
     @Test func aResetDuringTheKernelBootGoesBackToTheFirmware() async throws {
         let rig = try await Rig.shared.prepare()
         try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { agent, c in
