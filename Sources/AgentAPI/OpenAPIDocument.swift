@@ -2440,6 +2440,10 @@ let openAPIDocument = #"""
        "interrupt": {
         "type": "boolean"
        },
+       "skip_banner_wait": {
+        "type": "boolean",
+        "description": "Without interrupt: a space ends iPXE's \"Press Ctrl-B\" wait, so its autoboot starts at once."
+       },
        "commands": {
         "type": "array",
         "items": {
