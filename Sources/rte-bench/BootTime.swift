@@ -9,7 +9,7 @@ import Foundation
 struct BootTime: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "boot", abstract: "Boot wall time on QEMU: agent run vs the DUT's floor.")
     @Option(help: "The rte-agent binary.") var agent = ".build/release/rte-agent"
-    @Option var boots = 5
+    @Option(help: "Boots of each kind (the median is reported).") var boots = 7
     @Option(help: "Append Markdown rows to this file.") var table: String?
 
     func run() async throws {
@@ -154,6 +154,8 @@ struct ConsoleTrace: Sendable {
         ("DHCP done", ["Configuring (net0", " ok"]),
         ("menu fetched", ["menu.ipxe", " ok"]),
         ("menu drawn", ["iPXE shell"]),
+        // iPXE prints the kernel's URL as it starts fetching it: the menu's choice is made.
+        ("kernel fetch started", ["vmlinuz"]),
         ("kernel + initrd fetched", ["initrd.img", " ok"]),
         ("Linux started", ["Linux version"]),
         ("login prompt", ["login: "]),
