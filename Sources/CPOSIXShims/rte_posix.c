@@ -118,6 +118,12 @@ int rte_spawn(const char *file, char *const argv[], char *const envp[], const ch
         else
             r = posix_spawn_file_actions_adddup2(&actions, sources[target], target);
     }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    /* Nothing but 0-2 crosses over: a descriptor some library left inheritable would otherwise
+       reach the child (mmdebstrap's own descriptors then got numbers past 9, which its `sh -c
+       'cat >&28'` hooks cannot name: CI saw it fail). After the dup2s, which read from above 2. */
+    if (r == 0) r = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+#endif
     if (r == 0 && directory) r = posix_spawn_file_actions_addchdir_np(&actions, directory);
     sigset_t none, all;
     sigemptyset(&none);

@@ -88,6 +88,20 @@ import Glibc
         _ = pwd.wait()
     }
 
+    /// A child gets standard input, output and error and nothing else, whatever this process
+    /// left inheritable (CI: mmdebstrap, given a dozen stray descriptors, failed in its hooks).
+    @Test func aChildInheritsOnlyItsThreeStandardDescriptors() throws {
+        let stray = open("/dev/null", O_RDONLY)  // no O_CLOEXEC: inheritable
+        #expect(stray >= 0)
+        let high = dup2(stray, 40)
+        defer { close(stray); close(high) }
+        #expect(high == 40)
+        let child = try Subprocess(["sh", "-c", "for n in \(stray) 40; do if [ -e /proc/self/fd/$n ]; then echo \"fd $n open\"; fi; done; echo done"],
+                                   output: .pipe)
+        #expect(LineReader(child.standardOutput!).readToEnd() == "done\n")
+        _ = child.wait()
+    }
+
     /// Looked up before the spawn, so the error does not depend on the C library carrying exec's
     /// failure back from the child (glibc's does not under qemu-user: the arm64 check saw a child).
     @Test func aMissingProgramIsAnErrorNotAChild() throws {
