@@ -224,12 +224,12 @@ public struct BootStrategy: Sendable {
                     // configure iPXE" earlier, without waiting.
                     let (m, r) = try await react([.regex("Ctrl-B for the [A-Za-z]+ command line")], Key.space.bytes, t.ipxe,
                                                  "iPXE's \"Press Ctrl-B for the iPXE command line\" prompt")
-                    let sent = console.arrivalTime(of: m.end - 1)
+                    let promptAt = console.arrivalTime(of: m.end - 1)
                     // iPXE erases the prompt as its wait ends (backspaces, or a carriage return).
                     let next = try await wait([.literal("\u{08}"), .literal("\r")], 5, "iPXE to go on after the key")
                     var detail = "space sent \(format((r ?? 0) / 1000)) ms after the prompt"
-                    if let sent, let went = console.arrivalTime(of: next.end - 1) {
-                        detail += "; iPXE went on \(Int(((went - sent).seconds * 1000).rounded())) ms after the prompt"
+                    if let promptAt, let went = console.arrivalTime(of: next.end - 1) {
+                        detail += "; iPXE went on \(Int(((went - promptAt).seconds * 1000).rounded())) ms after the prompt"
                     }
                     return (detail, r)
                 }) else { return finish() }
