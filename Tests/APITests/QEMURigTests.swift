@@ -76,6 +76,22 @@ extension String {
     }
 }
 
+/// A run by the fast path (iPXE's Ctrl-B wait ended by a space, its autoboot, the entry by its
+/// label) that logs in and proves by /proc/cmdline which entry booted; returns the finished run.
+func fastBootRun(_ a: HTTP, token: String, name: String, power: String, entry: String, slug: String,
+                 repeat count: Int = 1) async throws -> [String: Any] {
+    let spec: [String: Any] = [
+        "name": name, "power": power, "repeat": count,
+        "ipxe": ["skip_banner_wait": true, "menu_entry": entry],
+        "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
+        "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=\(slug)", "timeout_s": 20]],
+        "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
+    ]
+    let posted = try await a.request("POST", "/api/v1/runs", json: spec, leaseToken: token)
+    #expect(posted.status == 202)
+    return try await finishedRun(a, posted.json["id"] as! String)
+}
+
 @Suite(.serialized, .enabled(if: rigEnabled, "RTE_SKIP_RIG=1 skips the QEMU rig"))
 struct QEMURigTests {
     /// Issue 15 (2): real iPXE shows 20 of 50 entries with "..." markers and pages the window as
@@ -359,16 +375,8 @@ struct QEMURigTests {
         try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { _, c in
             let a = c["alice"]!
             let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 900, "purpose": "rig autoboot"]).json["token"] as! String
-            let spec: [String: Any] = [
-                "name": "qemu apu2: autoboot, Xen Linux dev", "power": "on",
-                "ipxe": ["skip_banner_wait": true, "menu_entry": "Xen Linux dev"],
-                "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
-                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 20]],
-                "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
-            ]
-            let posted = try await a.request("POST", "/api/v1/runs", json: spec, leaseToken: token)
-            #expect(posted.status == 202)
-            let run = try await finishedRun(a, posted.json["id"] as! String)
+            let run = try await fastBootRun(a, token: token, name: "qemu apu2: autoboot, Xen Linux dev", power: "on",
+                                            entry: "Xen Linux dev", slug: "xen-linux-dev")
             let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
             printToStandardError("rig autoboot stages: " + stages.map { "\($0["name"]!)=\(Int($0["duration_ms"] as! Double))ms" }.joined(separator: " "))
             #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
@@ -393,16 +401,8 @@ struct QEMURigTests {
         try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { _, c in
             let a = c["alice"]!
             let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 1800, "purpose": "rig 20 boots"]).json["token"] as! String
-            let spec: [String: Any] = [
-                "name": "qemu apu2: 20 boots of Linux dev", "power": "cycle", "repeat": 20,
-                "ipxe": ["skip_banner_wait": true, "menu_entry": "Linux dev"],
-                "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
-                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=linux-dev", "timeout_s": 20]],
-                "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
-            ]
-            let posted = try await a.request("POST", "/api/v1/runs", json: spec, leaseToken: token)
-            #expect(posted.status == 202)
-            let run = try await finishedRun(a, posted.json["id"] as! String)
+            let run = try await fastBootRun(a, token: token, name: "qemu apu2: 20 boots of Linux dev", power: "cycle",
+                                            entry: "Linux dev", slug: "linux-dev", repeat: 20)
             let summary = run["summary"] as? [String: Any] ?? [:]
             printToStandardError("rig 20 boots: \(summary["passed"] ?? "?") passed, \(summary["failed"] ?? "?") failed; ipxe_menu \((summary["stages"] as? [String: [String: Any]])?["ipxe_menu"] ?? [:])")
             #expect(summary["iterations"] as? Int == 20 && summary["passed"] as? Int == 20 && summary["failed"] as? Int == 0, "\(run["message"] ?? "") \(failure(run))")
