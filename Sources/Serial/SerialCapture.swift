@@ -30,7 +30,7 @@ public final class SerialCapture: Sendable {
     struct State {
         /// Grows as bytes arrive, up to `capacity`: a 16 MiB ring costs nothing until a console
         /// has printed 16 MiB (the rotated files keep the history beyond it).
-        var ring: [UInt8]
+        var ring: CaptureRing
         /// Offset of the oldest byte still held, and of the next byte to come.
         var start: UInt64
         var end: UInt64
@@ -61,7 +61,7 @@ public final class SerialCapture: Sendable {
         self.clock = clock
         let start = log?.endOffset ?? 0
         base = start
-        state = Mutex(State(ring: [], start: start, end: start))
+        state = Mutex(State(ring: CaptureRing(capacity: capacity), start: start, end: start))
         if log != nil && start > 0 {
             mark(.restart, detail: "agent restarted; offsets continue from the log")
         }
@@ -69,7 +69,15 @@ public final class SerialCapture: Sendable {
 
     public var endOffset: UInt64 { state.withLock { $0.end } }
     /// Bytes the ring holds in memory now (grows to `capacity`).
-    public var allocatedBytes: Int { state.withLock { $0.ring.count } }
+    public var allocatedBytes: Int { state.withLock { $0.ring.allocated } }
+    /// Where the byte at `offset` is stored in memory, while the ring holds it (tests check that
+    /// held bytes are never moved).
+    func storageAddress(of offset: UInt64) -> UInt? {
+        state.withLock { s in
+            guard offset >= s.start, offset < s.end else { return nil }
+            return s.ring.address(of: Int((offset - base) % UInt64(capacity)))
+        }
+    }
     public var startOffset: UInt64 { state.withLock { $0.start } }
     public var logDirectory: String? { log?.directory }
 
@@ -89,24 +97,9 @@ public final class SerialCapture: Sendable {
                 first += UInt64(src.count - capacity)
                 src = UnsafeRawBufferPointer(rebasing: src[(src.count - capacity)...])
             }
-            var pos = Int((first - base) % UInt64(capacity))
-            if s.ring.count < capacity {
-                // Not wrapped yet: bytes go at the end; grow in steps of 1 MiB (or to capacity).
-                let needed = min(capacity, Int(min(UInt64(capacity), first - base)) + src.count)
-                if needed > s.ring.count {
-                    if needed > s.ring.capacity { s.ring.reserveCapacity(min(capacity, max(needed, s.ring.count + (1 << 20)))) }
-                    s.ring.append(contentsOf: repeatElement(0, count: needed - s.ring.count))
-                }
-            }
-            s.ring.withUnsafeMutableBytes { ring in
-                var remaining = src
-                while remaining.count > 0 {
-                    let n = min(remaining.count, capacity - pos)
-                    ring.baseAddress!.advanced(by: pos).copyMemory(from: remaining.baseAddress!, byteCount: n)
-                    remaining = UnsafeRawBufferPointer(rebasing: remaining[n...])
-                    pos = (pos + n) % capacity
-                }
-            }
+            // Not wrapped yet: the ring is allocated up to the last byte this chunk reaches.
+            s.ring.reserve(Int(min(UInt64(capacity), first - base)) + src.count)
+            s.ring.write(src, at: Int((first - base) % UInt64(capacity)))
             s.end += UInt64(bytes.count)
             if s.end - s.start > UInt64(capacity) { s.start = s.end - UInt64(capacity) }
             s.times.append((offset, t))
@@ -208,11 +201,8 @@ public final class SerialCapture: Sendable {
 
     private func copyOut(_ s: State, from: UInt64, count: Int) -> [UInt8] {
         guard count > 0 else { return [] }
-        let pos = Int((from - base) % UInt64(capacity))
-        let first = min(count, capacity - pos)
         var out = [UInt8](); out.reserveCapacity(count)
-        out.append(contentsOf: s.ring[pos..<(pos + first)])
-        if first < count { out.append(contentsOf: s.ring[0..<(count - first)]) }
+        s.ring.copy(from: Int((from - base) % UInt64(capacity)), count: count, into: &out)
         return out
     }
 

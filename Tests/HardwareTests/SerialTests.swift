@@ -2,7 +2,7 @@ import AgentClock
 @testable import Configuration
 import Foundation
 import POSIXIO
-import Serial
+@testable import Serial
 import Testing
 
 func serialConfig(device: String, ring: Int = 16 << 20) -> SerialConfig {
@@ -294,5 +294,24 @@ extension Array where Element == UInt8 {
         while offset < capture.endOffset, case .data(_, let b, let next) = capture.read(from: offset, limit: 1 << 20) { back += b; offset = next }
         let sameHuge = back == Array(huge.suffix(4 << 20))
         #expect(sameHuge, "an over-sized chunk is not at its own offsets (first difference at \(zip(back, huge.suffix(4 << 20)).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? -1))")
+    }
+
+    /// Issue 23: growing the ring re-allocated one array and copied all it held, under the lock
+    /// on the reader thread — a prompt arriving then waited milliseconds (every MiB of console
+    /// output in `rte-bench reaction`: 2–3 ms at 6–10 MiB). Held bytes must stay where they are.
+    @Test func growingTheRingNeverMovesTheBytesItHolds() {
+        let capture = SerialCapture(capacity: 16 << 20)
+        let first = testPattern(count: 1000)
+        capture.append(first)
+        let firstAddress = capture.storageAddress(of: 0)
+        #expect(firstAddress != nil)
+        var held = first.count
+        // 10 MiB more in console-sized chunks: the ring grows a MiB at a time past the first byte.
+        let chunk = testPattern(count: 4096, seed: 3)
+        while held < 10 << 20 { capture.append(chunk); held += chunk.count }
+        #expect(capture.allocatedBytes >= 10 << 20)
+        #expect(capture.storageAddress(of: 0) == firstAddress, "the first byte moved when the ring grew")
+        let back = capture.read(from: 0, limit: first.count)
+        #expect(back == .data(offset: 0, bytes: first, next: UInt64(first.count)))
     }
 }
