@@ -23,12 +23,19 @@ final class ConsoleFeed: Sendable {
         var writeError: String?
         /// The session's task, parked until the match (not woken for every chunk of noise).
         var waiter: CheckedContinuation<Void, Never>?
+        var deadline: Timestamp?
     }
     struct State {
         var terminal: Terminal
         var backlog: [TextChunk] = []
         var version: UInt64 = 0
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        /// When each of `waiters` gives up.
+        var deadlines: [UInt64: Timestamp] = [:]
+        /// The alarm that ends waits at their deadlines: when it wakes next (nil: none is
+        /// running) and which one is current (an earlier deadline starts another).
+        var alarmDue: Timestamp?
+        var alarmGeneration: UInt64 = 0
         var nextWaiter: UInt64 = 0
         var lostBytes: UInt64 = 0
         var reaction: Reaction?
@@ -40,6 +47,10 @@ final class ConsoleFeed: Sendable {
     let capture: SerialCapture
     let write: @Sendable ([UInt8]) throws -> Void
     private let tap: Mutex<UInt64?> = Mutex(nil)
+    /// Alarm tasks started so far (tests check a wait that ends early starts none).
+    let alarmsStarted = Atomic<Int>(0)
+    /// Whether a task is parked in a wait now (tests produce output only then).
+    var hasParkedWait: Bool { state.withLock { !$0.waiters.isEmpty || $0.reaction?.waiter != nil } }
 
     init(capture: SerialCapture, from offset: UInt64, clock: any AgentClock, rows: Int = 25, columns: Int = 80,
          write: @escaping @Sendable ([UInt8]) throws -> Void) {
@@ -112,6 +123,7 @@ final class ConsoleFeed: Sendable {
         s.version &+= 1
         woken += s.waiters.values
         s.waiters.removeAll()
+        s.deadlines.removeAll()
         return woken
     }
 
@@ -124,6 +136,7 @@ final class ConsoleFeed: Sendable {
             s.aborted = true
             var w = Array(s.waiters.values)
             s.waiters.removeAll()
+            s.deadlines.removeAll()
             if let r = s.reaction?.waiter { w.append(r); s.reaction?.waiter = nil }
             return w
         }
@@ -141,24 +154,20 @@ final class ConsoleFeed: Sendable {
         if self.version != version { return true }
         if Task.isCancelled || clock.now() >= deadline || isAborted { return false }
         let id = state.withLock { s -> UInt64 in s.nextWaiter += 1; return s.nextWaiter }
-        let clock = self.clock
-        let timer = Task { [weak self] in
-            try? await clock.sleep(until: deadline)
-            self?.wake(id)
-        }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let ready = state.withLock { s -> Bool in
-                    if s.version != version || Task.isCancelled || s.aborted { return true }
+                let (ready, alarm) = state.withLock { s -> (Bool, UInt64?) in
+                    if s.version != version || Task.isCancelled || s.aborted { return (true, nil) }
                     s.waiters[id] = c
-                    return false
+                    s.deadlines[id] = deadline
+                    return (false, armAlarm(&s, for: deadline))
                 }
                 if ready { c.resume() }
+                if let alarm { startAlarm(alarm, until: deadline) }
             }
         } onCancel: {
             wake(id)
         }
-        timer.cancel()
         return self.version != version && !isAborted
     }
 
@@ -167,25 +176,20 @@ final class ConsoleFeed: Sendable {
     /// not wake the task.
     func waitForReaction(until deadline: Timestamp) async {
         if state.withLock({ $0.reaction?.match != nil || $0.aborted }) || Task.isCancelled || clock.now() >= deadline { return }
-        let clock = self.clock
-        let timer = Task { [weak self] in
-            try? await clock.sleep(until: deadline)
-            // A cancelled timer must not wake the next reaction's wait.
-            if !Task.isCancelled { self?.wakeReactionWaiter() }
-        }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let ready = state.withLock { s -> Bool in
-                    guard s.reaction != nil, s.reaction!.match == nil, !Task.isCancelled, !s.aborted else { return true }
+                let (ready, alarm) = state.withLock { s -> (Bool, UInt64?) in
+                    guard s.reaction != nil, s.reaction!.match == nil, !Task.isCancelled, !s.aborted else { return (true, nil) }
                     s.reaction!.waiter = c
-                    return false
+                    s.reaction!.deadline = deadline
+                    return (false, armAlarm(&s, for: deadline))
                 }
                 if ready { c.resume() }
+                if let alarm { startAlarm(alarm, until: deadline) }
             }
         } onCancel: {
             wakeReactionWaiter()
         }
-        timer.cancel()
     }
 
     func wakeReactionWaiter() {
@@ -196,7 +200,59 @@ final class ConsoleFeed: Sendable {
     }
 
     private func wake(_ id: UInt64) {
-        state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+        state.withLock { s in s.deadlines.removeValue(forKey: id); return s.waiters.removeValue(forKey: id) }?.resume()
+    }
+
+    // One alarm task ends waits at their deadlines, instead of a timer task per wait: a wait
+    // that ends early (a prompt answered, output arrived) cancels nothing and starts nothing,
+    // where a timer task cost five thread switches per prompt — CPU the tty layer's kworker
+    // then waited for under load (`rte-bench reaction`, busy round: answers up to 0.7 s late).
+    // The alarm sleeps until the earliest deadline, wakes the waits that are due and sleeps
+    // again until the next one; a wait ended early leaves it at most one wake-up.
+
+    /// A new generation if no alarm wakes by `deadline` (the caller starts it), else nil.
+    private func armAlarm(_ s: inout State, for deadline: Timestamp) -> UInt64? {
+        if let due = s.alarmDue, due <= deadline { return nil }
+        s.alarmDue = deadline
+        s.alarmGeneration &+= 1
+        return s.alarmGeneration
+    }
+
+    private func startAlarm(_ generation: UInt64, until first: Timestamp) {
+        alarmsStarted.add(1, ordering: .relaxed)
+        let clock = self.clock
+        Task { [weak self] in
+            var due = first
+            while true {
+                try? await clock.sleep(until: due)
+                guard let self, let next = self.alarmRang(generation) else { return }
+                due = next
+            }
+        }
+    }
+
+    /// Wakes the waits whose deadline has passed; returns when the alarm is due next (nil: it ends).
+    private func alarmRang(_ generation: UInt64) -> Timestamp? {
+        let now = clock.now()
+        var woken: [CheckedContinuation<Void, Never>] = []
+        let next = state.withLock { s -> Timestamp? in
+            for (id, deadline) in s.deadlines where deadline <= now {
+                s.deadlines.removeValue(forKey: id)
+                if let c = s.waiters.removeValue(forKey: id) { woken.append(c) }
+            }
+            if let r = s.reaction, let w = r.waiter, let d = r.deadline, d <= now {
+                woken.append(w)
+                s.reaction!.waiter = nil
+            }
+            // An alarm started for an earlier deadline has taken over.
+            guard generation == s.alarmGeneration else { return nil }
+            var next = s.deadlines.values.min()
+            if let r = s.reaction, r.waiter != nil, let d = r.deadline { next = next.map { Swift.min($0, d) } ?? d }
+            s.alarmDue = next
+            return next
+        }
+        woken.forEach { $0.resume() }
+        return next
     }
 }
 

@@ -113,6 +113,56 @@ final class KeyLog: Sendable {
         #expect(!armed())
     }
 
+    /// Issue 23: each wait started a timer task and cancelled it when the wait ended early — five
+    /// thread switches per answered prompt, CPU the tty layer's kworker then waited for under load
+    /// (`rte-bench reaction`, busy round: answers up to 0.7 s late). One alarm serves every wait
+    /// now; waits still end at their deadlines, an earlier one included.
+    @Test(.timeLimit(.minutes(1))) func waitsThatEndEarlyStartNoTimerEachAndDeadlinesStillHold() async throws {
+        let capture = SerialCapture(capacity: 1 << 20)
+        let clock = ManualClock(start: Timestamp(secondsSinceEpoch: 1000))
+        let log = KeyLog()
+        let session = ConsoleSession(capture: capture, clock: clock, from: 0) { log.record($0) }
+        let feed = session.feed
+        // The DUT prints each prompt (or line) once the session's task is parked waiting for it.
+        let dut = Task.detached {
+            for i in 0..<200 {
+                while !feed.hasParkedWait { await Task.yield() }
+                capture.append(Array((i % 2 == 0 ? "noise\r\nPress Ctrl-B\r\n" : "login: ").utf8))
+            }
+        }
+        for i in 0..<200 {
+            if i % 2 == 0 {
+                _ = try await session.expect([.literal("Ctrl-B")], thenSend: [0x02], timeout: .seconds(10))
+            } else {
+                _ = try await session.expect([.literal("login: ")], timeout: .seconds(10))
+            }
+        }
+        await dut.value
+        #expect(log.all.count == 100)
+        #expect(feed.alarmsStarted.load(ordering: .relaxed) == 1, "one alarm for 200 waits that ended early")
+        // A wait with an earlier deadline than the pending alarm's still ends at its own.
+        let advance = Task.detached {
+            while !feed.hasParkedWait { await Task.yield() }
+            clock.advance(by: .seconds(2))
+        }
+        await #expect(throws: ConsoleWaitError.timedOut) {
+            _ = try await session.expect([.literal("never")], timeout: .seconds(2))
+        }
+        await advance.value
+        #expect(feed.alarmsStarted.load(ordering: .relaxed) == 2)
+        // And so does one with a later deadline (the alarm sleeps again for it), armed for a prompt.
+        let late = Task.detached {
+            while !feed.hasParkedWait { await Task.yield() }
+            clock.advance(by: .seconds(30))
+        }
+        await #expect(throws: ConsoleWaitError.timedOut) {
+            _ = try await session.expect([.literal("never")], thenSend: [0x02], timeout: .seconds(20))
+        }
+        await late.value
+        // Nothing is left sleeping once every deadline has passed.
+        while clock.sleeperCount > 0 { await Task.yield() }
+    }
+
     /// A shell that echoes what is typed, except that the kernel prints a message in the middle of
     /// the first echo (as it did on the QEMU rig: "cat /pro[    2.28] tsc: ...\r\nc/cm").
     final class EchoingShell: Sendable {
