@@ -9,7 +9,7 @@ import Foundation
 struct BootTime: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "boot", abstract: "Boot wall time on QEMU: agent run vs the DUT's floor.")
     @Option(help: "The rte-agent binary.") var agent = ".build/release/rte-agent"
-    @Option(help: "Boots of each kind (the median is reported).") var boots = 7
+    @Option(help: "Boots of each kind (the median is reported).") var boots = 11
     @Option(help: "Append Markdown rows to this file.") var table: String?
 
     func run() async throws {
@@ -86,7 +86,9 @@ struct BootTime: AsyncParsableCommand {
             let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
             let trace = try await watched
             guard trace.loginPrompt != nil else { throw BenchError("the agent's boot: no login prompt seen on the console") }
-            return (trace, stages.map { "\($0["name"] as! String) \(Int(($0["duration_ms"] as? Double) ?? 0)) ms" }.joined(separator: ", "))
+            let menu = stages.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String
+            return (trace, stages.map { "\($0["name"] as! String) \(Int(($0["duration_ms"] as? Double) ?? 0)) ms" }.joined(separator: ", ")
+                        + (menu.map { "; menu: \($0)" } ?? ""))
         }
 
         /// The floor: power on and watch the console; nobody types.
