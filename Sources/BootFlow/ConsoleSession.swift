@@ -174,7 +174,7 @@ final class ConsoleFeed: Sendable {
     /// Returns once the armed reaction has matched, the deadline passed or the task was
     /// cancelled (the caller tells which). Unlike `waitForOutput`, noise before the prompt does
     /// not wake the task.
-    func waitForReaction(until deadline: Timestamp) async {
+    func waitForReaction(until deadline: Timestamp, parked: (() -> Void)? = nil) async {
         if state.withLock({ $0.reaction?.match != nil || $0.aborted }) || Task.isCancelled || clock.now() >= deadline { return }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
@@ -186,6 +186,7 @@ final class ConsoleFeed: Sendable {
                 }
                 if ready { c.resume() }
                 if let alarm { startAlarm(alarm, until: deadline) }
+                if !ready { parked?() }
             }
         } onCancel: {
             wakeReactionWaiter()
@@ -291,8 +292,10 @@ public final class ConsoleSession {
     /// the wait began (answered from the waiting task, not the reader thread the moment they
     /// arrived): a prompt that comes before its wait is armed pays for the re-arming.
     public private(set) var answeredLate = 0
-    /// Called each time `expect(_:thenSend:timeout:)` has armed its answer (for benchmarks and
-    /// tests that produce the prompt only once it is, as firmware does long after the arming).
+    /// Called each time `expect(_:thenSend:timeout:)` has armed its answer and its task is parked
+    /// (for benchmarks and tests that produce the prompt only then, as firmware does long after
+    /// the arming: a prompt while the task is still busy arming would be a race real boots do
+    /// not run).
     public var onArmed: (@Sendable () -> Void)?
 
     public init(capture: SerialCapture, clock: any AgentClock, from offset: UInt64? = nil,
@@ -409,8 +412,9 @@ public final class ConsoleSession {
             try send(response)
             return (early, clock.now())
         }
-        onArmed?()
         let deadline = clock.now() + timeout
+        var signalled = false
+        let onArmed = self.onArmed
         while true {
             let outcome = feed.state.withLock { s -> ConsoleFeed.Reaction? in
                 guard let r = s.reaction, r.match != nil else { return nil }
@@ -425,7 +429,7 @@ public final class ConsoleSession {
                 return (match, r.sentAt ?? clock.now())
             }
             if !Task.isCancelled && clock.now() < deadline && !feed.isAborted {
-                await feed.waitForReaction(until: deadline)
+                await feed.waitForReaction(until: deadline, parked: signalled ? nil : { signalled = true; onArmed?() })
                 continue
             }
             let gaveUp = feed.state.withLock { s -> Bool in

@@ -163,6 +163,25 @@ final class KeyLog: Sendable {
         while clock.sleeperCount > 0 { await Task.yield() }
     }
 
+    /// `onArmed` (the reaction benchmark's "waiting now" signal) comes once the task is parked,
+    /// as a bare read loop's comes when it blocks: a DUT that prompts on it meets a waiting agent.
+    @Test func onArmedComesOnceTheTaskIsParked() async throws {
+        let capture = SerialCapture(capacity: 1 << 16)
+        let log = KeyLog()
+        let session = ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { log.record($0) }
+        let feed = session.feed
+        let parkedWhenSignalled = Mutex<[Bool]>([])
+        session.onArmed = {
+            parkedWhenSignalled.withLock { $0.append(feed.hasParkedWait) }
+            capture.append(Array("Press Ctrl-B for the iPXE command line...".utf8))
+        }
+        for _ in 0..<3 {
+            _ = try await session.expect([.literal("Ctrl-B")], thenSend: [0x02], timeout: .seconds(10))
+        }
+        #expect(parkedWhenSignalled.withLock { $0 } == [true, true, true])
+        #expect(log.all.count == 3)
+    }
+
     /// A shell that echoes what is typed, except that the kernel prints a message in the middle of
     /// the first echo (as it did on the QEMU rig: "cat /pro[    2.28] tsc: ...\r\nc/cm").
     final class EchoingShell: Sendable {
