@@ -107,10 +107,8 @@ struct Reaction: AsyncParsableCommand {
     /// The agent's own path: SerialPort (termios, reader thread) → capture → ConsoleSession.expect → write.
     func measureAgent(_ fifo: ArmedFIFO? = nil, count: Int? = nil, seed: UInt64 = 7) async throws -> AgentReaction {
         let samples = count ?? self.samples
-        let dut = try Child([selfPath, "dut-prompter", "--samples", String(samples), "--seed", String(seed)] + (fifo.map { ["--armed-fifo", $0.path] } ?? []), input: .pipe)
+        let (dut, path) = try startDUT(fifo, count: samples, seed: seed)
         defer { dut.stop() }
-        guard let ptyLine = dut.line(startingWith: "pty ") else { throw BenchError("the DUT did not start") }
-        let path = String(ptyLine.dropFirst(4).prefix { $0 != " " })
         let capture = SerialCapture(capacity: 16 << 20)
         var serial = SerialConfig(device: path, logMaxFileBytes: 1 << 20, logMaxFiles: 1, reopenInitialMilliseconds: 5, reopenMaxMilliseconds: 50)
         serial.realtimePriority = readerPriority > 0 ? readerPriority : nil
@@ -135,11 +133,9 @@ struct Reaction: AsyncParsableCommand {
     /// The floor of this machine's pty round trip: no terminal model, no capture, one thread
     /// blocked in read(2), a byte-by-byte scan, write(2).
     func measureBareLoop(_ fifo: ArmedFIFO? = nil, count: Int, seed: UInt64) async throws -> [Double] {
-        let samples = count
-        let dut = try Child([selfPath, "dut-prompter", "--samples", String(samples), "--seed", String(seed)] + (fifo.map { ["--armed-fifo", $0.path] } ?? []), input: .pipe)
+        let (dut, path) = try startDUT(fifo, count: count, seed: seed)
         defer { dut.stop() }
-        guard let ptyLine = dut.line(startingWith: "pty ") else { throw BenchError("the DUT did not start") }
-        let path = String(ptyLine.dropFirst(4).prefix { $0 != " " }), count = samples, priority = readerPriority
+        let priority = readerPriority
         return try await onThread {
             // Scheduled as the agent's reader is: the same floor under load.
             if priority > 0 { try setCurrentThreadRealtime(priority: Int32(priority)) }
@@ -168,15 +164,20 @@ struct Reaction: AsyncParsableCommand {
     }
 
     func measurePexpect(_ fifo: ArmedFIFO? = nil, count: Int, seed: UInt64) throws -> [Double] {
-        let samples = count
-        let dut = try Child([selfPath, "dut-prompter", "--samples", String(samples), "--seed", String(seed)] + (fifo.map { ["--armed-fifo", $0.path] } ?? []), input: .pipe)
+        let (dut, path) = try startDUT(fifo, count: count, seed: seed)
         defer { dut.stop() }
-        guard let ptyLine = dut.line(startingWith: "pty ") else { throw BenchError("the DUT did not start") }
-        let client = try Child([python, "Benchmarks/pexpect_reaction.py", String(ptyLine.dropFirst(4).prefix { $0 != " " }), String(samples)] + (fifo.map { [$0.path] } ?? []))
+        let client = try Child([python, "Benchmarks/pexpect_reaction.py", path, String(count)] + (fifo.map { [$0.path] } ?? []))
         defer { client.stop() }
         let result = dut.line(startingWith: "RESULT")
         guard client.wait() == 0 else { throw BenchError("the pexpect client failed") }
-        return try samplesFrom(result, count: samples)
+        return try samplesFrom(result, count: count)
+    }
+
+    /// One measurement's DUT (`count` prompts, noise from `seed`) and the pty it prompts on.
+    func startDUT(_ fifo: ArmedFIFO?, count: Int, seed: UInt64) throws -> (dut: Child, pty: String) {
+        let dut = try Child([selfPath, "dut-prompter", "--samples", String(count), "--seed", String(seed)] + (fifo.map { ["--armed-fifo", $0.path] } ?? []), input: .pipe)
+        guard let line = dut.line(startingWith: "pty ") else { dut.stop(); throw BenchError("the DUT did not start") }
+        return (dut, String(line.dropFirst(4).prefix { $0 != " " }))
     }
 
     func samplesFrom(_ line: String?, count: Int) throws -> [Double] {
