@@ -81,6 +81,9 @@ public final class Agent: Sendable {
                 metrics.count("run_stages_total", labels: ["stage": r.name, "result": r.passed ? "passed" : "failed"])
             case "run_finished":
                 metrics.count("runs_finished_total", labels: ["state": event.state?.rawValue ?? "unknown"])
+            case "run_stuck":
+                metrics.count("runs_stuck_total")
+                log("run \(event.run): \(event.message ?? "stuck")")
             default: break
             }
         }) {
@@ -94,6 +97,8 @@ public final class Agent: Sendable {
         let hardware = try await Hardware.start(config: config, clock: clock)
         let config = hardware.config
         let metrics = Metrics()
+        // Zero from the start, so an alert on it needs no "absent" rule.
+        metrics.count("runs_stuck_total", by: 0)
         let leases = try LeaseBook(clock: clock, stateDirectory: config.stateDirectory,
                                    maxTTLSeconds: config.leases.maxTTLSeconds, maxWaitSeconds: config.leases.maxWaitSeconds)
         let power = hardware.power

@@ -116,6 +116,10 @@ public struct QueueEntry: Codable, Sendable, Equatable, CustomStringConvertible 
     /// The client's idempotency key, scoped to `user` and never shown to anyone else: whoever
     /// knows it could otherwise claim the lease this entry becomes.
     public var requestID: String? = nil
+    /// The run that waits here for a lease of its own: the lease it is granted names it, so the
+    /// run's end releases it as a run's (no end action) and a restart that interrupted the run
+    /// gives it back.
+    public var run: String? = nil
 
     public var description: String { "\(id) of \(user) (\(purpose)) waiting until \(waitUntil.iso8601)" }
 }
@@ -299,7 +303,7 @@ public actor LeaseBook {
         let wait = min(waitSeconds, maxWaitSeconds)
         let now = clock.now()
         let entry = QueueEntry(id: "wait-" + randomHex(bytes: 6), user: user, purpose: purpose, ttlSeconds: ttlSeconds,
-                               enqueuedAt: now, waitUntil: now + .seconds(wait), requestID: requestID)
+                               enqueuedAt: now, waitUntil: now + .seconds(wait), requestID: requestID, run: run)
         queue.append(entry)
         persist()
         // A queue with nobody holding the device (a crash between an end and a grant) is served now.
@@ -401,6 +405,29 @@ public actor LeaseBook {
     }
 
     public func isLeased() async -> Bool { await checkExpiry(); return current != nil }
+
+    /// A run's check between stages that its lease is still the current one. It never ends a
+    /// lease itself: ending one waits for the runs under it to stop, and the caller is such a
+    /// run (it would wait for itself). A lease past its expiry is refused here and ended by its
+    /// timer, which then waits for the run to stop.
+    public func check(token: String) throws(LeaseError) -> Lease {
+        guard let c = current, c.accepts(token) else { throw .invalidLeaseToken(current: current) }
+        guard clock.now() < c.expiresAt else { throw .invalidLeaseToken(current: nil) }
+        return c
+    }
+
+    /// A run's renewal of the lease it took for itself; like `check`, it never ends a lease.
+    public func renewRunLease(token: String, ttlSeconds: Int) async throws(LeaseError) -> Lease {
+        guard (1...maxTTLSeconds).contains(ttlSeconds) else { throw .ttlOutOfRange(max: maxTTLSeconds) }
+        let before = try check(token: token)
+        var lease = before
+        lease.expiresAt = clock.now() + .seconds(ttlSeconds)
+        current = lease
+        persist()
+        scheduleExpiry()
+        try await durableOrUndo(lease, back: before)
+        return lease
+    }
 
     public func renew(token: String?, ttlSeconds: Int) async throws(LeaseError) -> Lease {
         try await renew(.token(token), ttlSeconds: ttlSeconds)
@@ -529,7 +556,8 @@ public actor LeaseBook {
                 for w in waiters.removeValue(forKey: entry.id) ?? [] { w.continuation.resume(returning: .failure(.waitTimedOut(nil))) }
                 continue
             }
-            let lease = newLease(user: entry.user, purpose: entry.purpose, ttlSeconds: entry.ttlSeconds, requestID: entry.requestID)
+            let lease = newLease(user: entry.user, purpose: entry.purpose, ttlSeconds: entry.ttlSeconds, requestID: entry.requestID,
+                                 run: entry.run)
             current = lease
             scheduleExpiry()
             for w in waiters.removeValue(forKey: entry.id) ?? [] { w.continuation.resume(returning: .success(lease)) }

@@ -86,10 +86,15 @@ public actor RunEngine {
     /// Runs this start found unfinished (marked interrupted): their own leases are given back.
     private var interruptedAtStart: [String] = []
     public static let keepFinished = 200
+    /// How long a run may take from its last stage to its end (safe state, giving its lease back)
+    /// before it is called stuck: a few seconds of work at most, so past this it is a bug, said out loud.
+    private let endingBound: Duration
     private var stopping = false
 
     public init(clock: any AgentClock, leases: LeaseBook, devices: BootDevices, stateDirectory: String?, maxLeaseSeconds: Int,
-                iterationLogMaxBytes: Int64 = 64 << 20, observer: (@Sendable (RunEvent) -> Void)? = nil, safeState: @escaping @Sendable () async -> Void) throws {
+                iterationLogMaxBytes: Int64 = 64 << 20, endingBound: Duration = .seconds(15),
+                observer: (@Sendable (RunEvent) -> Void)? = nil, safeState: @escaping @Sendable () async -> Void) throws {
+        self.endingBound = endingBound
         self.clock = clock; self.leases = leases; self.devices = devices; self.maxLeaseSeconds = maxLeaseSeconds
         self.iterationLogMaxBytes = iterationLogMaxBytes
         self.safeState = safeState
@@ -336,6 +341,8 @@ public actor RunEngine {
     }
 
     private func finish(_ id: String, _ state: RunState, message: String?) {
+        // The stuck-run watchdog may have ended it already.
+        guard let r = runs[id], !r.state.isFinished else { tasks[id] = nil; return }
         let (state, message) = stopping && state != .passed && state != .failed
             ? (RunState.interrupted, "the agent stopped during this run") : (state, message)
         update(id) { r in
@@ -414,8 +421,9 @@ public actor RunEngine {
         let checkpoint: @Sendable () async throws -> Void = {
             if Task.isCancelled { throw RunAborted(reason: "cancelled") }
             do {
-                // A run of its own keeps its lease fresh; a caller's lease must still be theirs.
-                if ownLease { _ = try await leases.renew(token: token, ttlSeconds: maxLease) } else { _ = try await leases.authorize(token: token) }
+                // A run of its own keeps its lease fresh; a caller's lease must still be theirs. Both
+                // only look: ending a lease waits for the runs under it, this one included.
+                if ownLease { _ = try await leases.renewRunLease(token: token, ttlSeconds: maxLease) } else { _ = try await leases.check(token: token) }
             } catch {
                 throw RunAborted(reason: "the lease ended (\(error)); the run stopped so nobody else's device is touched")
             }
@@ -438,6 +446,8 @@ public actor RunEngine {
         }
         progressSink.finish()
         await applier.value
+        let watchdog = watchEnding(id)
+        defer { watchdog.cancel() }
         if let reason = abortReasons[id] { outcome = (.error, reason) }
         if outcome.0 == .cancelled || outcome.0 == .error {
             await safeState()
@@ -445,7 +455,48 @@ public actor RunEngine {
             let failed = runs[id]?.iterations.filter { !$0.passed }.count ?? 0
             outcome = failed == 0 ? (.passed, nil) : (.failed, "\(failed) of \(spec.repeatCount) iteration(s) failed")
         }
-        if ownLease { await leases.releaseRunLease(lease) }
+        // Done with the DUT: the end of its lease no longer waits for this run (the release below
+        // ends it, from this very task).
+        runLeases[id] = nil
+        if ownLease { await releaseOwnLease(lease, of: id) }
         finish(id, outcome.0, message: outcome.1)
+    }
+
+    /// Gives back the lease a run took for itself, and checks that it is gone: a run that ended
+    /// never leaves its lease current.
+    private func releaseOwnLease(_ lease: Lease, of id: String) async {
+        await leases.releaseRunLease(lease)
+        if let c = await leases.snapshot.current, c.id == lease.id {
+            report(id, "its lease \(c.id) was still current after the release; releasing it again")
+            await leases.releaseRunLease(c)
+        }
+    }
+
+    /// Watches a run whose stages have all ended: one not finished within `endingBound` is
+    /// reported (log, `/metrics` through the observer, its own record) and ended as `error`,
+    /// instead of staying `running` with nobody told.
+    private func watchEnding(_ id: String) -> Task<Void, Never> {
+        let clock = self.clock, bound = endingBound
+        return Task { [weak self] in
+            do { try await clock.sleep(for: bound) } catch { return }
+            await self?.endStuck(id)
+        }
+    }
+
+    private func endStuck(_ id: String) async {
+        guard let r = runs[id], !r.state.isFinished else { return }
+        let message = "the run's stages ended but the run did not end within \(Int(endingBound.milliseconds)) ms "
+            + "(stuck giving the board back: a bug in rte-agent, please report it with the log)"
+        report(id, message)
+        finish(id, .error, message: message)
+        if r.ownLease, let c = await leases.snapshot.current, c.run == id || c.id == r.leaseId {
+            await leases.releaseRunLease(c)
+        }
+    }
+
+    /// A fault in the engine itself: logged and counted by the observer, kept in the run's events.
+    private func report(_ id: String, _ message: String) {
+        if observer == nil { printToStandardError("rte-agent: run \(id): \(message)") }
+        publish(RunEvent(type: "run_stuck", run: id, at: clock.now(), message: message))
     }
 }

@@ -10,14 +10,19 @@ import Testing
 
 let tokens = ["alice": "alice-secret-token", "bob": "bob-secret-token", "carol": "carol-secret-token", "root": "root-secret-token"]
 
-func apiConfig(stateDir: String, auth: Bool = true, timing: String = "fast") throws -> AgentConfig {
+/// The simulated apu2's config as text, with the test users' tokens when `auth` is on.
+func apiConfigYAML(auth: Bool = true, timing: String = "fast") throws -> String {
     var yaml = try String(contentsOfFile: packageRoot + "/deploy/simulated.yaml", encoding: .utf8)
     yaml = yaml.replacingOccurrences(of: "timing: realistic", with: "timing: \(timing)")
     if auth {
         let list = tokens.sorted { $0.key < $1.key }.map { "    - {user: \($0.key), sha256: \(SHA256.hex($0.value)), admin: \($0.key == "root")}" }
         yaml = yaml.replacingOccurrences(of: "auth:\n  enabled: false", with: "auth:\n  enabled: true\n  tokens:\n" + list.joined(separator: "\n"))
     }
-    var c = try AgentConfig.parse(yaml: yaml, file: "test.yaml")
+    return yaml
+}
+
+func apiConfig(stateDir: String, auth: Bool = true, timing: String = "fast") throws -> AgentConfig {
+    var c = try AgentConfig.parse(yaml: apiConfigYAML(auth: auth, timing: timing), file: "test.yaml")
     c.stateDirectory = stateDir
     c.http.port = 0
     c.http.consolePort = nil  // tests that need the TCP console ask for a free port (0)
