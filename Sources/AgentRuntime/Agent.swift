@@ -120,11 +120,15 @@ public final class Agent: Sendable {
             // A flash under the ended lease finishes before anyone else gets the board.
             await flasher?.waitUntilIdle()
             guard reason != .released, expiryAction != .none else { return }
+            // power_off is the soft off (the power-button hold: the OS may see it), hard_off cuts the supply.
+            let action: PowerAction = expiryAction == .hardOff ? .hardOff : .off
             do {
-                _ = try await power.perform(expiryAction == .hardOff ? .hardOff : .hardOff)
-                log("expiry action: DUT powered off")
+                _ = try await power.perform(action)
+                log("expiry action: DUT powered off (\(action.rawValue))")
+            } catch let e as PowerError where e.kind == .refused {
+                log("expiry action \(action.rawValue): \(e.detail)")
             } catch {
-                log("expiry action failed: \(error)")
+                log("expiry action \(action.rawValue) failed: \(error)")
             }
         }
         await runs.releaseInterruptedLeases()

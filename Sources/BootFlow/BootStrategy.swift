@@ -68,6 +68,9 @@ public struct BootStrategy: Sendable {
 
         /// The failure a fail_on match makes of whatever the stage was doing.
         func failOnFailure() -> StageFailure? {
+            if let why = watch.setupError {
+                return StageFailure(expected: "fail_on and watch patterns to watch", message: "fail_on/watch cannot be watched: \(why)")
+            }
             guard let (pattern, hit) = watch.failHit else { return nil }
             return StageFailure(expected: "no \(pattern) in the output",
                                 message: "fail_on \(pattern) matched during \(hit.stage), \(format(hit.secondsIntoIteration)) s into the boot (\(hit.at.iso8601)): \(hit.line)")
@@ -117,6 +120,7 @@ public struct BootStrategy: Sendable {
         func wait(_ patterns: [Pattern], _ seconds: Double, _ what: String) async throws -> Match {
             do { return try await console.expect(patterns, timeout: .milliseconds(Int64(seconds * 1000))) } catch {
                 if isCancellation(error) { throw ConsoleWaitError.cancelled }
+                if case .invalidPatterns(let why) = error { throw StageFailure(expected: what, message: "cannot wait for \(what): \(why)") }
                 throw StageFailure(expected: what, message: "\(what) did not appear within \(format(seconds)) s")
             }
         }
@@ -130,6 +134,7 @@ public struct BootStrategy: Sendable {
                 return (m, max(0, (sentAt - arrived).seconds * 1e6))
             } catch let e as ConsoleWaitError {
                 if e == .cancelled { throw ConsoleWaitError.cancelled }
+                if case .invalidPatterns(let why) = e { throw StageFailure(expected: what, message: "cannot wait for \(what): \(why)") }
                 throw StageFailure(expected: what, message: "\(what) did not appear within \(format(seconds)) s")
             }
         }
@@ -139,7 +144,7 @@ public struct BootStrategy: Sendable {
         func finish() -> IterationResult {
             // A fail_on match after the last wait still fails the iteration, at the stage it came in.
             if rec.failure == nil, let f = failOnFailure() {
-                rec.failure = Failure(stage: watch.failHit!.hit.stage, expected: f.expected, message: f.message, screen: [],
+                rec.failure = Failure(stage: watch.failHit?.hit.stage ?? watch.stage, expected: f.expected, message: f.message, screen: [],
                                       lastLines: console.recentLines, captureOffset: console.endOffset)
             }
             return IterationResult(index: index, passed: rec.failure == nil, stages: rec.stages, failure: rec.failure, commands: rec.commands,
@@ -246,7 +251,7 @@ public struct BootStrategy: Sendable {
         if let login = spec.login {
             guard try await stage("kernel", {
                 if spec.power == .none { try console.send([0x0d]) }  // wake the getty
-                let m = try await wait([.literal(login.prompt), .literal(login.shellPrompt)], t.kernel, "the login prompt \"\(login.prompt)\"")
+                let m = try await wait(login.atBoot, t.kernel, "the login prompt \"\(login.prompt)\"")
                 for line in console.lineHistory.reversed() {
                     if let r = line.firstRange(of: "Linux version ") {
                         rec.kernelVersion = String(line[r.upperBound...].prefix { $0 != " " }); break

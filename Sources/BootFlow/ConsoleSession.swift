@@ -5,9 +5,12 @@ import Synchronization
 import Terminal
 
 /// Why a wait on the console ended without what it waited for.
-public enum ConsoleWaitError: Error, Sendable {
+public enum ConsoleWaitError: Error, Sendable, Equatable {
     case timedOut
     case cancelled
+    /// The patterns cannot be compiled together (a spec is checked for this when posted; this is
+    /// the answer for anything that was not): the wait fails with the reason, nothing crashes.
+    case invalidPatterns(String)
 }
 
 /// Follows the capture from one offset on: a tap on the serial reader thread feeds a terminal
@@ -276,9 +279,9 @@ public final class ConsoleSession {
     private var matchers: [[Pattern]: StreamMatcher] = [:]
     static let matcherCacheLimit = 64
 
-    private func matcher(for patterns: [Pattern]) -> StreamMatcher {
+    private func matcher(for patterns: [Pattern]) throws(ConsoleWaitError) -> StreamMatcher {
         if let m = matchers.removeValue(forKey: patterns) { return m.fresh() }
-        do { return try StreamMatcher(patterns) } catch { preconditionFailure("patterns are validated with the spec: \(error)") }
+        do { return try StreamMatcher(patterns) } catch { throw .invalidPatterns(error.message) }
     }
 
     private func keep(_ matcher: StreamMatcher) {
@@ -370,7 +373,7 @@ public final class ConsoleSession {
 
     /// Waits for the first of `patterns` in the text stream after what earlier waits consumed.
     public func expect(_ patterns: [Pattern], timeout: Duration) async throws(ConsoleWaitError) -> Match {
-        var matcher = matcher(for: patterns)
+        var matcher = try matcher(for: patterns)
         defer { keep(matcher) }
         return try await expect(with: &matcher, timeout: timeout)
     }
@@ -395,7 +398,7 @@ public final class ConsoleSession {
     /// thread the moment the prompt's last byte is read (the firmware's key window is short).
     /// Returns the match and when the answer was written.
     public func expect(_ patterns: [Pattern], thenSend response: [UInt8], timeout: Duration) async throws -> (match: Match, sentAt: Timestamp) {
-        var matcher = matcher(for: patterns)
+        var matcher = try matcher(for: patterns)
         // Text already here is scanned now; the reaction is armed under the same lock, so
         // nothing that arrives in between is missed.
         let early = feed.state.withLock { s -> Match? in

@@ -229,9 +229,54 @@ public struct RunSpec: Sendable, Equatable {
         if flash != nil && power == .none {
             throw DocumentError(path: "power", message: "a flashed board must be powered up again to boot: use on or cycle", kind: .invalid)
         }
-        return RunSpec(name: try r.string("name") ?? "", flash: flash, failOn: failOn, watch: watch, power: power, firmware: firmware, ipxe: ipxe, login: login,
-                       commands: commands, timeouts: timeouts, repeatCount: try r.int("repeat", range: 1...maxRepeat) ?? 1,
-                       waitSeconds: try r.int("wait_s", range: 0...(7 * 86400)) ?? 3600, source: doc)
+        let spec = RunSpec(name: try r.string("name") ?? "", flash: flash, failOn: failOn, watch: watch, power: power, firmware: firmware,
+                           ipxe: ipxe, login: login, commands: commands, timeouts: timeouts,
+                           repeatCount: try r.int("repeat", range: 1...maxRepeat) ?? 1,
+                           waitSeconds: try r.int("wait_s", range: 0...(7 * 86400)) ?? 3600, source: doc)
+        // Every matcher the run will build is built now: a spec that would fail later is refused
+        // here, naming its field (one pattern can be fine alone and too big beside the others).
+        for set in spec.patternSets {
+            do { _ = try StreamMatcher(set.patterns) } catch {
+                throw DocumentError(path: set.field, message: set.together ? "these patterns are compiled together: \(error.message)" : error.message,
+                                    kind: .invalid)
+            }
+        }
+        return spec
+    }
+}
+
+extension RunSpec.Login {
+    /// What the kernel stage waits for: the getty's prompt, or a shell that is already there.
+    public var atBoot: [Pattern] { [.literal(prompt), .literal(shellPrompt)] }
+    /// After the user name: the password prompt (when a password is given), a shell, a refusal.
+    public var afterUserName: [Pattern] {
+        (password == nil ? [] : [.literal(passwordPrompt)]) + [.literal(shellPrompt), .literal(RunSpec.Login.incorrect)]
+    }
+    /// After the password: the shell, a refusal, or the getty again.
+    public var afterPassword: [Pattern] { [.literal(shellPrompt), .literal(RunSpec.Login.incorrect), .literal(prompt)] }
+    static let incorrect = "Login incorrect"
+}
+
+extension RunSpec {
+    /// Every set of patterns from the spec that a run compiles into one matcher, with the field
+    /// it comes from. The stages wait for exactly these (`Login.atBoot`, …), so the check at
+    /// parse time covers what they build.
+    public var patternSets: [(field: String, patterns: [Pattern], together: Bool)] {
+        var sets: [(field: String, patterns: [Pattern], together: Bool)] = []
+        if power != .none { sets.append(("firmware.banner", firmware.banner, firmware.banner.count > 1)) }
+        if let menu = firmware.bootMenu { sets.append(("firmware.boot_menu.prompt", [menu.prompt], false)) }
+        if let login {
+            sets.append(("login.prompt", [.literal(login.prompt)], false))
+            sets.append(("login.shell_prompt", [.literal(login.shellPrompt)], false))
+            sets.append(("login", login.atBoot, true))
+            sets.append(("login", login.afterUserName, true))
+            sets.append(("login", login.afterPassword, true))
+        }
+        for (n, c) in commands.enumerated() {
+            if let e = c.expect { sets.append(("commands[\(n)].expect", [e], false)) }
+        }
+        if !(failOn + watch).isEmpty { sets.append((watch.isEmpty ? "fail_on" : failOn.isEmpty ? "watch" : "fail_on", failOn + watch, true)) }
+        return sets
     }
 }
 

@@ -541,7 +541,10 @@ public actor LeaseBook {
         handingOver = true
         expiryTask?.cancel()
         expiryTask = nil
-        if reason != .released || lease.run == nil { await onEnd?(lease, reason) }
+        // In a task of its own: the caller may be cancelled (the expiry timer cancels itself just
+        // above, a client hangs up on its release), and a cancelled sleep would cut the end
+        // action short (a power-button hold released after no time at all).
+        if reason != .released || lease.run == nil, let onEnd { await Task { await onEnd(lease, reason) }.value }
         handingOver = false
         grantNext()
     }

@@ -78,7 +78,9 @@ func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
 
     @Test func queueHandsOverInFIFOOrderOnReleaseAndOnExpiryAndExpiryPowersOff() async throws {
         let clock = ManualClock(start: Timestamp(secondsSinceEpoch: Double(Int(Date().timeIntervalSince1970))))
-        try await withAgent(apiConfig(stateDir: scratchDirectory()), clock: clock) { agent, c in
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.leases.expiryAction = .hardOff  // the supply is cut (power_off's button hold: the test after this one)
+        try await withAgent(config, clock: clock) { agent, c in
             let first = try await c["alice"]!.request("POST", "/api/v1/leases", json: ["ttl_s": 100, "purpose": "first"])
             #expect(first.status == 201)
             let aliceToken = first.json["token"] as! String
@@ -153,7 +155,9 @@ func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
     }
 
     @Test func changesWithoutTheLeaseAreRefusedAndChangeNothing() async throws {
-        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, c in
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.leases.expiryAction = .hardOff  // the break below cuts the relay
+        try await withAgent(config) { agent, c in
             let bank = agent.hardware.simulatedBank!
             let free = try await c["bob"]!.request("POST", "/api/v1/power", json: ["action": "on"])
             #expect(free.status == 409 && (free.json["detail"] as? String ?? "").contains("POST /api/v1/leases"))

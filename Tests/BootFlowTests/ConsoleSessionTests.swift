@@ -224,3 +224,40 @@ final class KeyLog: Sendable {
     }
 }
 
+
+extension ConsoleSessionTests {
+    /// Issue 32 (1): a pattern the matcher cannot build stopped the process (a precondition);
+    /// now the wait fails with the reason, and a run's stage fails with it.
+    @Test func aPatternThatCannotBeBuiltFailsTheWaitNotTheProcess() async throws {
+        let capture = SerialCapture(capacity: 1 << 16)
+        let session = ConsoleSession(capture: capture, clock: SystemClock(), from: 0) { _ in }
+        let long = Pattern.literal(String(repeating: "x", count: 5000))
+        do {
+            _ = try await session.expect([long], timeout: .seconds(1))
+            Issue.record("matched")
+        } catch {
+            guard case .invalidPatterns(let why) = error else { Issue.record("\(error)"); return }
+            #expect(why.contains("limited to 4096 bytes"), "\(why)")
+        }
+        do {
+            _ = try await session.expect([long], thenSend: [0x02], timeout: .seconds(1))
+            Issue.record("matched")
+        } catch {
+            #expect(error as? ConsoleWaitError != nil && error as? ConsoleWaitError != .timedOut, "\(error)")
+        }
+    }
+
+    /// Issue 32 (4): fail_on and watch patterns too big together were silently not watched.
+    /// A spec that got past the check at parse time (built here directly) fails its first stage.
+    @Test func patternsThatCannotBeWatchedFailTheIterationAtOnce() async throws {
+        var spec = try RunSpec.parse(yaml: "power: none\nlogin: {username: root}")
+        spec.failOn = Array(repeating: .literal(String(repeating: "y", count: 3000)), count: 4)
+        spec.watch = Array(repeating: .literal(String(repeating: "z", count: 3000)), count: 4)
+        let capture = SerialCapture(capacity: 1 << 16)
+        let devices = BootDevices(power: InstantPower(), capture: capture, clock: SystemClock()) { _ in }
+        let strategy = BootStrategy(spec: spec, devices: devices)
+        let result = try await strategy.runIteration(1, progress: { _ in }, checkpoint: {})
+        #expect(!result.passed)
+        #expect(result.failure?.message.contains("fail_on/watch cannot be watched") == true, "\(result.failure?.message ?? "")")
+    }
+}

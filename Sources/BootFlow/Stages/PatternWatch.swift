@@ -11,6 +11,9 @@ final class PatternWatch: Sendable {
         var failHit: (pattern: String, hit: PatternHit)?
         var watched: [[PatternHit]]
         var counts: [Int]
+        /// Why the patterns could not be watched at all: the iteration fails with it (never a
+        /// watch that silently sees nothing).
+        var setupError: String?
     }
     let state: Mutex<State>
     let failOn: [Pattern]
@@ -27,15 +30,22 @@ final class PatternWatch: Sendable {
         set { state.withLock { $0.stage = newValue } }
     }
     var failHit: (pattern: String, hit: PatternHit)? { state.withLock { $0.failHit } }
+    var setupError: String? { state.withLock { $0.setupError } }
 
     /// Starts reading from `offset`; `onFail` runs once, at the first fail_on match.
     func start(capture: SerialCapture, clock: any AgentClock, from offset: UInt64, startedAt: Timestamp, onFail: @escaping @Sendable () -> Void) {
         let patterns = failOn + watch
         guard !patterns.isEmpty else { return }
         let failCount = failOn.count
+        let compiled: StreamMatcher
+        do { compiled = try StreamMatcher(patterns) } catch {
+            state.withLock { $0.setupError = error.message }
+            onFail()
+            return
+        }
         let t = Task.detached { [self] in
             let session = ConsoleSession(capture: capture, clock: clock, from: offset) { _ in }
-            guard var matcher = try? StreamMatcher(patterns) else { return }
+            var matcher = compiled
             while !Task.isCancelled {
                 guard let m = try? await session.expect(with: &matcher, timeout: .seconds(86_400)) else { continue }
                 let at = capture.arrivalTime(of: m.end - 1) ?? clock.now()

@@ -19,6 +19,7 @@ extension ConsoleSession {
     func await(_ patterns: [Pattern], within timeout: Duration, _ what: String) async throws -> Match {
         do { return try await expect(patterns, timeout: timeout) } catch {
             if error == .cancelled { throw ConsoleWaitError.cancelled }
+            if case .invalidPatterns(let why) = error { throw StageFailure(expected: what, message: "cannot wait for \(what): \(why)") }
             throw StageFailure(expected: what, message: "\(what) did not appear within \(format(timeout.seconds)) s")
         }
     }
