@@ -25,6 +25,15 @@ enum ArtifactRoutes {
              url: lease.flatMap { ctx.artifacts?.url(a.name, lease: $0) })
     }
 
+    static func problem(_ error: ArtifactError) -> Problem {
+        switch error {
+        case .tooLarge: Problem(413, "body-too-large", "Artifact too large", error.description)
+        case .overQuota, .noRoom: Problem(507, "over-quota", "Over quota", error.description)
+        case .badName: Problem.unprocessable(error.description)
+        default: Problem(422, "upload-failed", "Upload failed", error.description)
+        }
+    }
+
     static func add(_ router: inout Router, _ ctx: APIContext, _ g: Guard) {
         guard let service = ctx.artifacts else { return }
         let store = service.store
@@ -36,14 +45,7 @@ enum ArtifactRoutes {
                 let a = try await store.commit(sink, user: id.user)
                 ctx.log("artifact \(a.name) uploaded by \(id.user): \(a.bytes) bytes, sha256 \(a.sha256)")
                 return json(201, view(a, ctx, lease: lease.id))
-            } catch let error as ArtifactError {
-                switch error {
-                case .tooLarge: throw Problem(413, "body-too-large", "Artifact too large", error.description)
-                case .overQuota: throw Problem(507, "over-quota", "Over quota", error.description)
-                case .badName: throw Problem.unprocessable(error.description)
-                default: throw Problem(422, "upload-failed", "Upload failed", error.description)
-                }
-            }
+            } catch let error as ArtifactError { throw problem(error) }
         }
         router.add(.PUT, "/api/v1/artifacts/{name}", { r in
             // Whatever the outcome, an upload that was not committed leaves no file behind.

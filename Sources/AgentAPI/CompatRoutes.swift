@@ -159,15 +159,23 @@ enum CompatRoutes {
     /// Lease safety for clients that carry no token: the holder is known by address.
     static func authorizeLegacyWrite(from client: String, _ ctx: APIContext) async throws {
         if await ctx.leases.lease(boundTo: client) != nil { return }
-        if let current = await ctx.leases.snapshot.current {
-            throw Problem(423, "device-leased", "Device is leased by someone else",
-                          "\(current.holder) holds the device until \(current.expiresAt.iso8601) (\(current.purpose)); a legacy client may change it only from the address the lease is bound to (POST /api/v1/leases {\"bind_address\": true})",
-                          extra: Problem.leaseInfo(current).merging(["error": .string("device leased")]) { a, _ in a })
-        }
+        if let current = await ctx.leases.snapshot.current { throw leasedElsewhere(current) }
         guard ctx.config.compat.allowAnonymousWrites, address(client, isIn: ctx.config.compat.trustedNetworks) else {
-            throw Problem(403, "untrusted-address", "Not allowed from this address",
-                          "anonymous legacy writes are accepted only from compat.trusted_networks (\(ctx.config.compat.trustedNetworks.joined(separator: ", "))); take a lease bound to \(client) instead",
-                          extra: ["error": .string("not allowed from this address")])
+            throw untrusted(client, ctx)
         }
+    }
+
+    static func leasedElsewhere(_ current: Lease) -> Problem {
+        Problem(423, "device-leased", "Device is leased by someone else",
+                "\(current.holder) holds the device until \(current.expiresAt.iso8601) (\(current.purpose)); a legacy client may change it "
+                    + "only from the address the lease is bound to (POST /api/v1/leases {\"bind_address\": true})",
+                extra: Problem.leaseInfo(current).merging(["error": .string("device leased")]) { a, _ in a })
+    }
+
+    static func untrusted(_ client: String, _ ctx: APIContext) -> Problem {
+        Problem(403, "untrusted-address", "Not allowed from this address",
+                "anonymous legacy writes are accepted only from compat.trusted_networks "
+                    + "(\(ctx.config.compat.trustedNetworks.joined(separator: ", "))); take a lease bound to \(client) instead",
+                extra: ["error": .string("not allowed from this address")])
     }
 }

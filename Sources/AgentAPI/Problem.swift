@@ -9,9 +9,13 @@ public struct Problem: Error, Sendable {
     public var title: String
     public var detail: String
     public var extra: [String: JSONValue] = [:]
+    /// Headers of the answer beside the content type (Retry-After).
+    public var headers: [(String, String)] = []
 
-    public init(_ status: Int, _ type: String, _ title: String, _ detail: String, extra: [String: JSONValue] = [:]) {
+    public init(_ status: Int, _ type: String, _ title: String, _ detail: String, extra: [String: JSONValue] = [:],
+                headers: [(String, String)] = []) {
         self.status = status; self.type = type; self.title = title; self.detail = detail; self.extra = extra
+        self.headers = headers
     }
 
     public var response: HTTPResponse {
@@ -20,7 +24,7 @@ public struct Problem: Error, Sendable {
         object["title"] = .string(title)
         object["status"] = .number(Double(status))
         object["detail"] = .string(detail)
-        var headers = [("Content-Type", "application/problem+json")]
+        var headers = [("Content-Type", "application/problem+json")] + self.headers
         if status == 401 { headers.append(("WWW-Authenticate", "Bearer realm=\"rte-agent\"")) }
         return HTTPResponse(status: status, headers: headers, body: .bytes(JSONValue.object(object).serialized()))
     }

@@ -30,6 +30,11 @@ enum RunRoutes {
                 }
             }
             let record = try await engine.submit(spec, user: id.user, leaseToken: r.header("x-lease-token"))
+            // Not evicted while the run is queued or running (unpinned when it finishes).
+            if !spec.artifactNames.isEmpty, let store = ctx.artifacts?.store {
+                await store.pin(spec.artifactNames, run: record.id)
+                if (try? await engine.get(record.id))?.state.isFinished == true { await store.unpin(run: record.id) }
+            }
             ctx.metrics.count("runs_submitted_total")
             return json(202, record, headers: [("Location", "/api/v1/runs/\(record.id)")])
         })

@@ -81,6 +81,8 @@ public final class Agent: Sendable {
                 metrics.count("run_stages_total", labels: ["stage": r.name, "result": r.passed ? "passed" : "failed"])
             case "run_finished":
                 metrics.count("runs_finished_total", labels: ["state": event.state?.rawValue ?? "unknown"])
+                // The artifacts it used may be evicted again.
+                Task { await artifacts.store.unpin(run: event.run) }
             case "run_stuck":
                 metrics.count("runs_stuck_total")
                 log("run \(event.run): \(event.message ?? "stuck")")
@@ -145,18 +147,8 @@ public final class Agent: Sendable {
                     ("lease_queue_length", [:], Double(snap.queue.count))]
         }
         let router = AgentRoutes.router(ctx)
-        // A firmware image is the chip's size (gzip may add a little): bounded, not the default limit.
-        let imageBytes = Int(config.flash.chipBytes) + (1 << 20)
-        let imageLimits = [BodyLimit(method: "PUT", path: "/api/v1/flash/image", maxBytes: imageBytes),
-                           BodyLimit(method: "POST", path: "/api/v1/flash/file", maxBytes: imageBytes + (64 << 10)),
-                           // Artifacts go to disk as they arrive; the store enforces their own limit.
-                           BodyLimit(method: "PUT", path: "/api/v1/artifacts/*", maxBytes: Int(clamping: config.artifacts.maxBytes + 1), streamedOnly: true)]
-        let authenticator = ctx.authenticator
-        // Only an authenticated upload gets a file (anything else stays under the small in-memory limit).
-        let sink: @Sendable (HTTPRequest) -> (any RequestBodySink)? = { r in
-            guard r.method == "PUT", r.path.hasPrefix("/api/v1/artifacts/"), (try? authenticator.identify(authorization: r.header("authorization"))) != nil else { return nil }
-            return try? store.begin(String(r.path.dropFirst("/api/v1/artifacts/".count)))
-        }
+        // Who the caller is decides the body limit, before the body (UploadAdmission).
+        let admission = UploadAdmission(ctx)
         let server: HTTPServer
         do {
             var tlsCert: String?, tlsKey: String?
@@ -172,8 +164,10 @@ public final class Agent: Sendable {
                                            maxConnections: config.http.maxConnections,
                                            maxConnectionsPerAddress: config.http.maxConnectionsPerAddress,
                                            headerTimeoutSeconds: config.http.headerTimeoutSeconds,
-                                           tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey, bodyLimits: imageLimits, bodySink: sink,
-                                           onQuiet: { Task.detached(priority: .background) { releaseFreeHeapMemory() } }),
+                                           tlsCertificatePEM: tlsCert, tlsKeyPEM: tlsKey, admit: { admission.admit($0) },
+                                           onQuiet: { Task.detached(priority: .background) { releaseFreeHeapMemory() } },
+                                           minBodyBytesPerSecond: config.http.minBodyBytesPerSecond,
+                                           bodyGraceSeconds: config.http.bodyGraceSeconds),
                 handler: { request in await router.handle(request) },
                 tooLarge: { _, max in Problem(413, "body-too-large", "Request body too large", "the body exceeds \(max) bytes (http.max_body_bytes)").response })
         } catch {

@@ -22,6 +22,8 @@ public enum ArtifactError: Error, Sendable, Equatable, CustomStringConvertible {
     case notFound(String)
     case tooLarge(limit: Int64)
     case overQuota(needed: Int64, quota: Int64)
+    /// Does not fit beside the uploads in flight and the artifacts runs are using (pinned).
+    case noRoom(needed: Int64, inFlight: Int64, pinned: Int64, quota: Int64)
     case upload(String)
     case storage(String)
 
@@ -31,6 +33,9 @@ public enum ArtifactError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notFound(let n): "no artifact \"\(n)\""
         case .tooLarge(let limit): "an artifact is at most \(limit) bytes (artifacts.max_mib)"
         case .overQuota(let needed, let quota): "\(needed) bytes do not fit the \(quota)-byte quota (artifacts.quota_mib) even with every other artifact removed"
+        case .noRoom(let needed, let inFlight, let pinned, let quota):
+            "\(needed) bytes do not fit the \(quota)-byte quota (artifacts.quota_mib) beside \(inFlight) bytes of uploads in flight "
+                + "and \(pinned) bytes of artifacts that queued or running runs use; try again when they are done"
         case .upload(let why): why
         case .storage(let why): why
         }
@@ -56,11 +61,18 @@ public final class ArtifactUpload: RequestBodySink {
     let name: String
     let limit: Int64
     let hash = SHA256Stream()
+    /// Gives the upload's reservation back to the store, once (finished, abandoned or dropped).
+    private let release: Mutex<(@Sendable () -> Void)?>
 
-    init(name: String, path: String, fd: FileDescriptor, limit: Int64) {
+    init(name: String, path: String, fd: FileDescriptor, limit: Int64, release: @escaping @Sendable () -> Void = {}) {
         self.name = name; self.path = path; self.limit = limit
         state = Mutex(State(fd: fd))
+        self.release = Mutex(release)
     }
+
+    deinit { releaseReservation() }
+
+    func releaseReservation() { release.withLock { r in let f = r; r = nil; return f }?() }
 
     public func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
         state.withLock { s in
@@ -85,6 +97,7 @@ public final class ArtifactUpload: RequestBodySink {
     public func abandon() {
         let fd = state.withLock { s -> FileDescriptor? in defer { s.fd = nil }; return s.fd }
         if let fd { fd.close(); unlink(path) }
+        releaseReservation()
     }
 
     /// Synced and closed; the hash. Nil when the upload failed or was abandoned.
@@ -94,10 +107,10 @@ public final class ArtifactUpload: RequestBodySink {
             s.fd = nil
             return (fd, s.bytes)
         }
-        guard let (fd, bytes) = taken else { unlink(path); return nil }
+        guard let (fd, bytes) = taken else { unlink(path); releaseReservation(); return nil }
         let synced = fsync(fd.rawValue) == 0
         fd.close()
-        guard synced else { unlink(path); return nil }
+        guard synced else { unlink(path); releaseReservation(); return nil }
         return (bytes, hash.finish())
     }
 }
@@ -110,6 +123,16 @@ public actor ArtifactStore {
     let config: ArtifactsConfig
     let clock: any AgentClock
     private var artifacts: [String: Artifact] = [:]
+    /// What uploads may not take, read where a request's headers arrive (the server's thread):
+    /// bytes reserved by uploads in flight, and bytes of artifacts runs use (never evicted).
+    private final class Ledger: Sendable {
+        struct Counts { var inFlight: Int64 = 0; var pinned: Int64 = 0 }
+        let counts = Mutex(Counts())
+        func withLock<T>(_ body: (inout Counts) -> T) -> T { counts.withLock { body(&$0) } }
+    }
+    private nonisolated let ledger = Ledger()
+    /// The artifacts each queued or running run uses.
+    private var pins: [String: Set<String>] = [:]
 
     public init(directory: String, config: ArtifactsConfig, clock: any AgentClock) throws(ArtifactError) {
         self.directory = directory; self.config = config; self.clock = clock
@@ -132,12 +155,46 @@ public actor ArtifactStore {
     }
 
     /// Opens a temporary file for an upload of `name` (called where the request's headers arrive).
-    public nonisolated func begin(_ name: String) throws(ArtifactError) -> ArtifactUpload {
+    /// `expectedBytes` (the request's Content-Length; nil: chunked, up to the maximum) is
+    /// reserved against the quota until the upload ends, so uploads in flight together never
+    /// pass it: one that cannot fit is refused before a byte is written.
+    public nonisolated func begin(_ name: String, expectedBytes: Int64? = nil) throws(ArtifactError) -> ArtifactUpload {
         try ArtifactError.check(name)
+        let reserve = expectedBytes ?? config.maxBytes
+        guard reserve <= config.maxBytes else { throw .tooLarge(limit: config.maxBytes) }
+        let quota = config.quotaBytes
+        let refusal = ledger.withLock { l -> ArtifactError? in
+            guard l.inFlight + l.pinned + reserve <= quota else {
+                return .noRoom(needed: reserve, inFlight: l.inFlight, pinned: l.pinned, quota: quota)
+            }
+            l.inFlight += reserve
+            return nil
+        }
+        if let refusal { throw refusal }
+        let release: @Sendable () -> Void = { [ledger] in ledger.withLock { $0.inFlight -= reserve } }
         let path = directory + "/.upload-" + String(UInt64.random(in: 0...UInt64.max), radix: 36) + ".part"
         let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .storage("cannot create an upload file in \(directory): \(Errno.current)") }
-        return ArtifactUpload(name: name, path: path, fd: FileDescriptor(rawValue: fd), limit: config.maxBytes)
+        guard fd >= 0 else { release(); throw .storage("cannot create an upload file in \(directory): \(Errno.current)") }
+        return ArtifactUpload(name: name, path: path, fd: FileDescriptor(rawValue: fd), limit: reserve, release: release)
+    }
+
+    /// A queued or running run uses these artifacts: they are not evicted until `unpin(run:)`.
+    public func pin(_ names: [String], run: String) {
+        pins[run, default: []].formUnion(names)
+        updatePinned()
+    }
+
+    public func unpin(run: String) {
+        guard pins.removeValue(forKey: run) != nil else { return }
+        updatePinned()
+    }
+
+    public func isPinned(_ name: String) -> Bool { pins.values.contains { $0.contains(name) } }
+
+    private func updatePinned() {
+        let names = pins.values.reduce(into: Set<String>()) { $0.formUnion($1) }
+        let bytes = names.compactMap { artifacts[$0]?.bytes }.reduce(0, +)
+        ledger.withLock { $0.pinned = bytes }
     }
 
     /// Makes the finished upload the artifact `name` (replacing an older one), after making room.
@@ -145,10 +202,17 @@ public actor ArtifactStore {
         if let why = upload.failure { upload.abandon(); throw .upload(why) }
         guard let (bytes, sha) = upload.finish() else { throw .upload("the upload did not complete") }
         guard bytes <= config.quotaBytes else { unlink(upload.path); throw .overQuota(needed: bytes, quota: config.quotaBytes) }
+        defer { upload.releaseReservation() }
         expire()
-        // Least recently used first, never the one being replaced (it goes anyway).
-        var used = artifacts.values.filter { $0.name != upload.name }.reduce(Int64(0)) { $0 + $1.bytes }
-        for old in artifacts.values.filter({ $0.name != upload.name }).sorted(by: { $0.lastUsedAt < $1.lastUsedAt }) where used + bytes > config.quotaBytes {
+        // Least recently used first, never the one being replaced (it goes anyway), never one a run uses.
+        let others = artifacts.values.filter { $0.name != upload.name }
+        var used = others.reduce(Int64(0)) { $0 + $1.bytes }
+        let pinnedBytes = others.filter { isPinned($0.name) }.reduce(Int64(0)) { $0 + $1.bytes }
+        guard pinnedBytes + bytes <= config.quotaBytes else {
+            unlink(upload.path)
+            throw .noRoom(needed: bytes, inFlight: 0, pinned: pinnedBytes, quota: config.quotaBytes)
+        }
+        for old in others.filter({ !isPinned($0.name) }).sorted(by: { $0.lastUsedAt < $1.lastUsedAt }) where used + bytes > config.quotaBytes {
             remove(old.name)
             used -= old.bytes
         }
@@ -163,6 +227,7 @@ public actor ArtifactStore {
             throw .storage("storing \(upload.name) failed: \(error)")
         }
         artifacts[upload.name] = a
+        updatePinned()
         return a
     }
 
@@ -192,13 +257,14 @@ public actor ArtifactStore {
 
     private func expire() {
         let cutoff = clock.now() - .seconds(config.maxAgeSeconds)
-        for a in artifacts.values where a.lastUsedAt < cutoff { remove(a.name) }
+        for a in artifacts.values where a.lastUsedAt < cutoff && !isPinned(a.name) { remove(a.name) }
     }
 
     private func remove(_ name: String) {
         unlink(recordPath(name))
         unlink(directory + "/" + name)
         artifacts[name] = nil
+        updatePinned()
     }
 
     private func recordPath(_ name: String) -> String { directory + "/." + name + ".json" }

@@ -146,6 +146,11 @@ public struct HTTPConfig: Sendable {
     public var maxConnectionsPerAddress: Int = 64
     /// Time a connection has to send a request's headers, however slowly (slowloris).
     public var headerTimeoutSeconds: Int = 10
+    /// A request body slower than this on average, once `bodyGraceSeconds` have passed, is cut.
+    public var minBodyBytesPerSecond: Int = 1024
+    public var bodyGraceSeconds: Int = 10
+    /// The body limit for a caller whose token is missing or wrong (decided before the body).
+    public var unauthenticatedBodyBytes: Int = 16 << 10
     public var tlsCertificate: String?
     public var tlsKey: String?
     /// Raw TCP console port (ser2net style); nil = off.
@@ -403,6 +408,9 @@ extension AgentConfig {
             maxConnections: try hR?.int("max_connections", default: 256, range: 1...65536) ?? 256,
             maxConnectionsPerAddress: try hR?.int("max_connections_per_address", default: 64, range: 1...65536) ?? 64,
             headerTimeoutSeconds: try hR?.int("header_timeout_s", default: 10, range: 1...600) ?? 10,
+            minBodyBytesPerSecond: try hR?.int("min_body_bytes_per_s", default: 1024, range: 0...(1 << 30)) ?? 1024,
+            bodyGraceSeconds: try hR?.int("body_grace_s", default: 10, range: 1...3600) ?? 10,
+            unauthenticatedBodyBytes: try hR?.int("unauthenticated_body_bytes", default: 16 << 10, range: 0...(1 << 20)) ?? (16 << 10),
             tlsCertificate: cert, tlsKey: key,
             consolePort: consolePort,
             consoleHost: try hR?.string("console_host", default: host) ?? host,

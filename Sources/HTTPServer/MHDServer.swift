@@ -24,11 +24,14 @@ public struct HTTPServerOptions: Sendable {
     public var headerTimeoutSeconds: Int
     public var tlsCertificatePEM: String?
     public var tlsKeyPEM: String?
-    /// Larger limits for named routes (a firmware image upload), still bounded.
-    public var bodyLimits: [BodyLimit] = []
-    /// For requests whose body goes to a sink as it arrives (decided from the headers; the
-    /// route's limit still applies): nil keeps the body in memory.
-    public var bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)?
+    /// Decides from a request's headers, before any byte of its body is read, what becomes of
+    /// the body (who the caller is, then how much it may send): nil keeps up to `maxBodyBytes`.
+    public var admit: (@Sendable (HTTPRequest) -> BodyAdmission)?
+    /// A body must arrive at this average rate once `bodyGraceSeconds` have passed since its
+    /// headers, or the connection is cut (a client trickling a byte every few seconds would
+    /// hold it for ever: MHD's own timeout is idle time).
+    public var minBodyBytesPerSecond: Int = 1024
+    public var bodyGraceSeconds: Int = 10
     /// Called (on the server's thread: keep it short) when the last open connection closes and
     /// at least `quietAfterRequests` requests were served since the last call.
     public var onQuiet: (@Sendable () -> Void)?
@@ -36,28 +39,30 @@ public struct HTTPServerOptions: Sendable {
 
     public init(host: String, port: Int, maxBodyBytes: Int = 1 << 20, connectionTimeoutSeconds: Int = 30,
                 maxConnections: Int = 256, maxConnectionsPerAddress: Int = 64, headerTimeoutSeconds: Int = 10,
-                tlsCertificatePEM: String? = nil, tlsKeyPEM: String? = nil, bodyLimits: [BodyLimit] = [],
-                bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)? = nil, onQuiet: (@Sendable () -> Void)? = nil) {
+                tlsCertificatePEM: String? = nil, tlsKeyPEM: String? = nil,
+                admit: (@Sendable (HTTPRequest) -> BodyAdmission)? = nil, onQuiet: (@Sendable () -> Void)? = nil,
+                minBodyBytesPerSecond: Int = 1024, bodyGraceSeconds: Int = 10) {
+        self.minBodyBytesPerSecond = minBodyBytesPerSecond; self.bodyGraceSeconds = bodyGraceSeconds
         self.host = host; self.port = port; self.maxBodyBytes = maxBodyBytes
         self.connectionTimeoutSeconds = connectionTimeoutSeconds; self.maxConnections = maxConnections
         self.maxConnectionsPerAddress = maxConnectionsPerAddress; self.headerTimeoutSeconds = headerTimeoutSeconds
-        self.tlsCertificatePEM = tlsCertificatePEM; self.tlsKeyPEM = tlsKeyPEM; self.bodyLimits = bodyLimits
-        self.bodySink = bodySink; self.onQuiet = onQuiet
+        self.tlsCertificatePEM = tlsCertificatePEM; self.tlsKeyPEM = tlsKeyPEM
+        self.admit = admit; self.onQuiet = onQuiet
     }
 }
 
-/// A request body limit for one method and exact path.
-public struct BodyLimit: Sendable {
-    public var method: String
-    public var path: String
-    public var maxBytes: Int
-    /// The larger limit holds only for a body that goes to a sink (never for one kept in memory).
-    public var streamedOnly = false
-    public init(method: String, path: String, maxBytes: Int, streamedOnly: Bool = false) {
-        self.method = method; self.path = path; self.maxBytes = maxBytes; self.streamedOnly = streamedOnly
-    }
-    /// The exact path, or any path under a prefix written "…/*".
-    func matches(_ p: String) -> Bool { path.hasSuffix("/*") ? p.hasPrefix(path.dropLast()) && p.count > path.count - 1 : p == path }
+/// What becomes of a request's body, decided from its headers alone.
+public enum BodyAdmission: Sendable {
+    /// Kept in memory, at most `maxBytes` (more: the `tooLarge` answer).
+    case buffer(maxBytes: Int)
+    /// Kept in memory like `buffer`; `done` runs once when the request is over (a slot for big
+    /// bodies given back).
+    case bufferCounted(maxBytes: Int, done: @Sendable () -> Void)
+    /// Written to the sink as it arrives, at most `maxBytes`.
+    case stream(any RequestBodySink, maxBytes: Int)
+    /// Refused from the headers: a body that comes anyway is read and dropped, never kept, and
+    /// this is the answer (at once to a client that waits for "100 Continue").
+    case refuse(HTTPResponse)
 }
 
 /// A connection pointer that may cross to the task answering it (MHD's suspend/resume is thread-safe).
@@ -67,8 +72,10 @@ final class ServerCore: @unchecked Sendable {
     let handler: HTTPHandler
     let tooLarge: @Sendable (HTTPRequest, Int) -> HTTPResponse
     let maxBody: Int
-    let bodyLimits: [BodyLimit]
-    let bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)?
+    let admit: (@Sendable (HTTPRequest) -> BodyAdmission)?
+    // Set once before the daemon starts.
+    var minBodyBytesPerSecond = 1024
+    var bodyGraceSeconds = 10
     let watch: ConnectionWatch
     /// Connections handed over by an upgrade: no header deadline applies to them any more.
     let upgradedConnections = Mutex(Set<UInt>())
@@ -113,9 +120,9 @@ final class ServerCore: @unchecked Sendable {
 
     var isStopping: Bool { parking.withLock { $0.stopping } }
     init(handler: @escaping HTTPHandler, tooLarge: @escaping @Sendable (HTTPRequest, Int) -> HTTPResponse, maxBody: Int,
-         bodyLimits: [BodyLimit] = [], bodySink: (@Sendable (HTTPRequest) -> (any RequestBodySink)?)? = nil, watch: ConnectionWatch) {
-        self.handler = handler; self.tooLarge = tooLarge; self.maxBody = maxBody; self.bodyLimits = bodyLimits
-        self.bodySink = bodySink; self.watch = watch
+         admit: (@Sendable (HTTPRequest) -> BodyAdmission)? = nil, watch: ConnectionWatch) {
+        self.handler = handler; self.tooLarge = tooLarge; self.maxBody = maxBody
+        self.admit = admit; self.watch = watch
     }
 }
 
@@ -132,6 +139,12 @@ final class HandlerTask: Sendable {
         cancelled.withLock { $0 = true }
         task.withLock { $0 }?.cancel()
     }
+}
+
+private func monotonicNow() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
 func connectionKey(_ c: OpaquePointer) -> UInt { UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(c))) }
@@ -164,9 +177,16 @@ final class RequestContext: @unchecked Sendable {
     var streamed: Int64 = 0
     var sinkRefused = false
     var tooLarge = false
+    /// The answer decided from the headers (`BodyAdmission.refuse`).
+    var refusal: HTTPResponse?
+    /// When the headers arrived (monotonic ns) and how much body came since: the body's rate.
+    var headersAt: UInt64 = 0
+    var received: Int64 = 0
     var started = false
     let response = Mutex<HTTPResponse?>(nil)
+    var done: (@Sendable () -> Void)?
     init(request: HTTPRequest) { self.request = request }
+    deinit { done?() }
 }
 
 final class StreamBox: @unchecked Sendable {
@@ -311,23 +331,39 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
                                   query: query, headers: headers, body: [],
                                   remoteAddress: String(decoding: address.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         let ctx = RequestContext(request: request)
-        ctx.request.upload = core.bodySink?(request)
-        let limit = core.bodyLimits.first { $0.method == request.method && $0.matches(request.path) }
-        ctx.maxBody = limit.map { $0.streamedOnly && ctx.request.upload == nil ? core.maxBody : $0.maxBytes } ?? core.maxBody
+        ctx.headersAt = monotonicNow()
+        switch core.admit?(request) ?? .buffer(maxBytes: core.maxBody) {
+        case .buffer(let max): ctx.maxBody = max
+        case .bufferCounted(let max, let done): ctx.maxBody = max; ctx.done = done
+        case .stream(let sink, let max): ctx.request.upload = sink; ctx.maxBody = max
+        case .refuse(let answer): ctx.refusal = answer; ctx.tooLarge = true
+        }
         reqCls.pointee = Unmanaged.passRetained(ctx).toOpaque()
-        if let length = headers["content-length"].flatMap({ Int($0) }), length > ctx.maxBody {
-            ctx.tooLarge = true
-            // A client that waits for "100 Continue" gets the 413 instead and never sends the body.
-            // MHD accepts a response only before the body or after all of it, so others are
-            // answered once their (discarded) body is in.
-            if headers["expect"]?.lowercased() == "100-continue" {
-                return queue(core.tooLarge(ctx.request, ctx.maxBody), on: connection, core: core)
+        let length = headers["content-length"].flatMap { Int64($0) }
+        if let length, length > Int64(ctx.maxBody), ctx.refusal == nil { ctx.tooLarge = true }
+        if ctx.tooLarge {
+            ctx.request.upload?.abandon()
+            ctx.request.upload = nil
+            // A client that waits for "100 Continue" (or sends no body) is answered now and never
+            // sends the body. MHD accepts a response only before the body or after all of it, so
+            // others are answered once their body is in, read and dropped (at the minimum rate).
+            if headers["expect"]?.lowercased() == "100-continue" || length == 0 {
+                return queue(ctx.refusal ?? core.tooLarge(ctx.request, ctx.maxBody), on: connection, core: core)
             }
         }
         return rte_mhd_yes()
     }
     let ctx = Unmanaged<RequestContext>.fromOpaque(existing).takeUnretainedValue()
     if uploadDataSize.pointee > 0 {
+        ctx.received += Int64(uploadDataSize.pointee)
+        // Too slow on average once the grace is over: cut (MHD_NO closes the connection).
+        let elapsed = Int64(monotonicNow() - ctx.headersAt) / 1_000_000
+        let grace = Int64(core.bodyGraceSeconds) * 1000
+        if elapsed > grace, ctx.received * 1000 < Int64(core.minBodyBytesPerSecond) * (elapsed - grace) {
+            ctx.request.upload?.abandon()
+            ctx.request.upload = nil
+            return rte_mhd_no()
+        }
         if ctx.tooLarge {
             uploadDataSize.pointee = 0
             return rte_mhd_yes()
@@ -353,7 +389,7 @@ private func accessHandler(_ cls: UnsafeMutableRawPointer?, _ connection: Opaque
     if let response = ctx.response.withLock({ r in let x = r; r = nil; return x }) {
         return queue(response, on: connection, core: core)
     }
-    if ctx.tooLarge { return queue(core.tooLarge(ctx.request, ctx.maxBody), on: connection, core: core) }
+    if ctx.tooLarge { return queue(ctx.refusal ?? core.tooLarge(ctx.request, ctx.maxBody), on: connection, core: core) }
     if !ctx.started {
         ctx.started = true
         guard core.park(ObjectIdentifier(ctx), ConnectionHandle(raw: connection)) else { return rte_mhd_no() }
@@ -408,8 +444,9 @@ public final class HTTPServer: Sendable {
         do { watch = try ConnectionWatch(headerTimeoutSeconds: options.headerTimeoutSeconds) } catch {
             throw HTTPServerError(description: "cannot start the connection watch: \(error)")
         }
-        core = ServerCore(handler: handler, tooLarge: tooLarge, maxBody: options.maxBodyBytes, bodyLimits: options.bodyLimits,
-                          bodySink: options.bodySink, watch: watch)
+        core = ServerCore(handler: handler, tooLarge: tooLarge, maxBody: options.maxBodyBytes, admit: options.admit, watch: watch)
+        core.minBodyBytesPerSecond = options.minBodyBytesPerSecond
+        core.bodyGraceSeconds = options.bodyGraceSeconds
         core.onQuiet = options.onQuiet
         core.quietAfterRequests = UInt64(max(1, options.quietAfterRequests))
         retained = Unmanaged.passRetained(core)

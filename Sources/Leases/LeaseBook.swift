@@ -2,6 +2,7 @@ import AgentClock
 import Auth
 import JSONDocument
 import POSIXIO
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -168,6 +169,31 @@ extension LeaseError: CustomStringConvertible {
     }
 }
 
+/// The current lease, readable without the lease book's actor: the HTTP server decides from a
+/// request's headers, on its own thread and before any byte of the body, whether the caller holds
+/// the board (a firmware image or an artifact is only for the holder).
+public final class CurrentLease: Sendable {
+    private let lease = Mutex<Lease?>(nil)
+    private let clock: any AgentClock
+    init(clock: any AgentClock) { self.clock = clock }
+    func set(_ l: Lease?) { lease.withLock { $0 = l } }
+
+    /// The lease while it has not expired.
+    public var current: Lease? {
+        let now = clock.now()
+        return lease.withLock { l in l.flatMap { now < $0.expiresAt ? $0 : nil } }
+    }
+
+    /// Whether `credential` acts under the current lease (`LeaseBook.authorize` decides the same way).
+    public func admits(_ credential: LeaseCredential) -> Bool {
+        guard let c = current else { return false }
+        switch credential {
+        case .token(let t): return t.map { !$0.isEmpty && c.accepts($0) } ?? false
+        case .holder(let user): return c.holder == user
+        }
+    }
+}
+
 /// Decides who holds the device: grants, renewals, releases, the FIFO queue, expiry.
 /// Every change is written to `leases.json` atomically before it is acknowledged; the writes
 /// happen off the actor, and changes that come while one is under way share the next.
@@ -182,7 +208,8 @@ public actor LeaseBook {
     private let file: SnapshotFile?
     private let maxTTLSeconds: Int
     private let maxWaitSeconds: Int
-    private var current: Lease?
+    private var current: Lease? { didSet { currentLease.set(current) } }
+    public nonisolated let currentLease: CurrentLease
     private var queue: [QueueEntry] = []
     /// Callers waiting on each queue entry. Several, when a client re-sends its request (same user,
     /// same request_id) while the first is still waiting: every one is answered exactly once.
@@ -198,6 +225,7 @@ public actor LeaseBook {
 
     public init(clock: any AgentClock, stateDirectory: String?, maxTTLSeconds: Int, maxWaitSeconds: Int) throws {
         self.clock = clock
+        currentLease = CurrentLease(clock: clock)
         self.maxTTLSeconds = maxTTLSeconds
         self.maxWaitSeconds = maxWaitSeconds
         let path = stateDirectory.map { "\($0)/leases.json" }
@@ -210,6 +238,7 @@ public actor LeaseBook {
         if let path, let bytes = readFile(path) {
             let p = try JSONCoding.decode(Persisted.self, from: bytes)
             current = p.current
+            currentLease.set(p.current)  // observers do not run in an initializer
             queue = p.queue
             grantedCount = p.granted
             expiredCount = p.expired

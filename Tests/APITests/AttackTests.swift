@@ -67,3 +67,192 @@ extension AttackTests {
         }
     }
 }
+
+/// The resident set of a process, in bytes (/proc/PID/status VmRSS).
+func residentBytes(_ pid: Int32) -> Int {
+    let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    let line = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+    return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+}
+
+/// Sends a request's headers and `count` body bytes, and leaves the connection open.
+func startUpload(port: Int, _ method: String, _ path: String, contentLength: Int, sending count: Int, headers: String = "",
+                 from source: String? = nil) throws -> TestSocket {
+    let s = try TestSocket.connect(port: port, from: source)
+    s.send(Array("\(method) \(path) HTTP/1.1\r\nHost: x\r\n\(headers)Content-Length: \(contentLength)\r\n\r\n".utf8))
+    let chunk = [UInt8](repeating: 0x5a, count: 1 << 16)
+    var sent = 0
+    while sent < count {
+        let n = min(chunk.count, count - sent)
+        s.send(Array(chunk[0..<n]))
+        sent += n
+    }
+    return s
+}
+
+/// The status line's code of what the server answered on `s` (0: closed without an answer).
+func answerStatus(_ s: TestSocket) -> Int {
+    var acc: [UInt8] = []
+    _ = s.receiveBlocking(until: "\r\n", into: &acc)
+    let line = String(decoding: acc, as: UTF8.self)
+    return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+}
+
+extension AttackTests {
+    /// (2) The body limit of the firmware upload (chip size + 1 MiB) applied before any token
+    /// was checked, and the body was kept as it came: 40 connections without a token took the
+    /// daemon from 17 to 407 MB. Now who the caller is decides the limit from the headers: no
+    /// token, a user without the lease, or a legacy client from an untrusted address is
+    /// refused, and a body sent anyway is read and dropped.
+    @Test func bodiesFromCallersWhoMayNotUploadAreNeverKept() async throws {
+        let dir = scratchDirectory()
+        let configPath = dir + "/agent.yaml"
+        var yaml = try apiConfigYAML(auth: true)
+        yaml = yaml.replacingOccurrences(of: "http:\n", with: "http:\n  max_connections_per_address: 64\n")
+        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let port = try freeLoopbackPort()
+        let daemon = try TestChild([builtProduct("rte-agent"), "serve", "--config", configPath, "--listen", "127.0.0.1:\(port)",
+                                    "--state-dir", dir + "/state"], deadlineSeconds: 300)
+        defer { _ = daemon.process.stop() }
+        guard await daemon.waitForOutput(containing: "API on http://") else { throw TimeoutError(what: "the daemon did not start: \(daemon.output)") }
+        let before = residentBytes(daemon.pid)
+        let body = (9 << 20) - 1
+        // 60 connections, each all but the last byte of a 9 MiB image, held open.
+        let sockets = try await withThrowingTaskGroup(of: TestSocket.self) { group in
+            for n in 0..<60 {
+                group.addTask {
+                    try await onThread {
+                        // A third with a user token but no lease, a third with nothing, a third as legacy clients.
+                        switch n % 3 {
+                        case 0: try startUpload(port: port, "PUT", "/api/v1/flash/image", contentLength: body, sending: body - 1)
+                        case 1: try startUpload(port: port, "PUT", "/api/v1/flash/image", contentLength: body, sending: body - 1,
+                                                headers: "Authorization: Bearer \(tokens["bob"]!)\r\n")
+                        default: try startUpload(port: port, "POST", "/api/v1/flash/file", contentLength: body, sending: body - 1,
+                                                 headers: "Content-Type: multipart/form-data; boundary=x\r\n")
+                        }
+                    }
+                }
+            }
+            var all: [TestSocket] = []
+            for try await s in group { all.append(s) }
+            return all
+        }
+        let held = residentBytes(daemon.pid)
+        // The documented bound: idle + 2 firmware images (the trusted legacy clients' two slots,
+        // 9 MiB each) + 8 MiB, with 60 × 9 MiB in flight.
+        #expect(held - before < 26 << 20, "RSS \(before >> 20) MiB → \(held >> 20) MiB with 60 bodies of 9 MiB held")
+        // Each is answered when its last byte comes: 401 without a token, 409 without a lease (nobody holds one).
+        var answers: [Int: Int] = [:]
+        for s in sockets {
+            s.send([0x5a])
+            answers[answerStatus(s), default: 0] += 1
+            s.close()
+        }
+        // The legacy ones come from a trusted address with the board free: two may upload (their
+        // multipart is not a valid image: 404 as RteCtrl answers), the others wait their turn (503).
+        #expect(answers[401] == 20 && answers[409] == 20 && answers[503] == 18 && answers[404] == 2, "\(answers)")
+        // A client that waits for 100 Continue is refused at once and sends nothing.
+        let early = try TestSocket.connect(port: port)
+        defer { early.close() }
+        early.send(Array("PUT /api/v1/flash/image HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: \(body)\r\n\r\n".utf8))
+        #expect(answerStatus(early) == 401)
+        // An unauthenticated body over the small limit is not kept either (413 or 401, never buffered).
+        let json = Array(repeating: UInt8(ascii: " "), count: 100 << 10)
+        let r = try await HTTP(port: port, token: nil).request("POST", "/api/v1/leases", body: json, headers: ["Content-Type": "application/json"])
+        #expect(r.status == 413, "\(r.status) \(r.text.prefix(200))")
+        #expect(try await HTTP(port: port, token: tokens["alice"]).request("GET", "/api/v1/health").status == 200)
+    }
+
+    /// (5) Headers at once, then a body byte every few seconds held every connection of an address
+    /// for ever (the header and idle timeouts do not apply once a body has started).
+    @Test func aTricklingBodyIsCut() async throws {
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.http.bodyGraceSeconds = 2
+        config.http.minBodyBytesPerSecond = 100
+        try await withAgent(config) { agent, c in
+            let token = try await c["alice"]!.request("POST", "/api/v1/leases", json: ["ttl_s": 600]).json["token"] as! String
+            let port = agent.port
+            let cutAfter = try await onThread { () -> Double? in
+                let s = try startUpload(port: port, "POST", "/api/v1/serial/input", contentLength: 1000, sending: 1,
+                                        headers: "Authorization: Bearer \(tokens["alice"]!)\r\nX-Lease-Token: \(token)\r\n")
+                defer { s.close() }
+                let start = Date()
+                for _ in 0..<30 {
+                    Thread.sleep(forTimeInterval: 0.5)  // the trickle itself: one byte every half second
+                    s.send([0x61])
+                    var probe = pollfd(fd: s.fd, events: Int16(POLLIN), revents: 0)
+                    if poll(&probe, 1, 0) > 0 && s.receive().isEmpty { return Date().timeIntervalSince(start) }
+                }
+                return nil
+            }
+            let after = try #require(cutAfter, "a trickling body was never cut")
+            #expect(after < 6, "cut after \(after) s")
+            #expect(try await c["alice"]!.request("GET", "/api/v1/health").status == 200)
+        }
+    }
+
+    /// (7) Ten 4 MiB uploads held open put 41.9 MB in artifacts/ with an 8 MiB quota, and a user
+    /// without the lease got 423 only after the whole body was written to disk.
+    @Test func uploadsInFlightCountAgainstTheQuotaAndNonHoldersWriteNothing() async throws {
+        let dir = scratchDirectory()
+        try await withAgent(artifactConfig(stateDir: dir, port: try freeLoopbackPort(), maxMiB: 4, quotaMiB: 8)) { agent, c in
+            let token = try await c["alice"]!.request("POST", "/api/v1/leases", json: ["ttl_s": 600]).json["token"] as! String
+            let port = agent.port, size = 4 << 20
+            let auth = "Authorization: Bearer \(tokens["alice"]!)\r\nX-Lease-Token: \(token)\r\n"
+            let files = { (try? FileManager.default.contentsOfDirectory(atPath: dir + "/artifacts")) ?? [] }
+            // Two fit (8 MiB reserved); each is held with 1 MiB sent.
+            let first = try startUpload(port: port, "PUT", "/api/v1/artifacts/a1", contentLength: size, sending: 1 << 20, headers: auth)
+            let second = try startUpload(port: port, "PUT", "/api/v1/artifacts/a2", contentLength: size, sending: 1 << 20, headers: auth)
+            defer { first.close(); second.close() }
+            // The third does not fit beside them: refused before a byte is written.
+            let third = try await onThread { () -> Int in
+                let s = try startUpload(port: port, "PUT", "/api/v1/artifacts/a3", contentLength: size, sending: size, headers: auth)
+                defer { s.close() }
+                return answerStatus(s)
+            }
+            #expect(third == 507)
+            #expect(files().filter { $0.hasPrefix(".upload-") }.count == 2, "\(files())")
+            // bob has no lease: nothing of his reaches the disk, however much he sends.
+            let bob = try startUpload(port: port, "PUT", "/api/v1/artifacts/b1", contentLength: size, sending: size - 1,
+                                      headers: "Authorization: Bearer \(tokens["bob"]!)\r\n")
+            #expect(files().filter { $0.hasPrefix(".upload-") }.count == 2, "\(files())")
+            bob.send([0])
+            #expect(answerStatus(bob) == 423)
+            bob.close()
+            // The held ones finish; a new upload fits once they are done and within the quota.
+            for s in [first, second] {
+                s.send([UInt8](repeating: 1, count: size - (1 << 20)))
+                #expect(answerStatus(s) == 201)
+            }
+            let list = try await c["alice"]!.request("GET", "/api/v1/artifacts").json
+            #expect(list["total_bytes"] as? Int == 2 * size, "\(list)")
+        }
+    }
+
+    /// (8) Two more uploads evicted an artifact that a running run was using.
+    @Test func anArtifactARunUsesIsNotEvicted() async throws {
+        let dir = scratchDirectory()
+        try await withAgent(artifactConfig(stateDir: dir, port: try freeLoopbackPort(), maxMiB: 4, quotaMiB: 8)) { _, c in
+            let alice = c["alice"]!
+            let token = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 600]).json["token"] as! String
+            #expect(try await alice.request("PUT", "/api/v1/artifacts/k1", body: bytes(3 << 20, seed: 1), leaseToken: token).status == 201)
+            // A run that uses k1 and stays in its kernel stage.
+            let id = try await alice.request("POST", "/api/v1/runs", json: spec { s in
+                s["ipxe"] = ["commands": ["dhcp net0"], "script": ["kernel ${artifact:k1} console=ttyS0,115200", "boot"]]
+                s["timeouts"] = ["kernel": 600]
+                s["login"] = ["username": "root", "prompt": "never:"]
+            }, leaseToken: token).json["id"] as! String
+            #expect(try await runEvents(alice, id, until: "\"stage\":\"kernel\"").found)
+            for name in ["k2", "k3"] {
+                #expect(try await alice.request("PUT", "/api/v1/artifacts/\(name)", body: bytes(3 << 20, seed: 2), leaseToken: token).status == 201)
+            }
+            let names = ((try await alice.request("GET", "/api/v1/artifacts").json["artifacts"] as? [[String: Any]]) ?? []).map { $0["name"] as? String }
+            #expect(names.contains("k1") && names.contains("k3") && !names.contains("k2"), "\(names)")
+            _ = try await alice.request("DELETE", "/api/v1/runs/\(id)")
+            // Once the run is over, k1 is an ordinary artifact again: the oldest goes first.
+            #expect(try await alice.request("PUT", "/api/v1/artifacts/k4", body: bytes(3 << 20, seed: 3), leaseToken: token).status == 201)
+            let after = ((try await alice.request("GET", "/api/v1/artifacts").json["artifacts"] as? [[String: Any]]) ?? []).map { $0["name"] as? String }
+            #expect(!after.contains("k1") && after.contains("k4"), "\(after)")
+        }
+    }
+}
