@@ -119,6 +119,12 @@ enum CompatRoutes {
             // Who may write is decided before the number is looked up: a caller without the right
             // learns nothing about which lines exist.
             try await authorizeLegacyWrite(from: r.remoteAddress, ctx)
+            // Lines are held while the RTE drives the SPI bus, for legacy clients as for the native API.
+            do { try await refuseWhileFlashing(ctx) } catch let problem as Problem {
+                var busy = problem
+                busy.extra["error"] = .string("device busy")  // RteCtrl clients print "error"
+                throw busy
+            }
             let (s, c) = try await lookup(r)
             guard let w = Write.parse(r.body) else {
                 throw failure(403, badParameters,

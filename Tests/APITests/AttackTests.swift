@@ -256,3 +256,32 @@ extension AttackTests {
         }
     }
 }
+
+extension AttackTests {
+    /// (3) While flashrom ran, native line and power calls got 409 flash-busy, but RteCtrl's
+    /// `PATCH /api/v1/gpio/{id}` from the lease's bound address answered 200 and cut the relay
+    /// (id 0) or released SPI VCC (id 3) mid-write.
+    @Test func legacyLineWritesAreRefusedWhileFlashing() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, c in
+            let alice = c["alice"]!
+            let token = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "bind_address": true]).json["token"] as! String
+            let rom = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            #expect(try await alice.request("PUT", "/api/v1/flash/image", body: rom, leaseToken: token).status == 201)
+            let job = try await alice.request("POST", "/api/v1/flash/jobs", json: ["operation": "write"], leaseToken: token).json["id"] as! String
+            let legacy = HTTP(port: agent.port, token: nil)
+            let bank = agent.hardware.simulatedBank!
+            let relayBefore = bank.isActive("relay")
+            for id in [0, 3] {
+                let r = try await legacy.request("PATCH", "/api/v1/gpio/\(id)", json: ["state": 0])
+                #expect(r.status == 409 && (r.json["type"] as? String ?? "").hasSuffix("flash-busy"), "gpio \(id): \(r.text)")
+            }
+            #expect(bank.isActive("relay") == relayBefore)
+            let done = try await runEvents(alice, job, until: "event: finished", path: "/api/v1/flash/jobs/\(job)/events").text
+            #expect(done.contains("event: finished"))
+            let finished = try await alice.request("GET", "/api/v1/flash/jobs/\(job)").json
+            #expect(finished["state"] as? String == "succeeded", "\(finished)")
+            // After the job, the same write is the bound holder's to make.
+            #expect(try await legacy.request("PATCH", "/api/v1/gpio/11", json: ["state": 0]).status == 200)
+        }
+    }
+}

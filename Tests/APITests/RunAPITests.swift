@@ -22,12 +22,13 @@ func spec(_ base: [String: Any] = thirdOfFive, _ change: (inout [String: Any]) -
 
 /// Follows a run's event stream (as `http`'s user) until `text` appears or the stream ends;
 /// returns whether it appeared and everything read.
-func runEvents(_ http: HTTP, _ id: String, until text: String = "event: run_finished") async throws -> (found: Bool, text: String) {
+func runEvents(_ http: HTTP, _ id: String, until text: String = "event: run_finished", path: String? = nil) async throws -> (found: Bool, text: String) {
     let port = http.port, auth = http.token.map { "Authorization: Bearer \($0)\r\n" } ?? ""
+    let path = path ?? "/api/v1/runs/\(id)/events"
     return try await onThread { () -> (found: Bool, text: String) in
         let s = try TestSocket.connect(port: port)
         defer { s.close() }
-        s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\n\(auth)\r\n".utf8))
+        s.send(Array("GET \(path) HTTP/1.0\r\nHost: x\r\n\(auth)\r\n".utf8))
         var acc: [UInt8] = []
         let found = s.receiveBlocking(until: text, into: &acc)
         return (found, String(decoding: acc, as: UTF8.self))
