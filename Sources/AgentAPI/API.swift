@@ -29,6 +29,7 @@ public struct APIContext: Sendable {
     public var artifacts: ArtifactService?
     /// The agent's log (the journal under systemd): refusals worth an operator's attention.
     public var log: @Sendable (String) -> Void
+    public var failedLogins: FailedLogins
 
     public init(config: AgentConfig, clock: any AgentClock, startedAt: Timestamp, authenticator: Authenticator, leases: LeaseBook,
                 power: any DUTPower, gpio: GPIOController?, serial: SerialPort, capture: SerialCapture, metrics: Metrics,
@@ -36,6 +37,7 @@ public struct APIContext: Sendable {
         self.config = config; self.clock = clock; self.startedAt = startedAt; self.authenticator = authenticator
         self.leases = leases; self.power = power; self.gpio = gpio; self.serial = serial; self.capture = capture
         self.metrics = metrics; self.runs = runs; self.flasher = flasher; self.artifacts = artifacts; self.log = log
+        failedLogins = FailedLogins(clock: clock)
     }
 }
 
@@ -76,12 +78,32 @@ struct QueueView: Encodable {
 struct Guard: Sendable {
     let ctx: APIContext
 
-    func identify(_ r: HTTPRequest) throws(Problem) -> Identity {
+    /// Who the request is from. `record`: a failure counts towards the address's lockout and is
+    /// logged (false where the headers are looked at before the request is served).
+    func identify(_ r: HTTPRequest, record: Bool = true) throws(Problem) -> Identity {
+        guard ctx.authenticator.isEnabled else { return .anonymous }
+        if let until = ctx.failedLogins.lockedUntil(r.remoteAddress) {
+            let wait = max(1, Int((until - ctx.clock.now()).seconds.rounded(.up)))
+            if record { ctx.metrics.count("auth_failures_total", labels: ["reason": "locked_out"]) }
+            throw Problem(429, "too-many-failed-logins", "Too many failed logins",
+                          "\(FailedLogins.burst) failed logins from \(r.remoteAddress) within \(Int(FailedLogins.window.seconds)) s: "
+                              + "this address is refused for \(wait) s more; check the token you use",
+                          headers: [("Retry-After", String(wait))])
+        }
         do { return try ctx.authenticator.identify(authorization: r.header("authorization")) } catch {
+            let problem: Problem
             switch error {
-            case .missingToken: throw Problem(401, "unauthenticated", "Authentication required", "send Authorization: Bearer <token>")
-            case .invalidToken: throw Problem(401, "invalid-token", "Invalid token", "the bearer token is not known to this agent")
+            case .missingToken: problem = Problem(401, "unauthenticated", "Authentication required", "send Authorization: Bearer <token>")
+            case .invalidToken: problem = Problem(401, "invalid-token", "Invalid token", "the bearer token is not known to this agent")
             }
+            // A missing token is a client that has not signed in yet, not a guess.
+            if record, error == .invalidToken {
+                ctx.metrics.count("auth_failures_total", labels: ["reason": "invalid_token"])
+                if let line = ctx.failedLogins.record(r.remoteAddress, userAgent: r.header("user-agent"), reason: "invalid token") {
+                    ctx.log(line)
+                }
+            }
+            throw problem
         }
     }
 

@@ -112,21 +112,24 @@ public enum DUTFileRoutes {
     public enum ByteRange: Equatable { case whole, part(Int64, Int64), unsatisfiable }
 
     /// One `bytes=` range (RFC 9110 §14.1.2): `a-b`, `a-`, `-n`. Several ranges, or a header that is
-    /// not a byte range, get the whole file (allowed: a server may ignore Range).
+    /// not a valid byte range (`-1-2`, `--1`, `+1-2`), get the whole file: RFC 9110 says to ignore
+    /// an invalid range, and a server may ignore Range.
     public static func byteRange(_ header: String?, size: Int64) -> ByteRange {
         guard let header, header.hasPrefix("bytes="), !header.contains(",") else { return .whole }
         let spec = header.dropFirst(6).split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
         guard spec.count == 2 else { return .whole }
+        /// Digits only: Int64("+1") and Int64("-1") parse, a byte position may not be written so.
+        func position(_ s: String) -> Int64? { s.isEmpty || !s.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } ? nil : Int64(s) }
         let first = spec[0].trimmedOf(" "), last = spec[1].trimmedOf(" ")
         if first.isEmpty {
-            guard let n = Int64(last), n > 0 else { return .unsatisfiable }
-            if size == 0 { return .unsatisfiable }
+            guard let n = position(last) else { return .whole }
+            if n == 0 || size == 0 { return .unsatisfiable }
             return .part(max(0, size - n), size - 1)
         }
-        guard let a = Int64(first), a >= 0 else { return .whole }
+        guard let a = position(first) else { return .whole }
         guard a < size else { return .unsatisfiable }
         if last.isEmpty { return .part(a, size - 1) }
-        guard let b = Int64(last), b >= a else { return .whole }
+        guard let b = position(last), b >= a else { return .whole }
         return .part(a, min(b, size - 1))
     }
 }

@@ -38,7 +38,7 @@ public struct UploadAdmission: Sendable {
     public func admit(_ r: HTTPRequest) -> BodyAdmission {
         let http = ctx.config.http
         let guardian = Guard(ctx: ctx)
-        let identity = try? guardian.identify(r)
+        let identity = try? guardian.identify(r, record: false)
         if r.method == "PUT", r.path == "/api/v1/flash/image" {
             if let refusal = holderRefusal(r, identity) { return .refuse(refusal.response) }
             return image(imageBytes)
@@ -65,7 +65,7 @@ public struct UploadAdmission: Sendable {
     func holderRefusal(_ r: HTTPRequest, _ identity: Identity?) -> Problem? {
         let guardian = Guard(ctx: ctx)
         guard let identity else {
-            do { _ = try guardian.identify(r) } catch { return error }
+            do { _ = try guardian.identify(r, record: false) } catch { return error }
             return nil
         }
         let credential = guardian.credential(r, identity)

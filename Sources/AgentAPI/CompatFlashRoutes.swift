@@ -22,8 +22,13 @@ enum CompatFlashRoutes {
 
         router.add(.POST, "/api/v1/flash/file", g.open { r in
             try await CompatRoutes.authorizeLegacyWrite(from: r.remoteAddress, ctx)
-            guard let boundary = Multipart.boundary(r.header("content-type")), let file = Multipart.field("file", in: r.body, boundary: boundary) else {
-                throw fail(404, cantUpload, "send the image as multipart/form-data field \"file\" (curl -F file=@coreboot.rom)", "compat-error")
+            let howTo = "send the image as multipart/form-data field \"file\" (curl -F file=@coreboot.rom)"
+            guard let boundary = Multipart.boundary(r.header("content-type")) else { throw fail(404, cantUpload, howTo, "compat-error") }
+            let file: [UInt8]
+            switch Multipart.field("file", in: r.body, boundary: boundary) {
+            case .found(let bytes): file = bytes
+            case .missing: throw fail(404, cantUpload, howTo, "compat-error")
+            case .tooManyParts: throw fail(404, cantUpload, "the body has more than \(Multipart.maxParts) parts; " + howTo, "compat-error")
             }
             do {
                 let info = try await flasher.storeImage(file, user: "compat \(r.remoteAddress)")

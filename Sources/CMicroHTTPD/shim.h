@@ -37,6 +37,23 @@ static inline int rte_mhd_connection_fd(struct MHD_Connection *c) {
 }
 
 /* Starts a daemon with its own epoll thread. host: IPv4 or IPv6 literal. Returns NULL on failure. */
+/* Decodes %XX in a path or query value as MHD's own unescaping does, except %00: a NUL would cut
+   the value short in every C string after it ("k%00x" became the artifact "k"), so it stays
+   "%00" and the route sees a name it refuses. */
+static inline int rte_hex(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+static size_t rte_mhd_unescape(void *cls, struct MHD_Connection *c, char *s) {
+    (void)cls; (void)c;
+    char *r = s, *w = s;
+    while (*r) {
+        int hi = r[0] == '%' && r[1] ? rte_hex(r[1]) : -1, lo = hi >= 0 && r[2] ? rte_hex(r[2]) : -1;
+        if (hi >= 0 && lo >= 0 && (hi | lo) != 0) { *w++ = (char)(hi * 16 + lo); r += 3; } else { *w++ = *r++; }
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}
+
 static inline struct MHD_Daemon *rte_mhd_start(const char *host, uint16_t port, int tls,
     rte_mhd_access_handler handler, void *cls, rte_mhd_completed_handler completed,
     unsigned int connection_timeout, unsigned int connection_limit, unsigned int per_address_limit,
@@ -70,6 +87,7 @@ static inline struct MHD_Daemon *rte_mhd_start(const char *host, uint16_t port, 
             MHD_OPTION_NOTIFY_CONNECTION, rte_mhd_connection_trampoline, notify,
             MHD_OPTION_HTTPS_MEM_CERT, cert_pem,
             MHD_OPTION_HTTPS_MEM_KEY, key_pem,
+            MHD_OPTION_UNESCAPE_CALLBACK, rte_mhd_unescape, NULL,
             MHD_OPTION_END);
     }
     return MHD_start_daemon(flags, port, NULL, NULL, handler, cls,
@@ -79,6 +97,7 @@ static inline struct MHD_Daemon *rte_mhd_start(const char *host, uint16_t port, 
         MHD_OPTION_CONNECTION_LIMIT, connection_limit,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address_limit,
         MHD_OPTION_NOTIFY_CONNECTION, rte_mhd_connection_trampoline, notify,
+        MHD_OPTION_UNESCAPE_CALLBACK, rte_mhd_unescape, NULL,
         MHD_OPTION_END);
 }
 

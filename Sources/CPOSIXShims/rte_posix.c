@@ -4,7 +4,13 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
+
+long rte_find_bytes(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len) {
+    const char *hit = memmem(haystack, haystack_len, needle, needle_len);
+    return hit ? (long)(hit - (const char *)haystack) : -1;
+}
 
 int rte_open_pty_master(char *slave_name, size_t slave_name_len) {
     int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);

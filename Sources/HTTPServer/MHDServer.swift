@@ -308,6 +308,10 @@ private func queue(_ response: HTTPResponse, on connection: OpaquePointer, core:
     }
     guard let mhdResponse else { return rte_mhd_no() }
     for (name, value) in headers { MHD_add_response_header(mhdResponse, name, value) }
+    // Every answer is what its Content-Type says (no browser guessing a problem document into HTML).
+    if !headers.contains(where: { $0.0.lowercased() == "x-content-type-options" }) {
+        MHD_add_response_header(mhdResponse, "X-Content-Type-Options", "nosniff")
+    }
     let result = MHD_queue_response(connection, UInt32(response.status), mhdResponse)
     MHD_destroy_response(mhdResponse)
     return result

@@ -1,3 +1,4 @@
+import CPOSIXShims
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -66,4 +67,15 @@ public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws(Errno) 
     if rename(tmp, path) != 0 { let e = Errno.current; unlink(tmp); throw e }
     let dir = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
     if let d = try? FileDescriptor.open(dir.isEmpty ? "." : dir, [.readOnly]) { try? d.fsync(); d.close() }
+}
+
+/// Where `needle` first occurs in `haystack[from..<to]` (glibc's memmem: linear time, whatever the
+/// bytes, where a naive search of an attacker's body is quadratic).
+public func firstOffset(of needle: [UInt8], in haystack: [UInt8], from: Int = 0, to: Int? = nil) -> Int? {
+    let end = Swift.min(to ?? haystack.count, haystack.count)
+    guard from >= 0, from <= end, !needle.isEmpty else { return nil }
+    let offset = haystack.withUnsafeBytes { h in
+        needle.withUnsafeBytes { n in rte_find_bytes(h.baseAddress! + from, end - from, n.baseAddress, n.count) }
+    }
+    return offset < 0 ? nil : from + offset
 }

@@ -3,6 +3,7 @@ import AgentRuntime
 @testable import Configuration
 import Foundation
 import POSIXIO
+import Synchronization
 import TestSupport
 import Testing
 
@@ -282,6 +283,102 @@ extension AttackTests {
             #expect(finished["state"] as? String == "succeeded", "\(finished)")
             // After the job, the same write is the bound holder's to make.
             #expect(try await legacy.request("PATCH", "/api/v1/gpio/11", json: ["state": 0]).status == 200)
+        }
+    }
+}
+
+/// Collects the agent's log lines (the journal under systemd).
+final class LogLines: Sendable {
+    let lines = Mutex<[String]>([])
+    func add(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+}
+
+extension AttackTests {
+    /// (6) 9 MiB of ~161k tiny parts to the legacy upload took 3.9–9.6 s to parse, and four in
+    /// parallel held every other request up to 8.4 s. Parts past 16 are not parsed.
+    @Test func aBodyOfManyTinyPartsIsRefusedFast() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
+            var body: [UInt8] = []
+            body.reserveCapacity(9 << 20)
+            let part = Array("--x\r\nContent-Disposition: form-data; name=\"p\"\r\n\r\na\r\n".utf8)
+            while body.count + part.count < (9 << 20) - 200 { body += part }
+            body += Array("--x--\r\n".utf8)
+            let legacy = HTTP(port: c["nobody"]!.port, token: nil)
+            let start = Date()
+            let r = try await legacy.request("POST", "/api/v1/flash/file", body: body, headers: ["Content-Type": "multipart/form-data; boundary=x"])
+            let took = Date().timeIntervalSince(start)
+            #expect(r.status == 404 && (r.json["detail"] as? String ?? "").contains("more than 16 parts"), "\(r.status) \(r.text.prefix(300))")
+            #expect(took < 2, "\(took) s for one upload")
+            // A real upload still works: one part named file.
+            let rom = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 3) }
+            let form = Array("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.rom\"\r\nContent-Type: application/octet-stream\r\n\r\n".utf8)
+                + rom + Array("\r\n--b--\r\n".utf8)
+            let ok = try await legacy.request("POST", "/api/v1/flash/file", body: form, headers: ["Content-Type": "multipart/form-data; boundary=b"])
+            #expect(ok.status == 200 && ok.json["file_size"] as? Int == rom.count, "\(ok.text.prefix(300))")
+        }
+    }
+
+    /// (11) 2,000 wrong tokens at ~1,540/s: all 401, no slowdown, no log line. Now each failure is
+    /// logged (address and user-agent, never the token) until a burst of 10, then the address is
+    /// refused for a minute (429 with Retry-After, the page and rtectl print its detail).
+    @Test func failedLoginsAreLoggedAndAnAddressIsSlowedAfterABurst() async throws {
+        let log = LogLines()
+        let clock = ManualClock(start: Timestamp(secondsSinceEpoch: Double(Int(Date().timeIntervalSince1970))))
+        try await withAgent(apiConfig(stateDir: scratchDirectory()), clock: clock, log: { log.add($0) }) { agent, c in
+            let guesser = HTTP(port: agent.port, token: "guess-0000", source: "127.0.0.9")
+            var statuses: [Int] = []
+            for n in 0..<12 {
+                let g = HTTP(port: agent.port, token: "guess-\(n)", source: "127.0.0.9")
+                statuses.append(try await g.request("GET", "/api/v1/status", headers: ["User-Agent": "brute/1.0"]).status)
+            }
+            #expect(statuses == Array(repeating: 401, count: 10) + [429, 429], "\(statuses)")
+            let lines = log.all.filter { $0.contains("authentication failed") }
+            #expect(lines.count == 10, "\(lines)")
+            #expect(lines.first?.contains("127.0.0.9") == true && lines.first?.contains("brute/1.0") == true, "\(lines)")
+            #expect(lines.last?.contains("refusing it for 60 s") == true, "\(lines)")
+            #expect(!log.all.contains { $0.contains("guess-") }, "a token in the log")
+            // Locked out: even a right token from there waits; other addresses are not affected.
+            let locked = try await HTTP(port: agent.port, token: tokens["alice"], source: "127.0.0.9").request("GET", "/api/v1/status")
+            #expect(locked.status == 429 && locked.headers["retry-after"] != nil, "\(locked.text)")
+            #expect((locked.json["detail"] as? String ?? "").contains("refused for"), "\(locked.text)")
+            #expect(try await c["alice"]!.request("GET", "/api/v1/status").status == 200)
+            // A minute later it may try again.
+            clock.advance(by: .seconds(61))
+            #expect(try await HTTP(port: agent.port, token: tokens["alice"], source: "127.0.0.9").request("GET", "/api/v1/status").status == 200)
+            _ = guesser
+            let metrics = try await c["alice"]!.request("GET", "/metrics").text
+            #expect(metrics.contains("rte_auth_failures_total{reason=\"invalid_token\"} 10"), "\(metrics.split(separator: "\n").filter { $0.contains("auth") })")
+        }
+    }
+
+    /// The small ones: a NUL in an artifact name was cut there (`k%00x` made `k`); `bytes=-1-2`
+    /// and `--1` got 416 where RFC 9110 says to ignore an invalid range, `+1-2` was taken; API
+    /// answers carried no X-Content-Type-Options.
+    @Test func namesWithNULInvalidRangesAndSniffing() async throws {
+        let port = try freeLoopbackPort()
+        try await withAgent(artifactConfig(stateDir: scratchDirectory(), port: port)) { agent, c in
+            let alice = c["alice"]!
+            let token = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 600]).json["token"] as! String
+            let nul = try await alice.request("PUT", "/api/v1/artifacts/k%00x", body: [1, 2, 3], leaseToken: token)
+            #expect(nul.status == 422, "\(nul.status) \(nul.text)")
+            #expect(try await alice.request("GET", "/api/v1/artifacts/k").status == 404, "nothing named k was made")
+            let data = bytes(1000, seed: 4)
+            let put = try await alice.request("PUT", "/api/v1/artifacts/k", body: data, leaseToken: token)
+            #expect(put.status == 201)
+            let url = put.json["url"] as! String
+            let path = String(url.drop { $0 != "/" }.dropFirst(2).drop { $0 != "/" })
+            let dut = HTTP(port: agent.dutFiles!.port, token: nil)
+            for bad in ["bytes=-1-2", "bytes=--1", "bytes=+1-2", "bytes=1-+2"] {
+                let r = try await dut.request("GET", path, headers: ["Range": bad])
+                #expect(r.status == 200 && r.body == data, "\(bad): \(r.status)")
+            }
+            #expect(try await dut.request("GET", path, headers: ["Range": "bytes=-0"]).status == 416)
+            #expect(try await dut.request("GET", path, headers: ["Range": "bytes=10-19"]).status == 206)
+            for r in [try await alice.request("GET", "/api/v1/status"), try await c["nobody"]!.request("GET", "/api/v1/leases"),
+                      try await dut.request("GET", path)] {
+                #expect(r.headers["x-content-type-options"] == "nosniff", "\(r.headers)")
+            }
         }
     }
 }
