@@ -58,6 +58,8 @@ public struct UploadAdmission: Sendable {
         }
         // Legacy routes take no token and small JSON bodies: the small limit covers them too.
         if identity == nil, ctx.authenticator.isEnabled { return .buffer(maxBytes: min(http.maxBodyBytes, http.unauthenticatedBodyBytes)) }
+        // A run spec is a few KiB; parsing one costs ~80× its size (YAML), so its size is bounded.
+        if r.method == "POST", r.path == "/api/v1/runs" { return .buffer(maxBytes: min(http.maxBodyBytes, RunRoutes.maxSpecBytes)) }
         return .buffer(maxBytes: http.maxBodyBytes)
     }
 
@@ -82,5 +84,31 @@ public struct UploadAdmission: Sendable {
         }
         return ctx.config.compat.allowAnonymousWrites && address(client, isIn: ctx.config.compat.trustedNetworks)
             ? nil : CompatRoutes.untrusted(client, ctx)
+    }
+}
+
+/// A counting semaphore for async callers, FIFO.
+final class AsyncSlots: Sendable {
+    private struct State { var free: Int; var waiters: [CheckedContinuation<Void, Never>] = [] }
+    private let state: Mutex<State>
+    init(_ count: Int) { state = Mutex(State(free: count)) }
+
+    func take() async {
+        await withCheckedContinuation { c in
+            let now = state.withLock { s -> Bool in
+                if s.free > 0 { s.free -= 1; return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    func give() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiters.isEmpty { s.free += 1; return nil }
+            return s.waiters.removeFirst()
+        }
+        next?.resume()
     }
 }

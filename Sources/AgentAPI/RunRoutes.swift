@@ -8,13 +8,24 @@ import Runs
 import Serial
 
 enum RunRoutes {
+    /// The largest run spec accepted (a spec is a few KiB).
+    static let maxSpecBytes = 64 << 10
+    /// Specs parsed at once: parsing costs memory in proportion to the text (~80× for YAML), so
+    /// 16 clients posting at once wait their turn instead of adding up.
+    static let specParses = AsyncSlots(2)
+
     static func add(_ router: inout Router, _ ctx: APIContext, _ g: Guard) {
         guard let engine = ctx.runs else { return }
 
         router.add(.POST, "/api/v1/runs", g.user { r, id in
+            guard r.body.count <= maxSpecBytes else {
+                throw Problem(413, "body-too-large", "Run spec too large", "a run spec is at most \(maxSpecBytes) bytes, this one has \(r.body.count)")
+            }
             let doc: JSONValue
             // JSON, or YAML as written in a spec file (the web page posts what was pasted).
             let yaml = (r.header("content-type") ?? "").contains("yaml")
+            await specParses.take()
+            defer { specParses.give() }
             do {
                 doc = yaml ? try JSONValue.parse(yaml: String(decoding: r.body, as: UTF8.self)) : try JSONValue.parseBody(json: r.body)
             } catch let e as DocumentError { throw Problem.badRequest("the body (a run spec) \(e.message)") }
@@ -78,19 +89,24 @@ enum RunRoutes {
             let run = try await engine.get(r.pathParameters["id"]!)
             guard let from = run.captureFrom else { throw Problem(409, "not-started", "Run not started", "run \(run.id) has not started; it has no transcript yet") }
             let to = run.captureTo ?? ctx.capture.endOffset
-            var bytes: [UInt8] = []
-            var offset = from
-            while offset < to {
-                switch ctx.capture.readPersisted(from: offset, limit: Int(min(to - offset, 1 << 20))) {
-                case .data(_, let chunk, let next):
-                    if chunk.isEmpty { offset = to; break }
-                    bytes += chunk; offset = next
-                case .lost(_, let resumeAt):
-                    offset = resumeAt
-                }
-            }
+            let capture = ctx.capture
+            // Streamed from the capture (its ring, then its log files) a chunk at a time: a reader
+            // costs its chunk and the writer's bounded buffer, not a copy of the transcript.
             return HTTPResponse(status: 200, headers: [("Content-Type", "application/octet-stream"),
-                                                        ("X-Capture-From", String(from)), ("X-Capture-To", String(to))], body: .bytes(bytes))
+                                                        ("X-Capture-From", String(from)), ("X-Capture-To", String(to))],
+                                body: .stream { writer in
+                var offset = from
+                while offset < to {
+                    switch capture.readPersisted(from: offset, limit: Int(min(to - offset, 64 << 10))) {
+                    case .data(_, let chunk, let next):
+                        if chunk.isEmpty { return }
+                        guard await writer.write(chunk) else { return }
+                        offset = next
+                    case .lost(_, let resumeAt):
+                        offset = resumeAt
+                    }
+                }
+            })
         })
 
         router.add(.GET, "/api/v1/runs/{id}/events", g.user { r, _ in

@@ -169,7 +169,7 @@ public final class Agent: Sendable {
                                            minBodyBytesPerSecond: config.http.minBodyBytesPerSecond,
                                            bodyGraceSeconds: config.http.bodyGraceSeconds),
                 handler: { request in await router.handle(request) },
-                tooLarge: { _, max in Problem(413, "body-too-large", "Request body too large", "the body exceeds \(max) bytes (http.max_body_bytes)").response })
+                tooLarge: { _, max in Problem(413, "body-too-large", "Request body too large", "the body exceeds \(max) bytes, the limit for this request (README, Limits)").response })
         } catch {
             _ = await hardware.shutdown()
             throw error

@@ -48,7 +48,8 @@ public final class ResponseStreamWriter: Sendable {
         var closeWaiters: [CheckedContinuation<Void, Never>] = []
     }
     let state = Mutex(State())
-    let limit = 1 << 20
+    /// What a slow reader can make the agent hold for it (the producer waits beyond this).
+    let limit = 256 << 10
     /// Called when there is new data for a suspended connection.
     let onData: Mutex<(@Sendable () -> Void)?> = Mutex(nil)
 

@@ -382,3 +382,66 @@ extension AttackTests {
         }
     }
 }
+
+extension AttackTests {
+    /// (10) Each transcript reader got a full copy in memory: 20 slow readers of a 3.2 MB
+    /// transcript, +43 MiB. Now the transcript streams from the capture a chunk at a time.
+    @Test func slowTranscriptReadersDoNotEachCostACopy() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, c in
+            let alice = c["alice"]!
+            // A run that stays in its kernel stage; 8 MiB of console output arrive during it.
+            let id = try await alice.request("POST", "/api/v1/runs", json: spec { s in
+                s["timeouts"] = ["kernel": 600]; s["login"] = ["username": "root", "prompt": "never:"]
+            }).json["id"] as! String
+            #expect(try await runEvents(alice, id, until: "\"stage\":\"kernel\"").found)
+            let line = Array("[    1.000000] a kernel line of the kind a boot log is made of, 100 bytes long, give or take\r\n".utf8)
+            var block: [UInt8] = []
+            while block.count < 1 << 20 { block += line }
+            for _ in 0..<8 { agent.hardware.capture.append(block) }
+            let before = residentBytes(getpid())
+            // 20 readers that ask for it and then read nothing.
+            let port = agent.port
+            let readers = try (0..<20).map { _ -> TestSocket in
+                let s = try TestSocket.connect(port: port)
+                s.send(Array("GET /api/v1/runs/\(id)/transcript HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
+                return s
+            }
+            defer { readers.forEach { $0.close() } }
+            // Every reader's answer has started (its first bytes are here), then memory is read.
+            for s in readers { #expect(!s.receive(max: 1024).isEmpty) }
+            let held = residentBytes(getpid())
+            #expect(held - before < 24 << 20, "RSS +\((held - before) >> 20) MiB with 20 readers of an 8 MiB transcript")
+            // A reader that reads gets all of it.
+            let whole = try await alice.request("GET", "/api/v1/runs/\(id)/transcript")
+            #expect(whole.status == 200 && whole.body.count >= 8 << 20, "\(whole.body.count)")
+            _ = try await alice.request("DELETE", "/api/v1/runs/\(id)")
+        }
+    }
+}
+
+extension AttackTests {
+    /// One 0.94 MiB YAML spec cost +75 MiB RSS to parse (16 in parallel: +102 MiB). A spec is at
+    /// most 64 KiB, and two are parsed at a time.
+    @Test func runSpecsAreBoundedInSizeAndParsedTwoAtATime() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
+            let carol = c["carol"]!
+            let big = Array(("name: x\nlist: [" + String(repeating: "1, ", count: 40_000) + "1]\n").utf8)
+            let r = try await carol.request("POST", "/api/v1/runs", body: big, headers: ["Content-Type": "application/yaml"])
+            #expect(r.status == 413, "\(r.status) \(r.text.prefix(200))")
+            let near = Array(("name: x\nlist: [" + String(repeating: "1, ", count: 20_000) + "1]\n").utf8)  // ~60 KiB, 20k nodes
+            let before = residentBytes(getpid())
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<16 {
+                    group.addTask { try await carol.request("POST", "/api/v1/runs", body: near, headers: ["Content-Type": "application/yaml"]).status }
+                }
+                var all: [Int] = []
+                for try await s in group { all.append(s) }
+                return all
+            }
+            let after = residentBytes(getpid())
+            #expect(statuses.allSatisfy { $0 == 400 || $0 == 422 }, "\(statuses)")  // parsed, then refused
+            #expect(after - before < 40 << 20, "RSS +\((after - before) >> 20) MiB for 16 specs of 60 KiB at once")
+            #expect(try await c["nobody"]!.request("GET", "/api/v1/health").status == 200)
+        }
+    }
+}
