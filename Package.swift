@@ -70,7 +70,7 @@ let package = Package(
             "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime", "JSONDocument", "Flashing", "YAML",
         ]),
         .testTarget(name: "BootFlowTests", dependencies: [
-            "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "Leases", "Auth", "Power", "JSONDocument", "AgentRuntime", "AgentClock",
+            "TestSupport", "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "Leases", "Auth", "Power", "JSONDocument", "AgentRuntime", "AgentClock",
             "Serial", "SimulatedDUT",
         ], resources: [.copy("Fixtures")]),
         .testTarget(name: "APITests", dependencies: [

@@ -445,3 +445,65 @@ extension AttackTests {
         }
     }
 }
+
+extension AttackTests {
+    /// The daemon under the fuzz corpus (RTE_FUZZ_DAEMON_SECONDS, 30 s by default), with a
+    /// watchdog: any exit of the daemon fails the test. Every input is posted as a run spec; each
+    /// one accepted is let run into its first waits (where (1) crashed the daemon) and cancelled.
+    @Test func theDaemonSurvivesTheSpecFuzzCorpus() async throws {
+        let seconds = Double(ProcessInfo.processInfo.environment["RTE_FUZZ_DAEMON_SECONDS"] ?? "") ?? 30
+        let dir = scratchDirectory()
+        let configPath = dir + "/agent.yaml"
+        try apiConfigYAML(auth: true).write(toFile: configPath, atomically: true, encoding: .utf8)
+        let port = try freeLoopbackPort()
+        let daemon = try TestChild([builtProduct("rte-agent"), "serve", "--config", configPath, "--listen", "127.0.0.1:\(port)",
+                                    "--state-dir", dir + "/state"], deadlineSeconds: seconds + 240)
+        defer { _ = daemon.process.stop() }
+        guard await daemon.waitForOutput(containing: "API on http://") else { throw TimeoutError(what: "the daemon did not start: \(daemon.output)") }
+        let alice = HTTP(port: port, token: tokens["alice"])
+        var seeds = (try? FileManager.default.contentsOfDirectory(atPath: packageRoot + "/deploy/specs"))?.sorted()
+            .compactMap { FileManager.default.contents(atPath: packageRoot + "/deploy/specs/" + $0).map(Array.init) } ?? []
+        seeds.append(Array(try JSONSerialization.data(withJSONObject: thirdOfFive)))
+        // The corpus keeps the inputs that once killed the daemon: posted first, as they are.
+        let known = [spec { $0["firmware"] = ["banner": [String(repeating: "x", count: 5000)]] },
+                     spec { $0["firmware"] = ["banner": Array(repeating: String(repeating: "y", count: 3000), count: 8)] },
+                     spec { $0["login"] = ["username": "root", "prompt": String(repeating: "z", count: 5000)] }]
+        var queue = try known.map { Array(try JSONSerialization.data(withJSONObject: $0)) }
+        var fuzzer = SpecFuzzer(seed: 3232)
+        var posted = 0, accepted = 0, statuses: [Int: Int] = [:]
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            let input = queue.isEmpty ? fuzzer.input(seeds: seeds) : queue.removeFirst()
+            let yaml = input.first != UInt8(ascii: "{")
+            let r = try await alice.request("POST", "/api/v1/runs", body: input,
+                                            headers: ["Content-Type": yaml ? "application/yaml" : "application/json"])
+            posted += 1
+            statuses[r.status, default: 0] += 1
+            if r.status == 202, let id = r.json["id"] as? String {
+                accepted += 1
+                // Into its second stage (the waits after power) or its end, then cancelled.
+                let seen = try await onThread { () -> Bool in
+                    let s = try TestSocket.connect(port: port)
+                    defer { s.close() }
+                    var tv = timeval(tv_sec: 3, tv_usec: 0)
+                    setsockopt(s.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                    s.send(Array("GET /api/v1/runs/\(id)/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
+                    var acc: [UInt8] = []
+                    return s.receiveBlocking(until: "\"stage\":\"firmware\"", into: &acc) || acc.contains(text: "run_finished")
+                }
+                _ = seen
+                _ = try await alice.request("DELETE", "/api/v1/runs/\(id)")
+            }
+            // The watchdog: the daemon must still be there after every input.
+            if let status = daemon.process.poll() {
+                Issue.record("the daemon exited (\(status)) after input \(posted): \(String(decoding: input.prefix(400), as: UTF8.self))\n\(daemon.output.suffix(2000))")
+                return
+            }
+            // 5xx means the daemon failed on the input rather than refusing it.
+            if r.status >= 500 { Issue.record("\(r.status) for input \(posted): \(r.text.prefix(300))") }
+        }
+        #expect(try await alice.request("GET", "/api/v1/health").status == 200)
+        #expect(posted > 100 && accepted > 0, "\(posted) posted, \(accepted) accepted: \(statuses)")
+        print("daemon fuzz: \(posted) specs posted in \(seconds) s, \(accepted) accepted and run, answers \(statuses)")
+    }
+}
