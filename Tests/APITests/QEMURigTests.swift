@@ -442,3 +442,34 @@ struct QEMURigTests {
         }
     }
 }
+
+extension QEMURigTests {
+    /// Issue 39 on real firmware: alice holds the board, bob's run waits for it in the lease
+    /// queue, alice releases; bob's run boots, passes and gives the board back (it used to pass
+    /// its iteration and stay `running` for ever, its lease current) — three times in a row.
+    @Test func aRunThatWaitedForTheBoardEndsOnTheRigThreeTimesInARow() async throws {
+        let rig = try await Rig.shared.prepare()
+        try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { _, c in
+            let (alice, bob) = (c["alice"]!, c["bob"]!)
+            let spec: [String: Any] = [
+                "name": "queued run on the rig", "power": "cycle", "wait_s": 900,
+                "ipxe": ["skip_banner_wait": true, "menu_entry": "Xen Linux dev"],
+                "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
+                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 20]],
+                "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
+            ]
+            for attempt in 1...3 {
+                let token = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 900, "purpose": "manual"]).json["token"] as! String
+                let id = try await bob.request("POST", "/api/v1/runs", json: spec).json["id"] as! String
+                try await waitForQueueLength(alice, 1)
+                #expect(try await alice.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
+                let run = try await finishedRun(bob, id)
+                #expect(run["state"] as? String == "passed", "attempt \(attempt): \(run["state"] ?? "") \(run["message"] ?? "") \(failure(run))")
+                expectEndedPromptly(run)
+                let book = try await leaseBook(alice)
+                #expect(book.holder == nil && book.queue == 0, "attempt \(attempt): \(book)")
+                printToStandardError("rig queued run \(attempt): \(run["state"] ?? "")")
+            }
+        }
+    }
+}
