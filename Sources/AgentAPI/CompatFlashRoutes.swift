@@ -1,6 +1,7 @@
 import Flashing
 import HTTPServer
 import JSONDocument
+import POSIXIO
 
 /// RteCtrl's flashing endpoints, translated onto the Flasher (the whole S5 → SPI → flashrom →
 /// SPI off sequence, not flashrom alone), with the compat layer's lease rules for writes:
@@ -25,7 +26,8 @@ enum CompatFlashRoutes {
             let howTo = "send the image as multipart/form-data field \"file\" (curl -F file=@coreboot.rom)"
             guard let boundary = Multipart.boundary(r.header("content-type")) else { throw fail(404, cantUpload, howTo, "compat-error") }
             let file: [UInt8]
-            switch Multipart.field("file", in: r.body, boundary: boundary) {
+            let body = r.body
+            switch await onOwnThread(name: "multipart", { Multipart.field("file", in: body, boundary: boundary) }) {
             case .found(let bytes): file = bytes
             case .missing: throw fail(404, cantUpload, howTo, "compat-error")
             case .tooManyParts: throw fail(404, cantUpload, "the body has more than \(Multipart.maxParts) parts; " + howTo, "compat-error")

@@ -26,11 +26,16 @@ enum RunRoutes {
             let yaml = (r.header("content-type") ?? "").contains("yaml")
             await specParses.take()
             defer { specParses.give() }
-            do {
-                doc = yaml ? try JSONValue.parse(yaml: String(decoding: r.body, as: UTF8.self)) : try JSONValue.parseBody(json: r.body)
-            } catch let e as DocumentError { throw Problem.badRequest("the body (a run spec) \(e.message)") }
-            let spec: RunSpec
-            do { spec = try RunSpec.parse(doc) } catch let error as DocumentError { throw Problem.from(error) }
+            // Off the cooperative pool: a big spec's parse and its matchers take milliseconds.
+            let body = r.body
+            let parsed = await onOwnThread(name: "spec-parse") { () -> Result<RunSpec, Problem> in
+                do {
+                    let doc = yaml ? try JSONValue.parse(yaml: String(decoding: body, as: UTF8.self)) : try JSONValue.parseBody(json: body)
+                    do { return .success(try RunSpec.parse(doc)) } catch let e as DocumentError { return .failure(Problem.from(e)) }
+                } catch let e as DocumentError { return .failure(Problem.badRequest("the body (a run spec) \(e.message)")) }
+                catch { return .failure(Problem.badRequest("the body (a run spec) cannot be read: \(error)")) }
+            }
+            let spec = try parsed.get()
             // Artifacts the spec names must be here before anything is powered.
             for name in spec.artifactNames {
                 guard let service = ctx.artifacts, service.baseURL != nil else {

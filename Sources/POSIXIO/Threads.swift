@@ -70,3 +70,12 @@ extension FileDescriptor {
 public func releaseFreeHeapMemory() {
     rte_release_free_heap()
 }
+
+/// Runs `work` on a thread of its own and returns its result: CPU-heavy work on a client's input
+/// (parsing a spec, a multipart body) must not hold one of the cooperative pool's threads, which
+/// serve every other request (two on a 2-core board).
+public func onOwnThread<T: Sendable>(name: String, _ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
+        startThread(name: name) { c.resume(returning: work()) }
+    }
+}

@@ -189,7 +189,7 @@ func expectEndedPromptly(_ run: [String: Any], sourceLocation: SourceLocation = 
         let (waiter, moment) = (c.waiter, c.moment)
         let dir = scratchDirectory()
         let configPath = dir + "/agent.yaml"
-        try apiConfigYAML(auth: auth).write(toFile: configPath, atomically: true, encoding: .utf8)
+        try apiConfigYAML(auth: auth).replacingOccurrences(of: "console_port: 13541", with: "console_port: 0").write(toFile: configPath, atomically: true, encoding: .utf8)
         let port = 20000 + Int.random(in: 0..<20000)
         func startDaemon() async throws -> TestChild {
             let p = try TestChild([builtProduct("rte-agent"), "serve", "--config", configPath, "--listen", "127.0.0.1:\(port)",
