@@ -448,7 +448,11 @@ public actor LeaseBook {
     /// A run's renewal of the lease it took for itself; like `check`, it never ends a lease.
     public func renewRunLease(token: String, ttlSeconds: Int) async throws(LeaseError) -> Lease {
         guard (1...maxTTLSeconds).contains(ttlSeconds) else { throw .ttlOutOfRange(max: maxTTLSeconds) }
-        let before = try check(token: token)
+        return try await extend(try check(token: token), by: ttlSeconds)
+    }
+
+    /// The current lease `before`, now expiring `ttlSeconds` from now, on disk before it is returned.
+    private func extend(_ before: Lease, by ttlSeconds: Int) async throws(LeaseError) -> Lease {
         var lease = before
         lease.expiresAt = clock.now() + .seconds(ttlSeconds)
         current = lease
@@ -464,14 +468,7 @@ public actor LeaseBook {
 
     public func renew(_ credential: LeaseCredential, ttlSeconds: Int) async throws(LeaseError) -> Lease {
         guard (1...maxTTLSeconds).contains(ttlSeconds) else { throw .ttlOutOfRange(max: maxTTLSeconds) }
-        let before = try await authorize(credential)
-        var lease = before
-        lease.expiresAt = clock.now() + .seconds(ttlSeconds)
-        current = lease
-        persist()
-        scheduleExpiry()
-        try await durableOrUndo(lease, back: before)
-        return lease
+        return try await extend(try await authorize(credential), by: ttlSeconds)
     }
 
     public func bind(token: String?, address: String?) async throws(LeaseError) -> Lease {

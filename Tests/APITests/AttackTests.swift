@@ -112,10 +112,8 @@ extension AttackTests {
         yaml = yaml.replacingOccurrences(of: "http:\n", with: "http:\n  max_connections_per_address: 100\n")
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         let port = try freeLoopbackPort()
-        let daemon = try TestChild([builtProduct("rte-agent"), "serve", "--config", configPath, "--listen", "127.0.0.1:\(port)",
-                                    "--state-dir", dir + "/state"], deadlineSeconds: 300)
+        let daemon = try await startDaemonProcess(config: configPath, port: port, stateDir: dir + "/state", deadlineSeconds: 300)
         defer { _ = daemon.process.stop() }
-        guard await daemon.waitForOutput(containing: "API on http://") else { throw TimeoutError(what: "the daemon did not start: \(daemon.output)") }
         let before = residentBytes(daemon.pid)
         let body = (9 << 20) - 1
         // 88 connections, each all but the last byte of a 9 MiB image, held open: 64 without a
@@ -459,10 +457,8 @@ extension AttackTests {
         let configPath = dir + "/agent.yaml"
         try apiConfigYAML(auth: true).replacingOccurrences(of: "console_port: 13541", with: "console_port: 0").write(toFile: configPath, atomically: true, encoding: .utf8)
         let port = try freeLoopbackPort()
-        let daemon = try TestChild([builtProduct("rte-agent"), "serve", "--config", configPath, "--listen", "127.0.0.1:\(port)",
-                                    "--state-dir", dir + "/state"], deadlineSeconds: seconds + 240)
+        let daemon = try await startDaemonProcess(config: configPath, port: port, stateDir: dir + "/state", deadlineSeconds: seconds + 240)
         defer { _ = daemon.process.stop() }
-        guard await daemon.waitForOutput(containing: "API on http://") else { throw TimeoutError(what: "the daemon did not start: \(daemon.output)") }
         let alice = HTTP(port: port, token: tokens["alice"])
         var seeds = (try? FileManager.default.contentsOfDirectory(atPath: packageRoot + "/deploy/specs"))?.sorted()
             .compactMap { FileManager.default.contents(atPath: packageRoot + "/deploy/specs/" + $0).map(Array.init) } ?? []

@@ -66,6 +66,31 @@ func expectEndedPromptly(_ run: [String: Any], sourceLocation: SourceLocation = 
             sourceLocation: sourceLocation)
 }
 
+/// Starts `rte-agent serve` on `port` and returns once it says it is serving (its own log line,
+/// no polling); its deadline ends it if a test forgets to.
+func startDaemonProcess(config configPath: String, port: Int, stateDir: String, deadlineSeconds: Double = 120) async throws -> TestChild {
+    let p = try TestChild([builtProduct("rte-agent"), "serve", "--config", configPath, "--listen", "127.0.0.1:\(port)",
+                           "--state-dir", stateDir], deadlineSeconds: deadlineSeconds)
+    guard await p.waitForOutput(containing: "API on http://") else { throw TimeoutError(what: "the daemon exited before serving: \(p.output)") }
+    return p
+}
+
+/// The issue-39 scenario once: alice holds the board, bob's run (`body`) waits for it, alice
+/// releases; bob's run must pass, end within a second of its last stage, and leave the book empty.
+func queuedRunEnds(_ alice: HTTP, _ bob: HTTP, _ body: [String: Any], attempt: Int) async throws -> Bool {
+    let token = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 900, "purpose": "manual"]).json["token"] as! String
+    let posted = try await bob.request("POST", "/api/v1/runs", json: body)
+    #expect(posted.status == 202, "\(posted.text)")
+    try await waitForQueueLength(alice, 1)
+    #expect(try await alice.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
+    let run = try await finishedRun(bob, posted.json["id"] as! String)
+    #expect(run["state"] as? String == "passed", "attempt \(attempt): \(run["state"] ?? "") \(run["message"] ?? "") \(failure(run))")
+    expectEndedPromptly(run)
+    let book = try await leaseBook(alice)
+    #expect(book.holder == nil && book.queue == 0, "attempt \(attempt): \(book)")
+    return run["state"] as? String == "passed" && book.holder == nil
+}
+
 @Suite(.serialized) struct HandOverTests {
     /// The issue's scenario, 20 times in a row: alice holds the board, bob's run waits for it,
     /// alice releases; bob's run passes, ends within a second of its last stage, and gives the
@@ -74,18 +99,7 @@ func expectEndedPromptly(_ run: [String: Any], sourceLocation: SourceLocation = 
         try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
             let (alice, bob) = (c["alice"]!, c["bob"]!)
             for attempt in 1...20 {
-                let token = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "manual"]).json["token"] as! String
-                let posted = try await bob.request("POST", "/api/v1/runs", json: spec { $0["wait_s"] = 3600 })
-                #expect(posted.status == 202)
-                let id = posted.json["id"] as! String
-                try await waitForQueueLength(alice, 1)
-                #expect(try await alice.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
-                let run = try await finishedRun(bob, id)
-                #expect(run["state"] as? String == "passed", "attempt \(attempt): \(run["state"] ?? "") \(run["message"] ?? "") \(failure(run))")
-                expectEndedPromptly(run)
-                let book = try await leaseBook(alice)
-                #expect(book.holder == nil && book.queue == 0, "attempt \(attempt): \(book)")
-                if run["state"] as? String != "passed" || book.holder != nil { return }
+                guard try await queuedRunEnds(alice, bob, spec { $0["wait_s"] = 3600 }, attempt: attempt) else { return }
             }
         }
     }
@@ -190,13 +204,8 @@ func expectEndedPromptly(_ run: [String: Any], sourceLocation: SourceLocation = 
         let dir = scratchDirectory()
         let configPath = dir + "/agent.yaml"
         try apiConfigYAML(auth: auth).replacingOccurrences(of: "console_port: 13541", with: "console_port: 0").write(toFile: configPath, atomically: true, encoding: .utf8)
-        let port = 20000 + Int.random(in: 0..<20000)
-        func startDaemon() async throws -> TestChild {
-            let p = try TestChild([builtProduct("rte-agent"), "serve", "--config", configPath, "--listen", "127.0.0.1:\(port)",
-                                   "--state-dir", dir + "/state"], deadlineSeconds: 120)
-            guard await p.waitForOutput(containing: "API on http://") else { throw TimeoutError(what: "the daemon exited before serving: \(p.output)") }
-            return p
-        }
+        let port = try freeLoopbackPort()
+        func startDaemon() async throws -> TestChild { try await startDaemonProcess(config: configPath, port: port, stateDir: dir + "/state") }
         func client(_ user: String) -> HTTP { HTTP(port: port, token: auth ? tokens[user] : nil) }
         let (alice, bob) = (client("alice"), client("bob"))
         let first = try await startDaemon()

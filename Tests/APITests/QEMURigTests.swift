@@ -459,16 +459,9 @@ extension QEMURigTests {
                 "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
             ]
             for attempt in 1...3 {
-                let token = try await alice.request("POST", "/api/v1/leases", json: ["ttl_s": 900, "purpose": "manual"]).json["token"] as! String
-                let id = try await bob.request("POST", "/api/v1/runs", json: spec).json["id"] as! String
-                try await waitForQueueLength(alice, 1)
-                #expect(try await alice.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
-                let run = try await finishedRun(bob, id)
-                #expect(run["state"] as? String == "passed", "attempt \(attempt): \(run["state"] ?? "") \(run["message"] ?? "") \(failure(run))")
-                expectEndedPromptly(run)
-                let book = try await leaseBook(alice)
-                #expect(book.holder == nil && book.queue == 0, "attempt \(attempt): \(book)")
-                printToStandardError("rig queued run \(attempt): \(run["state"] ?? "")")
+                let ended = try await queuedRunEnds(alice, bob, spec, attempt: attempt)
+                printToStandardError("rig queued run \(attempt): \(ended ? "passed, board free" : "FAILED")")
+                if !ended { return }
             }
         }
     }

@@ -324,13 +324,7 @@ func failure(_ run: [String: Any]) -> [String: Any] {
         let configPath = dir + "/agent.yaml"
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         let port = 20000 + Int.random(in: 0..<20000)
-        /// Starts the daemon and returns once it says it is serving (its own log line, no polling).
-        func startDaemon() async throws -> TestChild {
-            let p = try TestChild([builtProduct("rte-agent"), "serve", "--config", configPath, "--listen", "127.0.0.1:\(port)",
-                                   "--state-dir", dir + "/state"], deadlineSeconds: 120)
-            guard await p.waitForOutput(containing: "API on http://") else { throw TimeoutError(what: "the daemon exited before serving: \(p.output)") }
-            return p
-        }
+        func startDaemon() async throws -> TestChild { try await startDaemonProcess(config: configPath, port: port, stateDir: dir + "/state") }
         let http = HTTP(port: port, token: nil)
         let first = try await startDaemon()
         let id = try await http.request("POST", "/api/v1/runs", json: spec { $0["timeouts"] = ["kernel": 600]; $0["login"] = ["username": "root", "prompt": "never:"] }).json["id"] as! String
