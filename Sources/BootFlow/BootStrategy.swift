@@ -200,14 +200,29 @@ public struct BootStrategy: Sendable {
             if ipxe.interrupt {
                 guard try await stage("ipxe_interrupt", {
                     let (_, r) = try await react([.literal("Ctrl-B")], Key.ctrlB.bytes, t.ipxe, "iPXE's \"Press Ctrl-B\" prompt")
-                    do {
-                        _ = try await console.expect([.literal("iPXE> ")], timeout: .seconds(min(10, t.ipxe)))
-                    } catch {
-                        if isCancellation(error) { throw ConsoleWaitError.cancelled }
-                        throw StageFailure(expected: "iPXE> after Ctrl-B",
-                                           message: "Ctrl-B was sent \(format((r ?? 0) / 1000)) ms after the prompt but no iPXE> shell came: the window was missed or the key did not reach the DUT")
+                    // The key goes out the moment "Ctrl-B" is read; under emulation SeaBIOS's serial
+                    // console has dropped it now and then (the rig then autobooted). While iPXE's
+                    // 2 s window may still be open the key is sent again; iPXE> ends the wait.
+                    let sentAt = clock.now()
+                    var resent = 0
+                    while true {
+                        do {
+                            _ = try await console.expect([.literal("iPXE> ")], timeout: .milliseconds(400))
+                            break
+                        } catch {
+                            if isCancellation(error) { throw ConsoleWaitError.cancelled }
+                            if (clock.now() - sentAt).seconds < 1.6 { try console.send(Key.ctrlB.bytes); resent += 1; continue }
+                        }
+                        do {
+                            _ = try await console.expect([.literal("iPXE> ")], timeout: .seconds(min(10, t.ipxe)))
+                            break
+                        } catch {
+                            if isCancellation(error) { throw ConsoleWaitError.cancelled }
+                            throw StageFailure(expected: "iPXE> after Ctrl-B",
+                                               message: "Ctrl-B was sent \(format((r ?? 0) / 1000)) ms after the prompt (and \(resent) time(s) more) but no iPXE> shell came: the window was missed or the key did not reach the DUT")
+                        }
                     }
-                    return ("Ctrl-B sent \(format((r ?? 0) / 1000)) ms after the prompt", r)
+                    return ("Ctrl-B sent \(format((r ?? 0) / 1000)) ms after the prompt" + (resent > 0 ? ", again \(resent) time(s) before iPXE> came" : ""), r)
                 }) else { return finish() }
 
                 let lines = ipxe.commands + ipxe.script
