@@ -205,16 +205,18 @@ public struct BootStrategy: Sendable {
                     // 2 s window may still be open the key is sent again; iPXE> ends the wait.
                     let sentAt = clock.now()
                     var resent = 0
+                    // One matcher across the short waits: a prompt split by a timeout still matches.
+                    var shell = try StreamMatcher([.literal("iPXE> ")])
                     while true {
                         do {
-                            _ = try await console.expect([.literal("iPXE> ")], timeout: .milliseconds(400))
+                            _ = try await console.expect(with: &shell, timeout: .milliseconds(400))
                             break
                         } catch {
                             if isCancellation(error) { throw ConsoleWaitError.cancelled }
                             if (clock.now() - sentAt).seconds < 1.6 { try console.send(Key.ctrlB.bytes); resent += 1; continue }
                         }
                         do {
-                            _ = try await console.expect([.literal("iPXE> ")], timeout: .seconds(min(10, t.ipxe)))
+                            _ = try await console.expect(with: &shell, timeout: .seconds(min(10, t.ipxe)))
                             break
                         } catch {
                             if isCancellation(error) { throw ConsoleWaitError.cancelled }
