@@ -99,9 +99,7 @@ struct Guard: Sendable {
             // A missing token is a client that has not signed in yet, not a guess.
             if record, error == .invalidToken {
                 ctx.metrics.count("auth_failures_total", labels: ["reason": "invalid_token"])
-                if let line = ctx.failedLogins.record(r.remoteAddress, userAgent: r.header("user-agent"), reason: "invalid token") {
-                    ctx.log(line)
-                }
+                ctx.log(ctx.failedLogins.record(r.remoteAddress, userAgent: r.header("user-agent"), reason: "invalid token"))
             }
             throw problem
         }

@@ -24,10 +24,11 @@ public final class FailedLogins: Sendable {
         return records.withLock { r in r[address]?.lockedUntil.flatMap { $0 > now ? $0 : nil } }
     }
 
-    /// Counts a failure; returns what to log (nil: nothing, the address is past its burst).
-    public func record(_ address: String, userAgent: String?, reason: String) -> String? {
+    /// Counts a failure; returns the line to log (a locked-out address is refused before its
+    /// token is checked, so it records nothing).
+    public func record(_ address: String, userAgent: String?, reason: String) -> String {
         let now = clock.now()
-        return records.withLock { r -> String? in
+        return records.withLock { r -> String in
             if r[address] == nil, r.count >= FailedLogins.maxAddresses,
                let oldest = r.min(by: { $0.value.lastSeen < $1.value.lastSeen })?.key {
                 r[oldest] = nil
@@ -36,14 +37,12 @@ public final class FailedLogins: Sendable {
             rec.lastSeen = now
             rec.failures = rec.failures.filter { now - $0 < FailedLogins.window } + [now]
             let agent = userAgent.map { " (user-agent \(String($0.prefix(120)).debugDescription))" } ?? ""
-            var line: String? = "authentication failed from \(address)\(agent): \(reason)"
+            var line = "authentication failed from \(address)\(agent): \(reason)"
             if rec.failures.count >= FailedLogins.burst {
                 rec.lockedUntil = now + FailedLogins.lockout
                 rec.failures = []
                 line = "authentication failed \(FailedLogins.burst) times in \(Int(FailedLogins.window.seconds)) s from \(address)\(agent): "
                     + "refusing it for \(Int(FailedLogins.lockout.seconds)) s"
-            } else if rec.failures.count > 1, let until = rec.lockedUntil, until > now {
-                line = nil
             }
             r[address] = rec
             return line
