@@ -78,7 +78,7 @@ public struct BootStrategy: Sendable {
 
         func stage(_ name: String, _ body: () async throws -> (detail: String, reactionUs: Double?)) async throws -> Bool {
             try await checkpoint()
-            watch.stage = name
+            watch.enter(name, at: console.readOffset)
             if let f = failOnFailure() { return failed(name, f, start: clock.now(), from: console.endOffset) }
             progress(.stageStarted(iteration: index, stage: name))
             let start = clock.now()
@@ -149,7 +149,7 @@ public struct BootStrategy: Sendable {
             }
             return IterationResult(index: index, passed: rec.failure == nil, stages: rec.stages, failure: rec.failure, commands: rec.commands,
                                    menu: rec.menu, kernelVersion: rec.kernelVersion, captureFrom: console.startOffset, captureTo: console.endOffset,
-                                   watched: spec.watch.isEmpty ? nil : watch.results)
+                                   watched: spec.watch.isEmpty ? nil : watch.results(capture: devices.capture))
         }
 
         // flash (once per run, before the first power-on)

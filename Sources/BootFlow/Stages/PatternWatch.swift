@@ -7,13 +7,21 @@ import Synchronization
 /// prints from the iteration's start; a fail_on match ends the boot's current wait at once.
 final class PatternWatch: Sendable {
     struct State {
-        var stage = "power"
+        /// Where each stage's text begins: where the stage before it stopped reading. A hit
+        /// belongs to the stage whose text it is in, whenever the watch gets to see it (a line
+        /// that came between two stages is the later one's, as the stage logs have it).
+        var boundaries: [(offset: UInt64, stage: String)] = [(0, "power")]
         var failHit: (pattern: String, hit: PatternHit)?
         var watched: [[PatternHit]]
+        /// Match ends of watch hits whose line had not ended when they were seen (finished when
+        /// the results are read, from the capture).
+        var unfinished: [Int: [Int: UInt64]] = [:]
         var counts: [Int]
         /// Why the patterns could not be watched at all: the iteration fails with it (never a
         /// watch that silently sees nothing).
         var setupError: String?
+        /// Matches the watch has taken from the stream (for tests that need to know it saw one).
+        var seen = 0
     }
     let state: Mutex<State>
     let failOn: [Pattern]
@@ -25,12 +33,25 @@ final class PatternWatch: Sendable {
         state = Mutex(State(watched: Array(repeating: [], count: watch.count), counts: Array(repeating: 0, count: watch.count)))
     }
 
-    var stage: String {
-        get { state.withLock { $0.stage } }
-        set { state.withLock { $0.stage = newValue } }
+    /// A stage begins; its text starts at `offset` (what the session had read so far).
+    func enter(_ stage: String, at offset: UInt64) {
+        state.withLock { $0.boundaries.append((offset, stage)) }
     }
-    var failHit: (pattern: String, hit: PatternHit)? { state.withLock { $0.failHit } }
+    var stage: String { state.withLock { $0.boundaries.last!.stage } }
+
+    var failHit: (pattern: String, hit: PatternHit)? {
+        state.withLock { s in
+            guard var f = s.failHit else { return nil }
+            f.hit.stage = PatternWatch.stage(of: f.hit.captureOffset, in: s.boundaries)
+            return f
+        }
+    }
+
+    static func stage(of offset: UInt64, in boundaries: [(offset: UInt64, stage: String)]) -> String {
+        boundaries.last { $0.offset <= offset }?.stage ?? boundaries[0].stage
+    }
     var setupError: String? { state.withLock { $0.setupError } }
+    var seen: Int { state.withLock { $0.seen } }
 
     /// Starts reading from `offset`; `onFail` runs once, at the first fail_on match.
     func start(capture: SerialCapture, clock: any AgentClock, from offset: UInt64, startedAt: Timestamp, onFail: @escaping @Sendable () -> Void) {
@@ -48,9 +69,16 @@ final class PatternWatch: Sendable {
             var matcher = compiled
             while !Task.isCancelled {
                 guard let m = try? await session.expect(with: &matcher, timeout: .seconds(86_400)) else { continue }
+                state.withLock { $0.seen += 1 }
                 let at = capture.arrivalTime(of: m.end - 1) ?? clock.now()
-                let hit = PatternHit(line: PatternWatch.line(capture, m), at: at, secondsIntoIteration: max(0, (at - startedAt).seconds),
-                                     stage: stage, captureOffset: m.start)
+                var (line, ended) = PatternWatch.line(capture, m)
+                if m.patternIndex < failCount, !ended, state.withLock({ $0.failHit == nil }) {
+                    // The failure names the whole line: its end is waited for (a short bound,
+                    // on a session of its own so the watch itself misses nothing).
+                    (line, ended) = await PatternWatch.finishLine(capture, clock, m)
+                }
+                let hit = PatternHit(line: line, at: at, secondsIntoIteration: max(0, (at - startedAt).seconds),
+                                     stage: "", captureOffset: m.start)
                 if m.patternIndex < failCount {
                     let first = state.withLock { s -> Bool in
                         guard s.failHit == nil else { return false }
@@ -62,7 +90,10 @@ final class PatternWatch: Sendable {
                     let i = m.patternIndex - failCount
                     state.withLock { s in
                         s.counts[i] += 1
-                        if s.watched[i].count < 20 { s.watched[i].append(hit) }
+                        if s.watched[i].count < 20 {
+                            if !ended { s.unfinished[i, default: [:]][s.watched[i].count] = m.end }
+                            s.watched[i].append(hit)
+                        }
                     }
                 }
             }
@@ -72,21 +103,53 @@ final class PatternWatch: Sendable {
 
     func stop() { task.withLock { $0?.cancel() } }
 
-    var results: [WatchResult] {
-        state.withLock { s in watch.indices.map { WatchResult(pattern: watch[$0].description, count: s.counts[$0], hits: s.watched[$0]) } }
+    /// What each watch pattern saw; a hit whose line was still arriving is given the rest of
+    /// it from the capture as it is now.
+    func results(capture: SerialCapture) -> [WatchResult] {
+        state.withLock { s in
+            for (i, hits) in s.unfinished {
+                for (j, end) in hits {
+                    let h = s.watched[i][j]
+                    s.watched[i][j].line = PatternWatch.line(capture, start: h.captureOffset, end: end, text: h.line).text
+                }
+            }
+            s.unfinished = [:]
+            for i in s.watched.indices {
+                for j in s.watched[i].indices { s.watched[i][j].stage = PatternWatch.stage(of: s.watched[i][j].captureOffset, in: s.boundaries) }
+            }
+            return watch.indices.map { WatchResult(pattern: watch[$0].description, count: s.counts[$0], hits: s.watched[$0]) }
+        }
     }
 
-    /// The line a match is on: back to the previous line break, forward to the next one if it has arrived.
-    static func line(_ capture: SerialCapture, _ m: Match) -> String {
-        let from = m.start > 300 ? m.start - 300 : 0
+    /// How long a fail_on hit waits for the rest of its line before it is reported as it is.
+    static let lineEndBound: Duration = .seconds(1)
+    /// The longest line a hit reports past its match.
+    static let lineTail = 300
+
+    /// The line a match is on: back to the previous line break, forward to the next one if it has
+    /// arrived; `ended` tells whether it had.
+    static func line(_ capture: SerialCapture, _ m: Match) -> (text: String, ended: Bool) {
+        line(capture, start: m.start, end: m.end, text: m.text)
+    }
+
+    static func line(_ capture: SerialCapture, start mStart: UInt64, end mEnd: UInt64, text: String) -> (text: String, ended: Bool) {
+        let from = mStart > 300 ? mStart - 300 : 0
         var bytes: [UInt8] = []
-        if case .data(_, let b, _) = capture.readPersisted(from: from, limit: Int(m.end - from) + 300) { bytes = b }
-        let matchEnd = Int(m.end - from)
-        guard matchEnd <= bytes.count else { return m.text }
+        if case .data(_, let b, _) = capture.readPersisted(from: from, limit: Int(mEnd - from) + lineTail) { bytes = b }
+        let matchEnd = Int(mEnd - from)
+        guard matchEnd <= bytes.count else { return (text, false) }
         var start = matchEnd - 1
         while start > 0, bytes[start - 1] != 0x0a { start -= 1 }
         var end = matchEnd
         while end < bytes.count, bytes[end] != 0x0a, bytes[end] != 0x0d { end += 1 }
-        return String(decoding: bytes[start..<end], as: UTF8.self).trimmingCharacters(in: "\r\n ")
+        let line = String(decoding: bytes[start..<end], as: UTF8.self).trimmingCharacters(in: "\r\n ")
+        return (line, end < bytes.count || end - matchEnd >= lineTail)
+    }
+
+    /// Waits (at most `lineEndBound`) for the line break after a match, then reads its line.
+    static func finishLine(_ capture: SerialCapture, _ clock: any AgentClock, _ m: Match) async -> (text: String, ended: Bool) {
+        let session = ConsoleSession(capture: capture, clock: clock, from: m.end) { _ in }
+        _ = try? await session.expect([.literal("\n"), .literal("\r")], timeout: lineEndBound)
+        return line(capture, m)
     }
 }
