@@ -72,16 +72,19 @@ final class ConsoleFeed: Sendable {
         if let id = tap.withLock({ t -> UInt64? in defer { t = nil }; return t }) { capture.removeTap(id) }
     }
 
-    private func ingest(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) {
+    func ingest(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) {
         let woken = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             let next = s.terminal.offset
             let end = offset + UInt64(bytes.count)
             if end <= next { return [] }
-            // Bytes this feed has not seen yet came before the chunk (appends from another thread).
-            if offset > next { _ = catchUp(&s, to: offset) }
+            // Bytes this feed has not seen yet came before the chunk (appends from another
+            // thread). The waits that catching up woke are resumed like any others: dropped, they
+            // hung their tasks for good (a run's wait, then the agent's shutdown behind it).
+            var woken: [CheckedContinuation<Void, Never>] = []
+            if offset > next { woken = catchUp(&s, to: offset) }
             let skip = Int(s.terminal.offset > offset ? s.terminal.offset - offset : 0)
-            guard skip < bytes.count else { return [] }
-            return consume(&s, UnsafeRawBufferPointer(rebasing: bytes[skip...]).bindMemory(to: UInt8.self), at: offset + UInt64(skip))
+            guard skip < bytes.count else { return woken }
+            return woken + consume(&s, UnsafeRawBufferPointer(rebasing: bytes[skip...]).bindMemory(to: UInt8.self), at: offset + UInt64(skip))
         }
         woken.forEach { $0.resume() }
     }

@@ -261,3 +261,33 @@ extension ConsoleSessionTests {
         #expect(result.failure?.message.contains("fail_on/watch cannot be watched") == true, "\(result.failure?.message ?? "")")
     }
 }
+
+extension ConsoleSessionTests {
+    /// Two threads append to the capture; the tap sees the later chunk first and catches up on
+    /// the earlier one from the capture. The wait that the catching up ended must be resumed: it
+    /// was dropped (a run's wait, then the agent's shutdown, hung for good when a test appended
+    /// 8 MiB from its own thread while the serial reader ran).
+    @Test func aWaitEndedWhileTheFeedCatchesUpIsResumed() async throws {
+        let capture = SerialCapture(capacity: 1 << 16)
+        let feed = ConsoleFeed(capture: capture, from: 0, clock: SystemClock()) { _ in }
+        feed.stop()  // the feed now sees only what the test hands it, in the order it chooses
+        let first = Array("first chunk, from one thread\r\n".utf8)
+        let second = Array("second chunk, from another\r\n".utf8)
+        capture.append(first)
+        capture.append(second)
+        let version = feed.version
+        let returned = Atomic<Int>(0)
+        let waiter = Task.detached {
+            let output = await feed.waitForOutput(after: version, until: SystemClock().now() + .seconds(3600))
+            returned.store(output ? 1 : 2, ordering: .sequentiallyConsistent)
+        }
+        let limit = SystemClock().now() + .seconds(20)
+        while !feed.hasParkedWait, SystemClock().now() < limit { await Task.yield() }
+        #expect(feed.hasParkedWait)
+        second.withUnsafeBytes { feed.ingest($0, at: UInt64(first.count)) }
+        while returned.load(ordering: .sequentiallyConsistent) == 0, SystemClock().now() < limit { await Task.yield() }
+        #expect(returned.load(ordering: .sequentiallyConsistent) == 1, "the wait was never resumed")
+        #expect(feed.terminal.offset == UInt64(first.count + second.count))
+        if returned.load(ordering: .sequentiallyConsistent) != 0 { await waiter.value }
+    }
+}
