@@ -488,10 +488,14 @@ public actor RunEngine {
         let message = "the run's stages ended but the run did not end within \(Int(endingBound.milliseconds)) ms "
             + "(stuck giving the board back: a bug in rte-agent, please report it with the log)"
         report(id, message)
-        finish(id, .error, message: message)
+        // The lease goes back before the end is announced: whoever sees `run_finished` finds the
+        // board free. The stuck task is abandoned first, so the lease's end does not wait for it.
+        tasks[id] = nil
+        runLeases[id] = nil
         if r.ownLease, let c = await leases.snapshot.current, c.run == id || c.id == r.leaseId {
             await leases.releaseRunLease(c)
         }
+        finish(id, .error, message: message)
     }
 
     /// A fault in the engine itself: logged and counted by the observer, kept in the run's events.

@@ -1,6 +1,7 @@
 import AgentClock
 import Auth
 import BootFlow
+import Foundation
 import Leases
 import Power
 import Runs
@@ -45,13 +46,26 @@ final class Gate: Sendable {
     @Test func aRunStuckAfterItsLastStageIsReportedAndEnded() async throws {
         let capture = SerialCapture(capacity: 1 << 16)
         let clock = SystemClock()
-        let leases = try LeaseBook(clock: clock, stateDirectory: nil, maxTTLSeconds: 3600, maxWaitSeconds: 3600)
+        let dir = NSTemporaryDirectory() + "rte-run-engine-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let leases = try LeaseBook(clock: clock, stateDirectory: dir, maxTTLSeconds: 3600, maxWaitSeconds: 3600)
         await leases.start { _, _ in }
         let devices = BootDevices(power: InstantPower(), capture: capture, clock: clock) { _ in }
         let seen = Mutex<[String]>([])
+        // What the disk says when the end is announced (the observer runs as it is published): a
+        // client that sees `run_finished` and reads the lease book must find the board free.
+        let leaseOnDiskAtFinish = Mutex<Bool?>(nil)
+        let leaseFile = dir + "/leases.json"
+        let record: @Sendable (RunEvent) -> Void = { e in
+            seen.withLock { $0.append(e.type) }
+            guard e.type == "run_finished" else { return }
+            let persisted = FileManager.default.contents(atPath: leaseFile).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+            leaseOnDiskAtFinish.withLock { $0 = persisted.map { $0["current"].map { !($0 is NSNull) } ?? false } }
+        }
         let safeStateEntered = Gate(), safeStateMayReturn = Gate()
         let engine = try RunEngine(clock: clock, leases: leases, devices: devices, stateDirectory: nil, maxLeaseSeconds: 3600,
-                                   endingBound: .milliseconds(200), observer: { e in seen.withLock { $0.append(e.type) } },
+                                   endingBound: .milliseconds(200), observer: record,
                                    safeState: { safeStateEntered.open(); await safeStateMayReturn.wait() })
         let spec = try RunSpec.parse(yaml: "power: on\nfirmware: {banner: [never printed]}\ntimeouts: {firmware: 600}")
         let id = try await engine.submit(spec, user: "alice", leaseToken: nil).id
@@ -70,6 +84,7 @@ final class Gate: Sendable {
         #expect(seen.withLock { $0.contains("run_stuck") })
         // Its own lease does not stay with a run that ended.
         #expect(await leases.snapshot.current == nil)
+        #expect(leaseOnDiskAtFinish.withLock { $0 } == false, "the run's lease was still on disk when its end was announced")
         safeStateMayReturn.open()
         _ = await cancel.value
         #expect(try await engine.get(id).state == .error, "the late end does not rewrite the verdict")
