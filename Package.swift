@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "Serial", dependencies: ["POSIXIO", "Configuration", "AgentClock"]),
         .target(name: "Power", dependencies: ["GPIO", "Configuration", "AgentClock"]),
         .target(name: "SimulatedDUT", dependencies: ["GPIO", "POSIXIO", "Configuration"]),
-        .target(name: "QEMUDUT", dependencies: ["Power", "Serial", "POSIXIO", "Configuration", "AgentClock"]),
+        .target(name: "QEMUDUT", dependencies: ["Power", "Serial", "POSIXIO", "Configuration", "AgentClock", "JSONDocument"]),
 
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
         .target(name: "YAML", dependencies: ["CYAML"]),
@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "Matching", dependencies: ["Terminal"]),
         .target(name: "FirmwareUI", dependencies: ["Terminal"]),
         .target(name: "BootFlow", dependencies: ["Terminal", "Matching", "FirmwareUI", "JSONDocument", "Power", "Serial", "AgentClock"]),
-        .target(name: "Runs", dependencies: ["Flashing", "BootFlow", "Leases", "Auth", "JSONDocument", "AgentClock", "POSIXIO"]),
+        .target(name: "Runs", dependencies: ["BootFlow", "Leases", "Auth", "JSONDocument", "AgentClock", "POSIXIO"]),
 
         .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "POSIXIO"]),
         .target(name: "Auth", dependencies: ["CNettle", "Configuration", "JSONDocument"]),
@@ -68,6 +68,7 @@ let package = Package(
         .testTarget(name: "HardwareTests", dependencies: [
             "TestSupport",
             "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime", "JSONDocument", "Flashing", "YAML",
+            "QEMUDUT",
         ]),
         .testTarget(name: "BootFlowTests", dependencies: [
             "TestSupport", "Terminal", "Matching", "FirmwareUI", "BootFlow", "Runs", "Leases", "Auth", "Power", "JSONDocument", "AgentRuntime", "AgentClock",

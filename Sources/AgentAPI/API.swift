@@ -180,8 +180,13 @@ public enum AgentRoutes {
         }
 
         router.add(.GET, "/api/v1/health", g.open { _ in json(200, ["status": "ok", "version": agentVersion]) })
+        let document = OpenAPIDocument.load(ctx.config.http.openAPIDocument)
+        if case .failure(let problem) = document { ctx.log("API document not served: \(problem.detail)") }
         router.add(.GET, "/api/v1/openapi.json", g.open { _ in
-            HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(Array(openAPIDocument.utf8)))
+            switch document {
+            case .success(let bytes): HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(bytes))
+            case .failure(let problem): problem.response
+            }
         })
         router.add(.GET, "/api/v1/status", g.user { _, _ in await status(ctx) })
         StatusRoutes.metrics(&router, ctx, g)

@@ -52,8 +52,6 @@ public final class ConsolePort: Sendable {
         return ctx.config.compat.allowAnonymousWrites && address(peer, isIn: ctx.config.compat.trustedNetworks)
     }
 
-    public var connectionCount: Int { connections.withLock { $0.count } }
-
     public func stop() async {
         stopped.withLock { $0 = true }
         listener.close()

@@ -38,10 +38,6 @@ public final class Metrics: Sendable {
         collectors.withLock { $0.append(c) }
     }
 
-    public func counterValue(_ name: String, labels: [String: String] = [:]) -> Double {
-        state.withLock { $0.counters[Key(name: name, labels: labels)] ?? 0 }
-    }
-
     static func render(_ labels: [String: String]) -> String {
         guard !labels.isEmpty else { return "" }
         return "{" + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\"\($0.value)\"" }.joined(separator: ",") + "}"
@@ -81,13 +77,5 @@ public final class Metrics: Sendable {
             }
         }
         return lines.joined(separator: "\n") + "\n"
-    }
-}
-
-enum StatusRoutes {
-    static func metrics(_ router: inout Router, _ ctx: APIContext, _ g: Guard) {
-        router.add(.GET, "/metrics", g.open { _ in
-            HTTPResponse.text(200, await ctx.metrics.exposition(), contentType: "text/plain; version=0.0.4")
-        })
     }
 }

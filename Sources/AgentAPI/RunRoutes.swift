@@ -21,7 +21,6 @@ enum RunRoutes {
             guard r.body.count <= maxSpecBytes else {
                 throw Problem(413, "body-too-large", "Run spec too large", "a run spec is at most \(maxSpecBytes) bytes, this one has \(r.body.count)")
             }
-            let doc: JSONValue
             // JSON, or YAML as written in a spec file (the web page posts what was pasted).
             let yaml = (r.header("content-type") ?? "").contains("yaml")
             await specParses.take()

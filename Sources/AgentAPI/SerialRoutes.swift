@@ -49,7 +49,9 @@ enum SerialRoutes {
                             case .lost(let f, let to):
                                 ok = sse ? await writer.write("event: lost\ndata: {\"from\":\(f),\"resume_at\":\(to)}\n\n") : true
                             case .event(let e):
-                                ok = sse ? await writer.write("event: \(e.kind.rawValue)\ndata: {\"offset\":\(e.offset),\"detail\":\"\(e.detail.replacing("\"", with: "'"))\"}\n\n") : true
+                                // Encoded, not pasted: a detail holds whatever a device path or error said.
+                                let data = JSONTree.object([("offset", .number("\(e.offset)")), ("detail", .string(e.detail))]).text()
+                                ok = sse ? await writer.write("event: \(e.kind.rawValue)\ndata: \(String(decoding: data, as: UTF8.self))\n\n") : true
                             }
                             if !ok { break }
                         }

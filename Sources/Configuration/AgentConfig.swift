@@ -161,6 +161,8 @@ public struct HTTPConfig: Sendable {
     /// A second console port that is always raw TCP, beside a telnet one: labgrid's
     /// NetworkSerialPort (protocol raw) reads it while people and LAVA use telnet. nil = off.
     public var consoleRawPort: Int? = nil
+    /// The API's OpenAPI document (`http.openapi`), served at `/api/v1/openapi.json`.
+    public var openAPIDocument = "/usr/share/rte-agent/openapi.json"
 }
 
 public enum ConsoleProtocol: String, CaseIterable, Sendable { case telnet, raw }
@@ -401,7 +403,7 @@ extension AgentConfig {
         if let consoleRawPort, !(0...65535).contains(consoleRawPort) {
             throw ConfigError(file: file, keyPath: "http.console_raw_port", message: "must be between 0 and 65535, got \(consoleRawPort)")
         }
-        let http = HTTPConfig(
+        let httpConfig = HTTPConfig(
             host: host, port: port,
             maxBodyBytes: try hR?.int("max_body_bytes", default: 1 << 20, range: 1024...(1 << 30)) ?? (1 << 20),
             connectionTimeoutSeconds: try hR?.int("connection_timeout_s", default: 30, range: 1...3600) ?? 30,
@@ -416,6 +418,11 @@ extension AgentConfig {
             consoleHost: try hR?.string("console_host", default: host) ?? host,
             consoleTelnet: (try hR?.choice("console_protocol", default: ConsoleProtocol.telnet) ?? .telnet) == .telnet,
             consoleRawPort: consoleRawPort)
+        var http = httpConfig
+        if let p = try hR?.string("openapi") {
+            let base = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+            http.openAPIDocument = p.hasPrefix("/") ? p : base + "/" + p
+        }
         try hR?.rejectUnknownKeys()
 
         let stateDirectory = try root.string("state_dir", default: "/var/lib/rte-agent")

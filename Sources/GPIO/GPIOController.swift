@@ -50,11 +50,8 @@ public actor GPIOController {
         GPIOController(lines: try backend.request(configs), clock: clock)
     }
 
-    public var roles: [String] { order }
-    public nonisolated func hasRole(_ role: String, in configs: [GPIOLineConfig]) -> Bool { configs.contains { $0.role == role } }
     public func has(_ role: String) -> Bool { lines[role] != nil }
     public func config(of role: String) -> GPIOLineConfig? { lines[role]?.config }
-    public func isPressing(_ role: String) -> Bool { pressing.contains(role) }
 
     private func line(_ role: String) throws(GPIOError) -> any GPIOLine {
         guard let l = lines[role] else { throw GPIOError.unknownRole(role) }

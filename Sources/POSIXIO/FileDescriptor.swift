@@ -166,10 +166,6 @@ public struct FileDescriptor: Hashable, Sendable {
         if fstat(rawValue, &st) != 0 { throw Errno.current }
         return Int(st.st_size)
     }
-
-    public func seek(to offset: Int) throws(Errno) {
-        if lseek(rawValue, off_t(offset), SEEK_SET) < 0 { throw Errno.current }
-    }
 }
 
 extension FileDescriptor {

@@ -1,6 +1,7 @@
 import AgentClock
 import Configuration
 import Glibc
+import JSONDocument
 import POSIXIO
 import Power
 import Serial
@@ -43,7 +44,7 @@ public actor QEMUMachine: DUTPower {
             await stop()
         case .off:
             if running {
-                try await qmp("system_powerdown")
+                try await qmp(.systemPowerdown)
                 // The OS decides; report what happened within the configured time.
                 let deadline = clock.now() + .seconds(config.softOffSeconds)
                 while process?.isRunning == true && clock.now() < deadline {
@@ -51,10 +52,10 @@ public actor QEMUMachine: DUTPower {
                 }
             }
         case .press:
-            if running { try await qmp("system_powerdown") } else { try await start() }
+            if running { try await qmp(.systemPowerdown) } else { try await start() }
         case .reset:
             guard running else { throw PowerError(kind: .refused, detail: "the DUT is off; reset needs it on (power on first)") }
-            try await qmp("system_reset")
+            try await qmp(.systemReset)
         case .cycle:
             await stop()
             try? await clock.sleep(for: cycleOff)
@@ -124,7 +125,7 @@ public actor QEMUMachine: DUTPower {
         }
         serial.retryOpenNow()
         await serial.waitUntilOpened(after: opens)
-        try await qmp("cont")
+        try await qmp(.cont)
     }
 
     private func stop() async {
@@ -134,7 +135,7 @@ public actor QEMUMachine: DUTPower {
         // (another QEMU's, another agent's DUT).
         unlink(serialLink)
         if p.isRunning {
-            try? await qmp("quit")
+            try? await qmp(.quit)
             let deadline = clock.now() + .seconds(3)
             while p.isRunning && clock.now() < deadline { try? await clock.sleep(for: .milliseconds(10)) }
             if p.isRunning { p.terminate() }
@@ -146,31 +147,52 @@ public actor QEMUMachine: DUTPower {
     }
 
     /// Runs one QMP command on a fresh connection (QMP serves one client at a time).
-    private func qmp(_ command: String) async throws(PowerError) {
+    private func qmp(_ command: QMP.Command) async throws(PowerError) {
         let path = qmpPath
         let result: String? = await withCheckedContinuation { c in
             startThread(name: "qmp") { c.resume(returning: QMP.execute(command, socketPath: path)) }
         }
-        if let result { throw PowerError(kind: .hardware, detail: "QMP \(command): \(result)") }
+        if let result { throw PowerError(kind: .hardware, detail: "QMP \(command.rawValue): \(result)") }
     }
 
     /// Ends the machine (agent shutdown).
     public func shutdown() async { await stop() }
 }
 
-/// The QEMU Machine Protocol over its unix socket: greeting, capabilities, one command.
+/// The QEMU Machine Protocol over its unix socket: greeting, capabilities, one command. Messages
+/// are JSON documents written and read as such (a reply is told by its member, not by text in it).
 enum QMP {
+    /// The commands the agent gives (argument-less).
+    enum Command: String, Sendable {
+        case capabilities = "qmp_capabilities", systemPowerdown = "system_powerdown", systemReset = "system_reset"
+        case cont, quit
+        var message: [UInt8] { JSONTree.object([("execute", .string(rawValue))]).text() + [0x0a] }
+    }
+
+    /// What a line from QEMU is: the command's answer, its error, or something else (an event).
+    static func reply(_ line: [UInt8]) -> (done: Bool, error: String?) {
+        guard case .object(let members)? = try? JSONTree.parse(line) else { return (false, nil) }
+        if members.contains(where: { $0.0 == "return" }) { return (true, nil) }
+        if let (_, e) = members.first(where: { $0.0 == "error" }) {
+            if case .object(let fields) = e, let (_, d) = fields.first(where: { $0.0 == "desc" }), case .string(let desc) = d {
+                return (true, desc)
+            }
+            return (true, String(decoding: e.text(), as: UTF8.self))
+        }
+        return (false, nil)
+    }
+
     /// nil on success, else what went wrong.
-    static func execute(_ command: String, socketPath: String) -> String? {
+    static func execute(_ command: Command, socketPath: String) -> String? {
         let fd: FileDescriptor
         do { fd = try UnixSocket.connect(path: socketPath, attempts: 100) } catch { return "cannot connect to \(socketPath): \(error)" }
         defer { fd.close() }
         var pending: [UInt8] = []
-        func line() -> String? {
+        func line() -> [UInt8]? {
             var buf = [UInt8](repeating: 0, count: 4096)
             while true {
                 if let nl = pending.firstIndex(of: 0x0a) {
-                    let l = String(decoding: pending[..<nl], as: UTF8.self)
+                    let l = Array(pending[..<nl])
                     pending.removeSubrange(...nl)
                     return l
                 }
@@ -179,22 +201,22 @@ enum QMP {
                 pending += buf[0..<n]
             }
         }
-        func send(_ text: String) -> Bool { (try? fd.writeAll(Array((text + "\n").utf8))) != nil }
+        func send(_ c: Command) -> Bool { (try? fd.writeAll(c.message)) != nil }
         /// The reply to the last command (events in between are skipped).
-        func reply() -> String? {
+        func answer() -> String? {
             while let l = line() {
-                if l.contains("\"return\"") { return nil }
-                if l.contains("\"error\"") { return l }
+                let r = reply(l)
+                if r.done { return r.error }
             }
             return "connection closed"
         }
         guard line() != nil else { return "no QMP greeting" }
-        guard send("{\"execute\": \"qmp_capabilities\"}") else { return "write failed" }
-        if let e = reply() { return e }
-        guard send("{\"execute\": \"\(command)\"}") else { return "write failed" }
-        let r = reply()
+        guard send(.capabilities) else { return "write failed" }
+        if let e = answer() { return e }
+        guard send(command) else { return "write failed" }
+        let r = answer()
         // `quit` may close the socket before answering; that is its success.
-        if command == "quit" && r == "connection closed" { return nil }
+        if command == .quit && r == "connection closed" { return nil }
         return r
     }
 }

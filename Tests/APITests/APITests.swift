@@ -27,6 +27,7 @@ func apiConfig(stateDir: String, auth: Bool = true, timing: String = "fast") thr
     c.http.port = 0
     c.http.consolePort = nil  // tests that need the TCP console ask for a free port (0)
     c.http.maxBodyBytes = 64 * 1024
+    c.http.openAPIDocument = packageRoot + "/deploy/openapi.json"
     c.power.cycleOffMilliseconds = 50
     c.flash.chip = flashromEmulatedChipName  // the installed flashrom's name for the emulated part
     return c
@@ -330,6 +331,26 @@ func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
         }
     }
 
+    /// The file is the document: served as it is, with the agent's own version; without it the
+    /// route says where it looked (the rest of the API is unaffected).
+    @Test func theDocumentIsTheInstalledFileWithTheAgentsVersion() async throws {
+        let file = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: packageRoot + "/deploy/openapi.json"))) as! [String: Any]
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
+            let doc = try await c["nobody"]!.request("GET", "/api/v1/openapi.json").json
+            #expect((doc["info"] as? [String: Any])?["version"] as? String == agentVersion)
+            var served = doc, original = file
+            served["info"] = nil; original["info"] = nil
+            #expect(NSDictionary(dictionary: served).isEqual(to: original))
+        }
+        var config = try apiConfig(stateDir: scratchDirectory())
+        config.http.openAPIDocument = scratchDirectory() + "/nowhere/openapi.json"
+        try await withAgent(config) { _, c in
+            let r = try await c["nobody"]!.request("GET", "/api/v1/openapi.json")
+            #expect(r.status == 503 && (r.json["detail"] as? String ?? "").contains("nowhere/openapi.json"), "\(r.text)")
+            #expect(try await c["nobody"]!.request("GET", "/api/v1/health").status == 200)
+        }
+    }
+
     @Test func documentValidatesWithOpenAPISpecValidator() async throws {
         try await withAgent(apiConfig(stateDir: scratchDirectory())) { _, c in
             let doc = try await c["nobody"]!.request("GET", "/api/v1/openapi.json")
@@ -337,6 +358,31 @@ func detached<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
             try Data(doc.body).write(to: URL(fileURLWithPath: path))
             let (status, text) = try await run(["python3", "-m", "openapi_spec_validator", path], deadlineSeconds: 120)
             #expect(status == 0, "\(text)")
+        }
+    }
+}
+
+extension HardwareAPITests {
+    /// An event's detail is text from a device path or an error: the SSE data line is JSON that
+    /// keeps it as it was (quotes used to become apostrophes; a backslash broke the JSON).
+    @Test func serialEventsInTheEventStreamAreJSONThatKeepsTheirDetail() async throws {
+        try await withAgent(apiConfig(stateDir: scratchDirectory())) { agent, _ in
+            let detail = #"reopened "/dev/ttyUSB0" after C:\ error\n"#
+            let start = agent.hardware.capture.endOffset
+            _ = agent.hardware.capture.mark(.gap, detail: detail)
+            agent.hardware.capture.append(Array("after the event\r\n".utf8))
+            let s = try TestSocket.connect(port: agent.port)
+            defer { s.close() }
+            s.send(Array("GET /api/v1/serial/stream?from=\(start)&format=sse HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(tokens["alice"]!)\r\n\r\n".utf8))
+            var acc: [UInt8] = []
+            #expect(await s.receive(until: "event: data", into: &acc))
+            let text = String(decoding: acc, as: UTF8.self)
+            // The port's own "opened" event may come first; every event line must be JSON.
+            let lines = text.split(separator: "\n").filter { $0.hasPrefix("data: {") }
+            let details = try lines.map { line in
+                try #require(JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any], "\(line)")["detail"] as? String
+            }
+            #expect(details.contains(detail), "\(text)")
         }
     }
 }

@@ -15,7 +15,7 @@ import Glibc
         for (path, mode) in [("/usr/bin/rte-agent", 0o755), ("/lib/systemd/system/rte-agent.service", 0o644),
                              ("/lib/udev/rules.d/99-rte-agent.rules", 0o644), ("/etc/rte-agent/rte-agent.yaml", 0o640),
                              ("/usr/share/rte-agent/web/index.html", 0o644), ("/usr/share/rte-agent/web/app.js", 0o644),
-                             ("/usr/share/rte-agent/specs/xen-dev.yaml", 0o644)] {
+                             ("/usr/share/rte-agent/specs/xen-dev.yaml", 0o644), ("/usr/share/rte-agent/openapi.json", 0o644)] {
             let attrs = try FileManager.default.attributesOfItem(atPath: root + path)
             #expect((attrs[.posixPermissions] as? Int) == mode, "\(path)")
         }

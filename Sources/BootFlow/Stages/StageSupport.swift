@@ -34,10 +34,6 @@ extension ConsoleSession {
     }
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
-
 /// True for a wait that ended because the run was cancelled (not a timeout).
 func isCancellation(_ error: any Error) -> Bool { (error as? ConsoleWaitError) == .cancelled }
 
