@@ -44,7 +44,9 @@ enum RunRoutes {
                     throw Problem.unprocessable("the spec uses ${artifact:\(name)}, which is not uploaded (PUT /api/v1/artifacts/\(name))")
                 }
             }
-            let record = try await engine.submit(spec, user: id.user, leaseToken: r.header("x-lease-token"))
+            // The caller's lease as every change presents it (an engine needs no X-Lease-Token); none: the run's own.
+            let credential = g.credential(r, id)
+            let record = try await engine.submit(spec, user: id.user, under: credential == .token(nil) ? nil : credential)
             // Not evicted while the run is queued or running (unpinned when it finishes).
             if !spec.artifactNames.isEmpty, let store = ctx.artifacts?.store {
                 await store.pin(spec.artifactNames, run: record.id)

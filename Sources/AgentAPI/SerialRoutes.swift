@@ -79,15 +79,15 @@ enum SerialRoutes {
             return json(200, ["written": bytes.count])
         })
 
-        router.add(.GET, "/api/v1/console", g.user { r, _ in
+        router.add(.GET, "/api/v1/console", g.user { r, id in
             guard (r.header("upgrade") ?? "").lowercased() == "rte-console" else {
                 throw Problem(426, "upgrade-required", "Upgrade required", "connect with Connection: Upgrade and Upgrade: rte-console")
             }
-            let token = r.header("x-lease-token")
+            // Typing is a change to the DUT: the same credential as every other (an engine needs no token).
+            let credential = g.credential(r, id)
             return HTTPResponse(status: 101, headers: [("Connection", "Upgrade")], body: .upgrade(protocolName: "rte-console") { conn in
                 await ConsoleBridge.run(socket: conn.socket, initialInput: conn.initialBytes, serial: ctx.serial, capture: ctx.capture) {
-                    guard let token else { return false }
-                    return (try? await ctx.leases.authorize(token: token)) != nil
+                    (try? await ctx.leases.authorize(credential)) != nil
                 }
             })
         })

@@ -445,6 +445,13 @@ public actor LeaseBook {
         return c
     }
 
+    /// The same look for a run under its caller's lease, which may have been presented without a
+    /// token (an engine identity acting as the holder): that very lease must still be current.
+    public func check(leaseID: String) throws(LeaseError) -> Lease {
+        guard let c = current, c.id == leaseID, clock.now() < c.expiresAt else { throw .invalidLeaseToken(current: current) }
+        return c
+    }
+
     /// A run's renewal of the lease it took for itself; like `check`, it never ends a lease.
     public func renewRunLease(token: String, ttlSeconds: Int) async throws(LeaseError) -> Lease {
         guard (1...maxTTLSeconds).contains(ttlSeconds) else { throw .ttlOutOfRange(max: maxTTLSeconds) }

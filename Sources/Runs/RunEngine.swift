@@ -181,9 +181,15 @@ public actor RunEngine {
 
     /// Accepts a run; it starts as soon as the device is free for it.
     public func submit(_ spec: RunSpec, user: String, leaseToken: String?) async throws(RunError) -> RunRecord {
+        try await submit(spec, user: user, under: leaseToken.map { .token($0) })
+    }
+
+    /// Accepts a run under the caller's lease (`credential`: its token, or an engine identity that
+    /// holds it, the rule every other change follows), or, with nil, under a lease of its own.
+    public func submit(_ spec: RunSpec, user: String, under credential: LeaseCredential?) async throws(RunError) -> RunRecord {
         var callerLease: Lease?
-        if let leaseToken {
-            do { callerLease = try await leases.authorize(token: leaseToken) } catch { throw .lease(error) }
+        if let credential {
+            do { callerLease = try await leases.authorize(credential) } catch { throw .lease(error) }
         } else if spec.waitSeconds == 0, await leases.isLeased() {
             let snap = await leases.snapshot
             throw .lease(.busy(snap.current, queueLength: snap.queue.count))
@@ -195,7 +201,7 @@ public actor RunEngine {
         order.append(id)
         write(record)
         prune()
-        tasks[id] = Task { await self.execute(id, spec: spec, leaseToken: leaseToken, user: user) }
+        tasks[id] = Task { await self.execute(id, spec: spec, credential: credential, user: user) }
         return record
     }
 
@@ -371,7 +377,7 @@ public actor RunEngine {
         }
     }
 
-    private func execute(_ id: String, spec: RunSpec, leaseToken: String?, user: String) async {
+    private func execute(_ id: String, spec: RunSpec, credential: LeaseCredential?, user: String) async {
         do {
             try await acquireDevice()
         } catch {
@@ -381,8 +387,8 @@ public actor RunEngine {
         defer { releaseDevice() }
         // The device: the caller's lease, or one of the run's own from the lease queue.
         var lease: Lease
-        if let leaseToken {
-            do { lease = try await leases.authorize(token: leaseToken) } catch {
+        if let credential {
+            do { lease = try await leases.authorize(credential) } catch {
                 finish(id, .error, message: "the caller's lease ended before the run could start: \(error)")
                 return
             }
@@ -397,9 +403,9 @@ public actor RunEngine {
             }
             update(id) { $0.leaseId = lease.id }
         }
-        let ownLease = leaseToken == nil
-        // The caller's own copy: a lease read back after a restart holds only the token's hash.
-        let token = leaseToken ?? lease.token
+        let ownLease = credential == nil
+        // The run's own lease is fresh (it carries its token); a caller's is followed by its id.
+        let token = lease.token, leaseID = lease.id
         runLeases[id] = lease.id
         defer { runLeases[id] = nil; abortReasons[id] = nil }
         // A flash job of the holder's may still be writing the chip: the run waits for it.
@@ -423,7 +429,7 @@ public actor RunEngine {
             do {
                 // A run of its own keeps its lease fresh; a caller's lease must still be theirs. Both
                 // only look: ending a lease waits for the runs under it, this one included.
-                if ownLease { _ = try await leases.renewRunLease(token: token, ttlSeconds: maxLease) } else { _ = try await leases.check(token: token) }
+                if ownLease { _ = try await leases.renewRunLease(token: token, ttlSeconds: maxLease) } else { _ = try await leases.check(leaseID: leaseID) }
             } catch {
                 throw RunAborted(reason: "the lease ended (\(error)); the run stopped so nobody else's device is touched")
             }

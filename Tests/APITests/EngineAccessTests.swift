@@ -88,6 +88,49 @@ import Testing
         }
     }
 
+    /// Issue 33: `POST /runs` and the console upgrade took the lease from X-Lease-Token only, so an
+    /// engine's run queued for a lease of its own behind the engine's, and its console was read-only.
+    @Test func anEnginePostsARunAndTypesOnTheConsoleUnderItsLeaseWithoutALeaseToken() async throws {
+        try await withAgent(config()) { agent, c in
+            let lab = HTTP(port: agent.port, token: engineTokens["labgrid"]!)
+            let lease = try await lab.request("POST", "/api/v1/leases", json: ["ttl_s": 600, "purpose": "labgrid place apu2"])
+            let leaseID = try #require(lease.json["id"] as? String, "\(lease.text)")
+            var spec = thirdOfFive
+            spec["wait_s"] = 0  // under its own lease it would be refused at once: the board is held
+            let posted = try await lab.request("POST", "/api/v1/runs", json: spec)
+            #expect(posted.status == 202, "\(posted.text)")
+            let run = try await finishedRun(lab, try #require(posted.json["id"] as? String))
+            #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
+            #expect(run["lease_id"] as? String == leaseID && run["own_lease"] as? Bool == false, "\(run)")
+            // A caller's lease outlives the run: the engine still holds the board.
+            #expect(try await lab.request("GET", "/api/v1/leases").json["current"].flatMap { ($0 as? [String: Any])?["id"] as? String } == leaseID)
+
+            // The console, upgraded with the engine's bearer token only, types (the run left a shell).
+            let s = try TestSocket.connect(port: agent.port)
+            defer { s.close() }
+            s.send(Array(("GET /api/v1/console HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: rte-console\r\n"
+                          + "Authorization: Bearer \(engineTokens["labgrid"]!)\r\n\r\n").utf8))
+            var acc: [UInt8] = []
+            #expect(await s.receive(until: "\r\n\r\n", into: &acc))
+            #expect(String(decoding: acc, as: UTF8.self).hasPrefix("HTTP/1.1 101"))
+            let written = agent.hardware.serial.status.bytesWritten
+            s.send(Array("hostname\r".utf8))
+            // The shell's answer, not only the echo of what was typed.
+            #expect(await s.receive(until: "hostname\r\napu2\r\n", into: &acc), "\(String(decoding: acc, as: UTF8.self))")
+            #expect(agent.hardware.serial.status.bytesWritten > written)
+            // Another engine's console stays read-only.
+            let other = try TestSocket.connect(port: agent.port)
+            defer { other.close() }
+            other.send(Array(("GET /api/v1/console HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: rte-console\r\n"
+                              + "Authorization: Bearer \(engineTokens["lava"]!)\r\n\r\n").utf8))
+            var oacc: [UInt8] = []
+            #expect(await other.receive(until: "\r\n\r\n", into: &oacc))
+            other.send(Array("reboot\r".utf8))
+            #expect(await other.receive(until: "read-only console", into: &oacc))
+            _ = c
+        }
+    }
+
     @Test func theRawConsolePortSitsBesideTheTelnetOneWithoutNegotiation() async throws {
         var config = try config()
         config.http.consolePort = 0
