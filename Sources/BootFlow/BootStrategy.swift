@@ -45,12 +45,20 @@ public struct BootStrategy: Sendable {
         self.spec = spec; self.devices = devices
     }
 
+    /// Xen's banner line: the boot after the loader is a hypervisor's before dom0's kernel.
+    static let xenBanner = Pattern.literal("(XEN) Xen version ")
+
     final class Recorder {
+        /// The stage in progress: a boot that turns out to be Xen's renames and splits it.
+        var stageName = ""
+        var stageStart = Timestamp(nanosecondsSinceEpoch: 0)
+        var stageFrom: UInt64 = 0
         var stages: [StageResult] = []
         var failure: Failure?
         var commands: [CommandResult] = []
         var menu: [String]?
         var kernelVersion: String?
+        var facts: [Fact]?
     }
 
     /// Runs one boot. `checkpoint` is called between stages (lease still valid? cancelled?) and
@@ -81,10 +89,12 @@ public struct BootStrategy: Sendable {
             watch.enter(name, at: console.readOffset)
             if let f = failOnFailure() { return failed(name, f, start: clock.now(), from: console.endOffset) }
             progress(.stageStarted(iteration: index, stage: name))
-            let start = clock.now()
-            let from = console.endOffset
+            rec.stageName = name
+            rec.stageStart = clock.now()
+            rec.stageFrom = console.endOffset
             do {
                 let (detail, reaction) = try await body()
+                let name = rec.stageName, start = rec.stageStart, from = rec.stageFrom
                 if let f = failOnFailure() { return failed(name, f, start: start, from: from) }
                 let end = clock.now()
                 let r = StageResult(name: name, startedAt: start, endedAt: end, durationMs: (end - start).milliseconds, passed: true,
@@ -100,8 +110,29 @@ public struct BootStrategy: Sendable {
                 // A timeout inside a stage, a serial write that failed, a bad pattern: all end the
                 // stage; a fail_on match (which ended the stage's wait) says so instead.
                 let f = failOnFailure() ?? error as? StageFailure ?? StageFailure(expected: name, message: "\(error)")
-                return failed(name, f, start: start, from: from)
+                return failed(rec.stageName, f, start: rec.stageStart, from: rec.stageFrom)
             }
+        }
+
+        /// The stage in progress turns out to be another one (Xen's boot, not a kernel's).
+        func renameStage(_ name: String) {
+            rec.stageName = name
+            watch.relabel(name)
+            progress(.stageStarted(iteration: index, stage: name))
+        }
+
+        /// The stage in progress ends at `offset` (its last byte's arrival) and `next` begins there.
+        func splitStage(at offset: UInt64, detail: String, next: String) {
+            let end = console.arrivalTime(of: offset) ?? clock.now()
+            let r = StageResult(name: rec.stageName, startedAt: rec.stageStart, endedAt: end, durationMs: (end - rec.stageStart).milliseconds,
+                                passed: true, detail: detail, reactionUs: nil, captureFrom: rec.stageFrom, captureTo: offset)
+            rec.stages.append(r)
+            progress(.stageFinished(iteration: index, r))
+            watch.enter(next, at: offset)
+            progress(.stageStarted(iteration: index, stage: next))
+            rec.stageName = next
+            rec.stageStart = end
+            rec.stageFrom = offset
         }
 
         func failed(_ name: String, _ f: StageFailure, start: Timestamp, from: UInt64) -> Bool {
@@ -109,7 +140,10 @@ public struct BootStrategy: Sendable {
             let r = StageResult(name: name, startedAt: start, endedAt: end, durationMs: (end - start).milliseconds, passed: false,
                                 detail: f.message, reactionUs: nil, captureFrom: from, captureTo: console.endOffset)
             rec.stages.append(r)
-            rec.failure = Failure(stage: name, expected: f.expected, message: f.message,
+            // A fail_on line belongs to the stage whose text holds it: the watch may report it
+            // after that stage has ended (Xen's line, read once dom0's kernel had started).
+            let failedIn = f.message.hasPrefix("fail_on ") ? watch.failHit?.hit.stage ?? name : name
+            rec.failure = Failure(stage: failedIn, expected: f.expected, message: f.message,
                                   screen: console.screen.text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init),
                                   lastLines: console.recentLines, captureOffset: console.endOffset)
             progress(.stageFinished(iteration: index, r))
@@ -117,11 +151,12 @@ public struct BootStrategy: Sendable {
         }
 
         /// Waits for patterns; a timeout becomes a stage failure saying what was awaited.
-        func wait(_ patterns: [Pattern], _ seconds: Double, _ what: String) async throws -> Match {
+        /// `reported`: the time the message names when this wait is what is left of a longer one.
+        func wait(_ patterns: [Pattern], _ seconds: Double, _ what: String, reported: Double? = nil) async throws -> Match {
             do { return try await console.expect(patterns, timeout: .milliseconds(Int64(seconds * 1000))) } catch {
                 if isCancellation(error) { throw ConsoleWaitError.cancelled }
                 if case .invalidPatterns(let why) = error { throw StageFailure(expected: what, message: "cannot wait for \(what): \(why)") }
-                throw StageFailure(expected: what, message: "\(what) did not appear within \(format(seconds)) s")
+                throw StageFailure(expected: what, message: "\(what) did not appear within \(format(reported ?? seconds)) s")
             }
         }
 
@@ -141,15 +176,48 @@ public struct BootStrategy: Sendable {
 
         func seconds(_ s: Double) -> Duration { .milliseconds(Int64(s * 1000)) }
 
+        /// Whether `text` is in the capture from `from` on (the last 4 MiB of it at most).
+        func captureContains(_ text: String, from: UInt64) -> Bool {
+            let end = console.endOffset, start = max(from, end > 4 << 20 ? end - (4 << 20) : 0)
+            guard start < end, case .data(_, let bytes, _) = devices.capture.readPersisted(from: start, limit: Int(end - start)) else { return false }
+            return bytes.firstRange(of: Array(text.utf8)) != nil
+        }
+
+        func readFacts() -> [Fact] {
+            FactReader.read(devices.capture, from: console.startOffset, to: console.endOffset, rules: spec.facts)
+        }
+
+        /// What `expect_facts` found wrong: each fact named with what was seen.
+        func factsFailure(_ facts: [Fact]) -> StageFailure? {
+            let wrong = spec.expectFacts.compactMap { e -> String? in
+                guard let v = facts[fact: e.name] else { return "\(e.name) was not in the boot log (expected \(e.pattern.debugDescription))" }
+                return globMatches(e.pattern, v) ? nil : "\(e.name) is \(v.debugDescription), expected \(e.pattern.debugDescription)"
+            }
+            guard !wrong.isEmpty else { return nil }
+            return StageFailure(expected: spec.expectFacts.map { "\($0.name) \($0.pattern)" }.joined(separator: ", "),
+                                message: "facts: " + wrong.joined(separator: "; "))
+        }
+
         func finish() -> IterationResult {
             // A fail_on match after the last wait still fails the iteration, at the stage it came in.
             if rec.failure == nil, let f = failOnFailure() {
                 rec.failure = Failure(stage: watch.failHit?.hit.stage ?? watch.stage, expected: f.expected, message: f.message, screen: [],
                                       lastLines: console.recentLines, captureOffset: console.endOffset)
             }
+            let facts = readFacts()
+            // Without a login the boot's end is the iteration's: the facts are checked there.
+            if rec.failure == nil, spec.login == nil, !spec.expectFacts.isEmpty, let f = factsFailure(facts) {
+                let now = clock.now()
+                let r = StageResult(name: "facts", startedAt: now, endedAt: now, durationMs: 0, passed: false, detail: f.message,
+                                    reactionUs: nil, captureFrom: console.endOffset, captureTo: console.endOffset)
+                rec.stages.append(r)
+                progress(.stageFinished(iteration: index, r))
+                rec.failure = Failure(stage: "facts", expected: f.expected, message: f.message, screen: [], lastLines: console.recentLines,
+                                      captureOffset: console.endOffset)
+            }
             return IterationResult(index: index, passed: rec.failure == nil, stages: rec.stages, failure: rec.failure, commands: rec.commands,
                                    menu: rec.menu, kernelVersion: rec.kernelVersion, captureFrom: console.startOffset, captureTo: console.endOffset,
-                                   watched: spec.watch.isEmpty ? nil : watch.results(capture: devices.capture))
+                                   watched: spec.watch.isEmpty ? nil : watch.results(capture: devices.capture), facts: facts)
         }
 
         // flash (once per run, before the first power-on)
@@ -268,7 +336,31 @@ public struct BootStrategy: Sendable {
         if let login = spec.login {
             guard try await stage("kernel", {
                 if spec.power == .none { try console.send([0x0d]) }  // wake the getty
-                let m = try await wait(login.atBoot, t.kernel, "the login prompt \"\(login.prompt)\"")
+                let deadline = clock.now() + seconds(t.kernel)
+                func left() -> Double { max(0.001, (deadline - clock.now()).seconds) }
+                var m: Match
+                do {
+                    m = try await wait([BootStrategy.xenBanner] + login.atBoot, t.kernel, "the login prompt \"\(login.prompt)\"")
+                } catch {
+                    // Ended (a fail_on hit, a timeout) before this wait read Xen's banner, which may
+                    // be there all the same: then it was Xen's part of the boot that failed.
+                    if captureContains("(XEN) Xen version ", from: rec.stageFrom) { renameStage("hypervisor") }
+                    throw error
+                }
+                if m.patternIndex == 0 {
+                    // Xen: its part of the boot lasts until dom0's kernel prints its banner.
+                    renameStage("hypervisor")
+                    let dom0 = try await wait([.literal("Linux version ")] + login.atBoot, left(), "dom0's kernel (\"Linux version\") after Xen's banner",
+                                              reported: t.kernel)
+                    if dom0.patternIndex == 0 {
+                        let xen = console.lineHistory.last { $0.contains("(XEN) Xen version ") }
+                            .flatMap { $0.split(separator: " ").dropFirst(3).first.map(String.init) } ?? "?"
+                        splitStage(at: dom0.start, detail: "Xen \(xen) booted; dom0's kernel started", next: "kernel")
+                        m = try await wait(login.atBoot, left(), "the login prompt \"\(login.prompt)\"", reported: t.kernel)
+                    } else {
+                        m = dom0
+                    }
+                }
                 for line in console.lineHistory.reversed() {
                     if let r = line.firstRange(of: "Linux version ") {
                         rec.kernelVersion = String(line[r.upperBound...].prefix { $0 != " " }); break
@@ -277,13 +369,25 @@ public struct BootStrategy: Sendable {
                 return ("\(m.text.debugDescription) after boot" + (rec.kernelVersion.map { ", kernel \($0)" } ?? ""), nil)
             }) else { return finish() }
 
+            if !spec.expectFacts.isEmpty {
+                guard try await stage("facts", {
+                    rec.facts = readFacts()
+                    if let f = factsFailure(rec.facts ?? []) { throw f }
+                    return ("as expected: " + spec.expectFacts.map { "\($0.name) \(rec.facts?[fact: $0.name] ?? "")" }.joined(separator: ", "), nil)
+                }) else { return finish() }
+            }
+
             guard try await stage("login", {
                 (try await LoginStage(login: login, timeout: seconds(t.login)).run(on: console).detail, nil)
             }) else { return finish() }
 
             for command in spec.commands {
                 guard try await stage("command", {
-                    (try await ShellCommandStage(command: command, prompt: login.shellPrompt).run(on: console, results: &rec.commands).detail, nil)
+                    if let keys = command.xenDebugKeys {
+                        return (try await XenConsoleStage(keys: keys, command: command, prompt: login.shellPrompt)
+                            .run(on: console, results: &rec.commands).detail, nil)
+                    }
+                    return (try await ShellCommandStage(command: command, prompt: login.shellPrompt).run(on: console, results: &rec.commands).detail, nil)
                 }) else { return finish() }
             }
         }

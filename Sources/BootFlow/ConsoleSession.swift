@@ -397,6 +397,35 @@ public final class ConsoleSession {
         }
     }
 
+    /// The text after what was read so far, as it arrives, for a reader that scans it with
+    /// matchers of its own (one per watched pattern): waits up to `timeout` for some.
+    public func nextText(timeout: Duration) async throws(ConsoleWaitError) -> [TextChunk] {
+        let deadline = clock.now() + timeout
+        while true {
+            if !pending.isEmpty {
+                var out = pending
+                if pendingIndex > 0 {
+                    var rest = TextChunk()
+                    rest.append(pending[0], pendingIndex..<pending[0].bytes.count)
+                    out[0] = rest
+                }
+                pending = []
+                pendingIndex = 0
+                if let end = out.last?.endOffset { readOffset = end }
+                return out
+            }
+            let version = feed.version
+            pending = feed.takeText()
+            if !pending.isEmpty { continue }
+            if Task.isCancelled { throw .cancelled }
+            if !(await feed.waitForOutput(after: version, until: deadline)) {
+                if Task.isCancelled { throw .cancelled }
+                pending = feed.takeText()
+                if pending.isEmpty { throw .timedOut }
+            }
+        }
+    }
+
     /// Waits for the first of `patterns` and answers it with `response` from the serial reader
     /// thread the moment the prompt's last byte is read (the firmware's key window is short).
     /// Returns the match and when the answer was written.

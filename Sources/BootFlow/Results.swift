@@ -46,6 +46,8 @@ public struct IterationResult: Codable, Sendable, Equatable {
     public var captureTo: UInt64
     /// Per `watch:` pattern: how often it matched, when, and the first lines.
     public var watched: [WatchResult]? = nil
+    /// What the boot log proves booted (firmware, iPXE, Xen, kernel, IOMMU), and the spec's own facts.
+    public var facts: [Fact]? = nil
 }
 
 /// A pattern seen in the serial output during an iteration.

@@ -52,6 +52,18 @@ public struct RunSpec: Sendable, Equatable {
         public var timeoutSeconds: Double
         /// When set, the exit status the command must end with (always recorded).
         public var expectExit: Int? = nil
+        /// Instead of a shell command: keys for Xen's debug console (Ctrl-A three times switches
+        /// the serial input to Xen, the keys go, Xen's answer is read until it has been quiet for
+        /// `quietMs`, and Ctrl-A three times gives the input back to dom0).
+        public var xenDebugKeys: String? = nil
+        public var quietMs: Int = 1000
+    }
+
+    /// A fact the run must find in the boot log (`expect_facts: {xen_version: "4.17*"}`).
+    public struct ExpectedFact: Sendable, Equatable {
+        public var name: String
+        /// A glob: `*` any run of characters, `?` any one.
+        public var pattern: String
     }
 
     public struct Timeouts: Sendable, Equatable {
@@ -67,6 +79,10 @@ public struct RunSpec: Sendable, Equatable {
     public var failOn: [Pattern] = []
     /// Watched over the whole iteration: matches are counted and timestamped, nothing fails.
     public var watch: [Pattern] = []
+    /// Facts of the spec's own, read from the boot log beside the built-in ones.
+    public var facts: [FactRule] = []
+    /// Checked once the boot has reached its login (or the end of the iPXE stages without one).
+    public var expectFacts: [ExpectedFact] = []
     public var power: PowerStep
     public var firmware: Firmware
     public var ipxe: IPXE?
@@ -94,7 +110,8 @@ public struct RunSpec: Sendable, Equatable {
     }
 
     public static func parse(_ doc: JSONValue) throws(DocumentError) -> RunSpec {
-        let r = try FieldReader(doc, allowed: ["name", "flash", "power", "firmware", "ipxe", "login", "commands", "timeouts", "repeat", "wait_s", "fail_on", "watch"])
+        let r = try FieldReader(doc, allowed: ["name", "flash", "power", "firmware", "ipxe", "login", "commands", "timeouts", "repeat", "wait_s", "fail_on", "watch",
+                                                   "facts", "expect_facts"])
         /// A list of texts, or of {regex: …}: patterns watched over the iteration.
         func watched(_ key: String) throws(DocumentError) -> [Pattern] {
             var out: [Pattern] = []
@@ -117,6 +134,50 @@ public struct RunSpec: Sendable, Equatable {
             return out
         }
         let failOn = try watched("fail_on"), watch = try watched("watch")
+        var factRules: [FactRule] = []
+        if let f = r.value("facts") {
+            guard case .object(let members) = f else {
+                throw DocumentError(path: "facts", message: "must be an object of name: {regex: …} or {after: …}, got \(f.typeName)", kind: .invalid)
+            }
+            if members.count > 32 { throw DocumentError(path: "facts", message: "at most 32 facts of your own", kind: .invalid) }
+            for name in members.keys.sorted() {
+                let path = "facts.\(name)"
+                guard RunSpec.isFactName(name) else {
+                    throw DocumentError(path: path, message: "a fact's name is a lowercase word: a-z, 0-9 and _, starting with a letter, at most 40", kind: .invalid)
+                }
+                guard !FactReader.builtIn.contains(name) else {
+                    throw DocumentError(path: path, message: "is a built-in fact (\(FactReader.builtIn.joined(separator: ", "))): name yours otherwise", kind: .invalid)
+                }
+                let rule = try FieldReader(members[name]!, path: path, allowed: ["regex", "after"])
+                if let e = try rule.string("regex") {
+                    guard !e.isEmpty, !rule.has("after") else {
+                        throw DocumentError(path: rule.at("regex"), message: "give a non-empty regex or after, not both", kind: .invalid)
+                    }
+                    do { _ = try StreamMatcher([.regex(e)]) } catch { throw DocumentError(path: rule.at("regex"), message: error.message, kind: .invalid) }
+                    factRules.append(FactRule(name: name, source: .regex(e)))
+                } else if let a = try nonEmpty(rule, "after", text: true) {
+                    guard a.utf8.count <= 1024 else { throw DocumentError(path: rule.at("after"), message: "at most 1024 bytes", kind: .invalid) }
+                    factRules.append(FactRule(name: name, source: .after(a)))
+                } else {
+                    throw DocumentError(path: path, message: "needs regex (the value is what it matches) or after (the value is the rest of the line)", kind: .invalid)
+                }
+            }
+        }
+        var expectFacts: [ExpectedFact] = []
+        if let e = r.value("expect_facts") {
+            guard case .object(let members) = e else {
+                throw DocumentError(path: "expect_facts", message: "must be an object of fact: pattern, got \(e.typeName)", kind: .invalid)
+            }
+            for name in members.keys.sorted() {
+                guard FactReader.builtIn.contains(name) || factRules.contains(where: { $0.name == name }) else {
+                    throw DocumentError(path: "expect_facts.\(name)", message: "is no fact this run reads (built-in: \(FactReader.builtIn.joined(separator: ", ")); or add it under facts)", kind: .invalid)
+                }
+                guard case .string(let pattern) = members[name]!, !pattern.isEmpty, pattern.utf8.count <= 1024 else {
+                    throw DocumentError(path: "expect_facts.\(name)", message: "must be a non-empty text of at most 1024 bytes (a glob: * and ?)", kind: .invalid)
+                }
+                expectFacts.append(ExpectedFact(name: name, pattern: pattern))
+            }
+        }
         var flash: Flash?
         if let f = try r.object("flash", allowed: ["image", "verify"]) {
             let image = try f.string("image") ?? "uploaded"
@@ -193,8 +254,23 @@ public struct RunSpec: Sendable, Equatable {
             if case .string(let s) = item {
                 commands.append(Command(send: s, expect: nil, timeoutSeconds: 30)); continue
             }
-            c = try FieldReader(item, path: "commands[\(n)]", allowed: ["send", "expect", "expect_regex", "expect_exit", "timeout_s"])
-            guard let send = try c.text("send") else { throw DocumentError(path: c.at("send"), message: "is required", kind: .invalid) }
+            c = try FieldReader(item, path: "commands[\(n)]", allowed: ["send", "expect", "expect_regex", "expect_exit", "timeout_s",
+                                                                          "xen_debug_keys", "quiet_ms"])
+            let keys = try c.string("xen_debug_keys")
+            if let keys {
+                guard !keys.isEmpty, keys.utf8.count <= 16, keys.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+                    throw DocumentError(path: c.at("xen_debug_keys"), message: "1 to 16 printable keys (Xen's debug keys, e.g. \"q\" or \"ei\")", kind: .invalid)
+                }
+                guard !c.has("send"), !c.has("expect_exit") else {
+                    throw DocumentError(path: c.at("xen_debug_keys"), message: "a Xen debug key command has no send or expect_exit (Xen's answer is its output)", kind: .invalid)
+                }
+            } else if c.has("quiet_ms") {
+                throw DocumentError(path: c.at("quiet_ms"), message: "belongs to xen_debug_keys", kind: .invalid)
+            }
+            let typed = try c.text("send")
+            guard let send = keys.map({ "xen debug keys \($0)" }) ?? typed else {
+                throw DocumentError(path: c.at("send"), message: "is required", kind: .invalid)
+            }
             var expect: Pattern?
             if let e = try nonEmpty(c, "expect", text: true) { expect = .literal(e) }
             if let e = try c.string("expect_regex") {
@@ -209,7 +285,7 @@ public struct RunSpec: Sendable, Equatable {
                 throw DocumentError(path: c.at("expect_exit"), message: "must be an exit status between 0 and 255", kind: .invalid)
             }
             commands.append(Command(send: send, expect: expect, timeoutSeconds: try c.number("timeout_s", range: 0.001...86400) ?? 30,
-                                    expectExit: expectExit))
+                                    expectExit: expectExit, xenDebugKeys: keys, quietMs: try c.int("quiet_ms", range: 50...60_000) ?? 1000))
         }
         if !commands.isEmpty && login == nil {
             throw DocumentError(path: "commands", message: "shell commands need a login section", kind: .invalid)
@@ -229,7 +305,8 @@ public struct RunSpec: Sendable, Equatable {
         if flash != nil && power == .none {
             throw DocumentError(path: "power", message: "a flashed board must be powered up again to boot: use on or cycle", kind: .invalid)
         }
-        let spec = RunSpec(name: try r.string("name") ?? "", flash: flash, failOn: failOn, watch: watch, power: power, firmware: firmware,
+        let spec = RunSpec(name: try r.string("name") ?? "", flash: flash, failOn: failOn, watch: watch, facts: factRules,
+                           expectFacts: expectFacts, power: power, firmware: firmware,
                            ipxe: ipxe, login: login, commands: commands, timeouts: timeouts,
                            repeatCount: try r.int("repeat", range: 1...maxRepeat) ?? 1,
                            waitSeconds: try r.int("wait_s", range: 0...(7 * 86400)) ?? 3600, source: doc)
@@ -242,6 +319,13 @@ public struct RunSpec: Sendable, Equatable {
             }
         }
         return spec
+    }
+}
+
+extension RunSpec {
+    static func isFactName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, (0x61...0x7a).contains(first), name.utf8.count <= 40 else { return false }
+        return name.utf8.allSatisfy { (0x61...0x7a).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5f }
     }
 }
 

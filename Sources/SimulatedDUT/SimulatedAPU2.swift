@@ -193,6 +193,9 @@ actor SimBrain {
 
     private func stopBoot() {
         generation += 1
+        xenRunning = false
+        inputToXen = false
+        ctrlARun = 0
         bootTask?.cancel()
         bootTask = nil
         wakeInput()
@@ -312,11 +315,26 @@ actor SimBrain {
         while true {
             guard let key = try await readKey(timeout: nil, g) else { continue }
             switch key {
+            case .enter where inputToXen:
+                ctrlARun = 0
+                continue
             case .enter:
                 emit("\r\n")
                 return String(decoding: line, as: UTF8.self)
             case .char(let c) where c == 0x7f || c == 0x08:
                 if !line.isEmpty { line.removeLast(); if echo { emit("\u{8} \u{8}") } }
+            case .char(0x01) where xenRunning:
+                ctrlARun += 1
+                if ctrlARun == 3 {
+                    ctrlARun = 0
+                    inputToXen.toggle()
+                    emit("(XEN) *** Serial input to \(inputToXen ? "Xen" : "DOM0") (type 'CTRL-a' three times to switch input)\r\n")
+                }
+                continue
+            case .char(let c) where inputToXen:
+                ctrlARun = 0
+                xenDebugKey(c)
+                continue
             case .char(let c) where c == 0x03:
                 emit("^C\r\n"); return ""
             case .char(let c) where c >= 0x20:
@@ -527,14 +545,71 @@ actor SimBrain {
             try await shell(g); return
         }
         let slug = SimBrain.slug(entry)
+        if entry.contains("Xen") {
+            // As 3mdeb's netboot menu booted Xen: the hypervisor, dom0's kernel and initrd as modules.
+            emit("http://192.168.4.2:8000/\(slug)/xen-4.17-amd64... ok\r\nhttp://192.168.4.2:8000/\(slug)/vmlinuz... ok\r\n"
+                 + "http://192.168.4.2:8000/\(slug)/initrd.img... ok\r\n")
+            try await pause(t.download, g)
+            try await xen(g)
+            try await linux(entry: entry, commandLine: "console=hvc0 earlyprintk=xen rte.entry=\(slug)", console: "hvc0", g)
+            return
+        }
         emit("http://192.168.4.2:8000/\(slug)/vmlinuz... ok\r\nhttp://192.168.4.2:8000/\(slug)/initrd.img... ok\r\n")
         try await pause(t.download, g)
         try await linux(entry: entry, commandLine: "console=ttyS0,115200 earlyprintk=serial,ttyS0,115200 rte.entry=\(slug)", g)
     }
 
+    static let xenVersion = "4.17.7"
+    static let xenCommandLine = "dom0_mem=512M loglvl=all guest_loglvl=all com1=115200,8n1 console=com1"
+    /// Serial input goes to Xen (its debug keys) instead of dom0 (Ctrl-A three times switches).
+    private var inputToXen = false
+    private var xenRunning = false
+    private var ctrlARun = 0
+
+    /// Xen's boot on the apu2 as its logs show it (the IOMMU found and enabled), short.
+    private func xen(_ g: Int) async throws(SimCancelled) {
+        phase = "hypervisor"
+        xenRunning = true
+        inputToXen = false
+        let lines = [
+            " Xen \(SimBrain.xenVersion)", "(XEN) Xen version \(SimBrain.xenVersion) (Debian \(SimBrain.xenVersion)-0+deb12u1) "
+            + "(pkg-xen-devel@lists.alioth.debian.org) (x86_64-linux-gnu-gcc (Debian 12.2.0-14) 12.2.0) debug=n",
+            "(XEN) Bootloader: iPXE 1.21.1+ (g7e8e)", "(XEN) Command line: \(SimBrain.xenCommandLine)",
+            "(XEN) Video information:", "(XEN) Disc information:", "(XEN) Xen-e820 RAM map:",
+            "(XEN)  [0000000000000000, 000000000009fbff] (usable)", "(XEN) System RAM: 4079MB (4177580kB)",
+            "(XEN) ACPI: RSDP 000F2A70, 0024 (r2 CORE  )", "(XEN) Using APIC driver default",
+            "(XEN) AMD-Vi: IOMMU Extended Features:", "(XEN) AMD-Vi: IOMMU 0 Enabled.", "(XEN) I/O virtualisation enabled",
+            "(XEN)  - Dom0 mode: Relaxed", "(XEN) Interrupt remapping enabled", "(XEN) Brought up 4 CPUs",
+            "(XEN) *** Building a PV Dom0 ***", "(XEN)  Dom0 alloc.:   0000000018000000->000000001c000000 (126976 pages to be allocated)",
+            "(XEN) *** Serial input to DOM0 (type 'CTRL-a' three times to switch input)",
+            "(XEN) Freed 648kB init memory",
+        ]
+        for (i, line) in lines.enumerated() {
+            emit(line + "\r\n")
+            if i % 5 == 4 { try await pause(t.kernelLine * 10, g) }
+        }
+    }
+
+    /// What Xen prints for its debug keys (while it has the serial input).
+    private func xenDebugKey(_ c: UInt8) {
+        switch c {
+        case UInt8(ascii: "h"):
+            emit("(XEN) 'h' pressed -> showing installed handlers\r\n")
+            for (k, what) in [("d", "dump registers"), ("e", "dump evtchn info"), ("h", "show this message"), ("i", "dump interrupt bindings"),
+                              ("q", "dump domain (and guest debug) info"), ("r", "dump run queues")] {
+                emit("(XEN)  key '\(k)' (ascii '\(String(UInt8(ascii: Unicode.Scalar(k)!), radix: 16))') => \(what)\r\n")
+            }
+        case UInt8(ascii: "q"):
+            emit("(XEN) 'q' pressed -> dumping domain info (now = 1234567890)\r\n(XEN) General information for domain 0:\r\n"
+                 + "(XEN)     refcnt=3 dying=0 pause_count=0\r\n(XEN)     nr_pages=131072 xenheap_pages=5 dirty_cpus={0-3} max_pages=131072\r\n")
+        default:
+            emit("(XEN) '\(String(decoding: [c], as: UTF8.self))' pressed -> no handler\r\n")
+        }
+    }
+
     private var kernelRelease: String { "6.1.0-27-amd64" }
 
-    private func linux(entry: String, commandLine: String, _ g: Int) async throws(SimCancelled) {
+    private func linux(entry: String, commandLine: String, console: String = "ttyS0", _ g: Int) async throws(SimCancelled) {
         phase = "kernel"
         lastCommandLine = commandLine
         func stamp(_ i: Int) -> String {
@@ -558,7 +633,7 @@ actor SimBrain {
             emit("\(stamp(i)) \(messages[i % messages.count])\r\n")
             if i % 10 == 0 { try await pause(t.kernelLine * 10, g) }
         }
-        emit("\r\nDebian GNU/Linux 12 apu2 ttyS0\r\n\r\n")
+        emit("\r\nDebian GNU/Linux 12 apu2 \(console)\r\n\r\n")
         try await login(g)
     }
 
@@ -617,6 +692,10 @@ actor SimBrain {
                      ? "Linux apu2 \(kernelRelease) #1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 x86_64 GNU/Linux\r\n" : "Linux\r\n")
             case "cat" where words.count > 1 && words[1] == "/proc/cmdline":
                 emit("\(lastCommandLine ?? "")\r\n")
+            case "cat" where words.count > 1 && words[1] == "/proc/xen/capabilities" && xenRunning:
+                emit("control_d\r\n")
+            case "cat" where words.count > 1 && words[1] == "/sys/hypervisor/type" && xenRunning:
+                emit("xen\r\n")
             case "cat":
                 emit("cat: \(words.dropFirst().first ?? ""): No such file or directory\r\n"); status = 1
             case "hostname": emit("apu2\r\n")

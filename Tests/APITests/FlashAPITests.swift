@@ -104,7 +104,8 @@ extension FlashAPITests {
             let run = try await finishedRun(a, posted.json["id"] as! String)
             #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
             let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
-            #expect(stages.map { $0["name"] as? String ?? "" } == ["flash", "power", "firmware", "ipxe_interrupt", "ipxe_command", "ipxe_command", "ipxe_menu", "kernel", "login", "command"])
+            #expect(stages.map { $0["name"] as? String ?? "" } == ["flash", "power", "firmware", "ipxe_interrupt", "ipxe_command", "ipxe_command", "ipxe_menu", "hypervisor", "kernel",
+                                                                     "login", "command"])
             let detail = stages.first?["detail"] as? String ?? ""
             #expect(detail.contains("written and verified on MX25L6436E"), "\(detail)")
             // Compared first: a failing #expect on megabytes spends minutes describing them.

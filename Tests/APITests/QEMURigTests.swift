@@ -56,14 +56,23 @@ func menuServer(_ rig: Rig.Ready, _ dir: String, _ args: [String]) async throws 
     return (server, port, config)
 }
 
-func rigConfig(_ rig: Rig.Ready, stateDir: String) throws -> AgentConfig {
+func rigConfig(_ rig: Rig.Ready, stateDir: String, file: String = "qemu-apu2.yaml", memory: String? = nil) throws -> AgentConfig {
     // The shipped QEMU config, pointed at this rig, with this suite's tokens.
     let list = tokens.sorted { $0.key < $1.key }.map { "    - {user: \($0.key), sha256: \(SHA256.hex($0.value)), admin: \($0.key == "root")}" }
-    let shipped = try String(contentsOfFile: packageRoot + "/deploy/qemu-apu2.yaml", encoding: .utf8)
-    let yaml = try shipped.replacing(every: "/opt/rte-rig", with: rig.directory)
+    let shipped = try String(contentsOfFile: packageRoot + "/deploy/" + file, encoding: .utf8)
+    var yaml = try shipped.replacing(every: "/opt/rte-rig", with: rig.directory)
         .replacing(every: "cycle_off_ms: 500", with: "cycle_off_ms: 200")
         .replacing(every: "listen: 127.0.0.1:8000", with: "listen: \"127.0.0.1:0\"")
-        .replacing(every: "state_dir: /tmp/rte-agent-qemu", with: "state_dir: \(stateDir)")
+    let stateLine = yaml.split(separator: "\n").first { $0.hasPrefix("state_dir: ") }.map(String.init) ?? "state_dir:"
+    yaml = try yaml.replacing(every: stateLine, with: "state_dir: \(stateDir)")
+    if let memory {
+        guard let args = yaml.range(of: "\n  args: "), let r = yaml[args.upperBound...].range(of: "\"-m\", \"") else {
+            throw TimeoutError(what: "\(file) has no -m in qemu.args")
+        }
+        let size = yaml[r.upperBound...].prefix { $0 != "\"" }
+        yaml = try yaml.replacing(every: "\"-m\", \"\(size)\"", with: "\"-m\", \"\(memory)\"")
+    }
+    yaml = try yaml
         .replacing(every: "auth:\n  enabled: false", with: "auth:\n  enabled: true\n  tokens:\n\(list.joined(separator: "\n"))")
     return try AgentConfig.parse(yaml: yaml, file: "rig.yaml")
 }
@@ -315,11 +324,12 @@ struct QEMURigTests {
             let a = c["alice"]!
             let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 900, "purpose": "rig e2e"]).json["token"] as! String
             let spec: [String: Any] = [
-                "name": "qemu apu2: Xen Linux dev",
+                // A plain Linux entry (XenRigTests boots "Xen Linux dev"): the loop, not the hypervisor.
+                "name": "qemu apu2: Linux dev",
                 "power": "on",
-                "ipxe": ["commands": ["dhcp", "chain http://10.0.2.2:\(rig.port)/menu.ipxe"], "menu_entry": "Xen Linux dev"],
+                "ipxe": ["commands": ["dhcp", "chain http://10.0.2.2:\(rig.port)/menu.ipxe"], "menu_entry": "Linux dev"],
                 "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
-                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 20],
+                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=linux-dev", "timeout_s": 20],
                              // Issue 15 (5): output holding the prompt text is output, exit statuses are read.
                              ["send": "printf '# one\\n# two\\nthree\\n'", "expect": "three", "expect_exit": 0, "timeout_s": 20],
                              ["send": "sh -c 'exit 3'", "expect_exit": 3, "timeout_s": 20]],
@@ -337,9 +347,9 @@ struct QEMURigTests {
                 Issue.record("the boot run failed: \(run["message"] ?? "") \(failure(run))")
                 return
             }
-            // Two Downs (the first stops the countdown), in one write; what iPXE fetched next is the proof.
+            // Three Downs (the first stops the countdown), in one write; what iPXE fetched next is the proof.
             let menuDetail = stages.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String ?? ""
-            #expect(menuDetail.hasPrefix("chose entry 3 \"Xen Linux dev\" (row 7) with 2 key(s); then: \"http://10.0.2.2:\(rig.port)/vmlinuz"), "\(menuDetail)")
+            #expect(menuDetail.hasPrefix("chose entry 4 \"Linux dev\" (row 8) with 3 key(s); then: \"http://10.0.2.2:\(rig.port)/vmlinuz"), "\(menuDetail)")
             let commands = ((run["iterations"] as? [[String: Any]])?.first?["commands"] as? [[String: Any]]) ?? []
             #expect(commands.count == 3)
             #expect(commands.dropFirst().first?["output"] as? String == "# one\r\n# two\r\nthree", "\(commands)")
@@ -375,8 +385,8 @@ struct QEMURigTests {
         try await withAgent(rigConfig(rig, stateDir: scratchDirectory())) { _, c in
             let a = c["alice"]!
             let token = try await a.request("POST", "/api/v1/leases", json: ["ttl_s": 900, "purpose": "rig autoboot"]).json["token"] as! String
-            let run = try await fastBootRun(a, token: token, name: "qemu apu2: autoboot, Xen Linux dev", power: "on",
-                                            entry: "Xen Linux dev", slug: "xen-linux-dev")
+            let run = try await fastBootRun(a, token: token, name: "qemu apu2: autoboot, Linux dev", power: "on",
+                                            entry: "Linux dev", slug: "linux-dev")
             let stages = ((run["iterations"] as? [[String: Any]])?.first?["stages"] as? [[String: Any]]) ?? []
             printToStandardError("rig autoboot stages: " + stages.map { "\($0["name"]!)=\(Int($0["duration_ms"] as! Double))ms" }.joined(separator: " "))
             #expect(run["state"] as? String == "passed", "\(run["message"] ?? "") \(failure(run))")
@@ -387,7 +397,7 @@ struct QEMURigTests {
             let went = banner.split(separator: "went on ").last.flatMap { Int($0.prefix { $0.isNumber }) }
             #expect(went != nil && went! < 1500, "\(banner)")
             let menu = stages.first { $0["name"] as? String == "ipxe_menu" }?["detail"] as? String ?? ""
-            #expect(menu.hasPrefix("chose entry 3 \"Xen Linux dev\" (row 7)"), "\(menu)")
+            #expect(menu.hasPrefix("chose entry 4 \"Linux dev\" (row 8)"), "\(menu)")
             _ = try await a.request("POST", "/api/v1/power", json: ["action": "hard_off"], leaseToken: token)
             #expect(try await a.request("DELETE", "/api/v1/leases/current", leaseToken: token).status == 204)
         }
@@ -453,9 +463,9 @@ extension QEMURigTests {
             let (alice, bob) = (c["alice"]!, c["bob"]!)
             let spec: [String: Any] = [
                 "name": "queued run on the rig", "power": "cycle", "wait_s": 900,
-                "ipxe": ["skip_banner_wait": true, "menu_entry": "Xen Linux dev"],
+                "ipxe": ["skip_banner_wait": true, "menu_entry": "Linux dev"],
                 "login": ["username": "root", "password": "debian", "shell_prompt": "# "],
-                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=xen-linux-dev", "timeout_s": 20]],
+                "commands": [["send": "cat /proc/cmdline", "expect": "rte.entry=linux-dev", "timeout_s": 20]],
                 "timeouts": ["firmware": 60, "ipxe": 90, "kernel": 240, "login": 60],
             ]
             for attempt in 1...3 {

@@ -31,6 +31,23 @@ import Testing
         #expect(watch.failHit?.hit.line == "[    0.037035] tsc: Detected 998.138 MHz processor")
     }
 
+    /// Issue 34, on the QEMU rig: the hunt spec watched "AMD-Vi:" and failed on "AMD-Vi: Error";
+    /// both were one matcher, the shorter watch pattern matched first and the error line was only
+    /// counted — the iteration failed later on "Dom0 crashed" instead. Each pattern now matches
+    /// on its own: the error fails, and both watch patterns count the lines they are in.
+    @Test func aShortWatchPatternNeverHidesALongerOneThatStartsTheSameWay() async throws {
+        let capture = SerialCapture(capacity: 1 << 16)
+        let clock = ManualClock()
+        let watch = PatternWatch(failOn: [.literal("AMD-Vi: Error")], watch: [.literal("AMD-Vi:"), .regex("AMD-Vi: IOMMU [0-9]+ Enabled")])
+        watch.start(capture: capture, clock: clock, from: 0, startedAt: clock.now()) {}
+        defer { watch.stop() }
+        capture.append(Array("(XEN) AMD-Vi: IOMMU 0 Enabled.\r\n(XEN) AMD-Vi: Error: invalid IO pagetable entry dfn = b0000\r\n".utf8))
+        try await until("the watch saw all four matches") { watch.seen == 4 }
+        #expect(watch.failHit?.pattern == "\"AMD-Vi: Error\"")
+        #expect(watch.failHit?.hit.line == "(XEN) AMD-Vi: Error: invalid IO pagetable entry dfn = b0000")
+        #expect(watch.results(capture: capture).map(\.count) == [2, 1])
+    }
+
     @Test func aWatchHitInAnUnfinishedLineIsFinishedWhenTheResultsAreRead() async throws {
         let capture = SerialCapture(capacity: 1 << 16)
         let clock = ManualClock()

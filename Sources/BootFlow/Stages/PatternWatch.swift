@@ -37,6 +37,10 @@ final class PatternWatch: Sendable {
     func enter(_ stage: String, at offset: UInt64) {
         state.withLock { $0.boundaries.append((offset, stage)) }
     }
+    /// The stage in progress turns out to be another one: its text is that one's.
+    func relabel(_ stage: String) {
+        state.withLock { $0.boundaries[$0.boundaries.count - 1].stage = stage }
+    }
     var stage: String { state.withLock { $0.boundaries.last!.stage } }
 
     var failHit: (pattern: String, hit: PatternHit)? {
@@ -58,36 +62,58 @@ final class PatternWatch: Sendable {
         let patterns = failOn + watch
         guard !patterns.isEmpty else { return }
         let failCount = failOn.count
-        let compiled: StreamMatcher
-        do { compiled = try StreamMatcher(patterns) } catch {
+        // Together they must fit the matcher's budget (the spec was checked for that when posted);
+        // each is matched on its own, so a short pattern never hides a longer one that starts the
+        // same way ("AMD-Vi:" watched beside "AMD-Vi: Error" in fail_on: the error was counted,
+        // not failed on). fail_on patterns share a matcher: any of them fails the iteration.
+        var matchers: [(matcher: StreamMatcher, first: Int)] = []
+        do {
+            _ = try StreamMatcher(patterns)
+            if !failOn.isEmpty { matchers.append((try StreamMatcher(failOn), 0)) }
+            for (i, p) in watch.enumerated() { matchers.append((try StreamMatcher([p]), failCount + i)) }
+        } catch {
             state.withLock { $0.setupError = error.message }
             onFail()
             return
         }
         let t = Task.detached { [self] in
             let session = ConsoleSession(capture: capture, clock: clock, from: offset) { _ in }
-            var matcher = compiled
+            var matchers = matchers
             while !Task.isCancelled {
-                guard let m = try? await session.expect(with: &matcher, timeout: .seconds(86_400)) else { continue }
+                guard let chunks = try? await session.nextText(timeout: .seconds(86_400)) else { continue }
+                for chunk in chunks {
+                    // Taken in the order they ended in the text, whichever matcher found them.
+                    var found: [(m: Match, index: Int)] = []
+                    for k in matchers.indices {
+                        var from = 0
+                        while let (m, next) = matchers[k].matcher.scan(chunk, from: from) {
+                            from = next
+                            found.append((m, matchers[k].first + m.patternIndex))
+                        }
+                    }
+                    for (m, index) in found.sorted(by: { $0.m.end < $1.m.end }) { await take(m, index: index) }
+                }
+            }
+            func take(_ m: Match, index: Int) async {
                 state.withLock { $0.seen += 1 }
                 let at = capture.arrivalTime(of: m.end - 1) ?? clock.now()
                 var (line, ended) = PatternWatch.line(capture, m)
-                if m.patternIndex < failCount, !ended, state.withLock({ $0.failHit == nil }) {
+                if index < failCount, !ended, state.withLock({ $0.failHit == nil }) {
                     // The failure names the whole line: its end is waited for (a short bound,
                     // on a session of its own so the watch itself misses nothing).
                     (line, ended) = await PatternWatch.finishLine(capture, clock, m)
                 }
                 let hit = PatternHit(line: line, at: at, secondsIntoIteration: max(0, (at - startedAt).seconds),
                                      stage: "", captureOffset: m.start)
-                if m.patternIndex < failCount {
+                if index < failCount {
                     let first = state.withLock { s -> Bool in
                         guard s.failHit == nil else { return false }
-                        s.failHit = (patterns[m.patternIndex].description, hit)
+                        s.failHit = (patterns[index].description, hit)
                         return true
                     }
                     if first { onFail() }
                 } else {
-                    let i = m.patternIndex - failCount
+                    let i = index - failCount
                     state.withLock { s in
                         s.counts[i] += 1
                         if s.watched[i].count < 20 {
