@@ -149,6 +149,12 @@ async function refreshRun() {
     row.append(name, bar, ms);
     return row;
   }));
+  // What the boot log proved booted (firmware, iPXE, Xen, kernel, IOMMU), as text only.
+  $('facts').replaceChildren(...(iteration && iteration.facts ? iteration.facts : []).flatMap((f) => {
+    const dt = document.createElement('dt'); dt.textContent = f.name;
+    const dd = document.createElement('dd'); dd.textContent = f.value; dd.dataset.fact = f.name;
+    return [dt, dd];
+  }));
   $('cancel-run').disabled = !(run.state === 'running' || run.state === 'queued');
 }
 

@@ -46,6 +46,8 @@ public struct RunEvent: Codable, Sendable, Equatable {
     public var result: StageResult?
     public var passed: Bool?
     public var message: String?
+    /// With iteration_finished: what the iteration's boot log proved booted.
+    public var facts: [Fact]? = nil
 }
 
 public enum RunError: Error, Sendable {
@@ -373,7 +375,7 @@ public actor RunEngine {
         case .iterationFinished(let result):
             update(id) { r in r.iterations.append(result); r.summary = RunSummary(r.iterations) }
             publish(RunEvent(type: "iteration_finished", run: id, at: clock.now(), iteration: result.index, passed: result.passed,
-                             message: result.failure.map { "\($0.stage): \($0.message)" }))
+                             message: result.failure.map { "\($0.stage): \($0.message)" }, facts: result.facts))
         }
     }
 

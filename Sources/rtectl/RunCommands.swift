@@ -45,6 +45,10 @@ struct RunCommand: AsyncParsableCommand {
                     let res = o["result"] as? [String: Any] ?? [:]
                     let ok = (res["passed"] as? Bool) == true
                     print("\(t)  [\(o["iteration"] ?? 1)] \(o["stage"] ?? "") \(ok ? "ok" : "FAILED") in \(Int(res["duration_ms"] as? Double ?? 0)) ms: \(res["detail"] ?? "")")
+                case "iteration_finished":
+                    let facts = (o["facts"] as? [[String: Any]] ?? []).map { "\($0["name"] ?? "") \($0["value"] ?? "")" }
+                    print("\(t)  [\(o["iteration"] ?? 1)] \((o["passed"] as? Bool) == true ? "passed" : "FAILED")"
+                          + (facts.isEmpty ? "" : "; booted: " + facts.joined(separator: ", ")))
                 case "run_finished": return false
                 default: break
                 }
@@ -116,6 +120,9 @@ func printResult(_ run: [String: Any]) {
             print(name.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: "%6d%6d", st["count"] as? Int ?? 0, st["failures"] as? Int ?? 0)
                   + " " + ms("min_ms") + "  " + ms("median_ms") + " " + ms("max_ms"))
         }
+    }
+    if let last = (run["iterations"] as? [[String: Any]])?.last, let facts = last["facts"] as? [[String: Any]], !facts.isEmpty {
+        print("booted (iteration \(last["index"] ?? 0)): " + facts.map { "\($0["name"] ?? "") \($0["value"] ?? "")" }.joined(separator: ", "))
     }
     for it in run["iterations"] as? [[String: Any]] ?? [] {
         guard let f = it["failure"] as? [String: Any] else { continue }

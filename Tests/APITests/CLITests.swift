@@ -47,6 +47,10 @@ func rtectlEnvironment(agent: Agent, user: String, stateDir: String) -> [String:
             #expect(passed == 0, "\(log)")
             #expect(log.contains("ipxe_menu ok") && log.contains("run run-") && log.contains(" passed"), "\(log)")
             #expect(log.contains("stage            count"), "\(log)")
+            // Issue 34: what booted, as the iteration ends and in the result.
+            #expect(log.contains("[1] passed; booted: board PC Engines apu2, firmware coreboot, firmware_version v4.19.0.1"), "\(log)")
+            #expect(log.contains("hypervisor xen, xen_version 4.17.7") && log.contains("booted (iteration 1): "), "\(log)")
+            #expect(log.contains("hypervisor ok in"), "Xen's part of the boot is a stage: \(log)")
             // A failing run exits 1; bad usage 2; an unreachable agent 4.
             try "power: cycle\nlogin: {username: root, password: nope}\ntimeouts: {kernel: 10, login: 5}\n".write(toFile: specPath, atomically: true, encoding: .utf8)
             #expect(try await rtectlOutput(["run", specPath, "--follow"], agent: agent, user: "alice", stateDir: aliceState).0 == 1)

@@ -14,6 +14,16 @@ import Testing
         #expect(spec.commands.contains { $0.expect == .literal("rte.entry=xen-linux-dev") })
     }
 
+    @Test func theShippedXenHuntParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let spec = try RunSpec.parse(yaml: try String(contentsOf: root.appendingPathComponent("deploy/specs/xen-iommu.yaml"), encoding: .utf8))
+        #expect(spec.ipxe?.menuEntry == "Xen Linux dev")
+        #expect(spec.failOn.contains(.literal("AMD-Vi: Error")) && spec.watch == [.literal("AMD-Vi:"), .literal("I/O virtualisation")])
+        #expect(spec.expectFacts.map { "\($0.name)=\($0.pattern)" } == ["hypervisor=xen", "iommu=enabled"])
+        #expect(spec.commands.map(\.xenDebugKeys) == [nil, "q", nil])
+        #expect(spec.repeatCount == 3)
+    }
+
     /// Issue 16 D8: a spec nested thousands of levels deep is refused by name, not by a crash.
     @Test func deeplyNestedSpecsAreRefusedByName() {
         let deep = "name: " + String(repeating: "[", count: 20_000) + String(repeating: "]", count: 20_000)

@@ -81,7 +81,8 @@ try:
     a.find_element(By.ID, "purpose").send_keys("web test")
     a.find_element(By.ID, "reserve-button").click()
     wait("alice's lease", lambda: "Held by alice — web test" in text(a, "holder") and "(you)" in text(a, "holder"))
-    assert not a.find_element(By.CSS_SELECTOR, '[data-power="on"]').get_attribute("disabled")
+    # The buttons follow the lease on the page's next render, not necessarily the same one.
+    wait("power buttons enabled", lambda: not a.find_element(By.CSS_SELECTOR, '[data-power="on"]').get_attribute("disabled"), 10)
     step("alice reserved the board")
 
     a.find_element(By.CSS_SELECTOR, '[data-power="on"]').click()
@@ -147,11 +148,16 @@ try:
     wait("a stage finished", lambda: a.find_elements(By.CSS_SELECTOR, "#stages .bar"), 60)
     wait("the run passed", lambda: "passed" in text(a, "run-title"), 120)
     stages = [e.get_attribute("data-stage") for e in a.find_elements(By.CSS_SELECTOR, "#stages .bar")]
-    for wanted in ("power", "ipxe_menu", "login"):
+    for wanted in ("power", "ipxe_menu", "hypervisor", "kernel", "login"):
         assert any(wanted in s for s in stages), f"no {wanted} stage in {stages}"
+    # What booted, from the boot log (the simulated apu2's Xen entry boots Xen).
+    wait("the facts", lambda: a.find_elements(By.CSS_SELECTOR, "#facts dd[data-fact='xen_version']"))
+    facts = {e.get_attribute("data-fact"): e.text for e in a.find_elements(By.CSS_SELECTOR, "#facts dd")}
+    assert facts.get("hypervisor") == "xen" and facts.get("xen_version") == "4.17.7", f"facts {facts}"
+    assert facts.get("firmware") == "coreboot" and facts.get("iommu") == "enabled", f"facts {facts}"
     a.find_element(By.ID, "show-transcript").click()
     wait("the transcript", lambda: "login:" in text(a, "transcript"))
-    step(f"run passed; stages {', '.join(stages)}; transcript shown")
+    step(f"run passed; stages {', '.join(stages)}; facts {facts}; transcript shown")
     a.save_screenshot(SHOTS + "/run.png")
     b.save_screenshot(SHOTS + "/run-second-user.png")
 
