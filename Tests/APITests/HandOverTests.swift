@@ -215,10 +215,14 @@ func queuedRunEnds(_ alice: HTTP, _ bob: HTTP, _ body: [String: Any], attempt: I
         switch waiter {
         case .run:
             // Waiting: the run queues for alice's lease. Holding: it got the board through the queue
-            // and is in the kernel stage (a login prompt that never comes keeps it there).
+            // and is in the kernel stage (a login prompt that never comes keeps it there). A plain
+            // Linux entry: under the Xen one the kill could land in the hypervisor stage.
             let body = spec { s in
                 s["wait_s"] = 3600
-                if moment == .holding { s["timeouts"] = ["kernel": 600]; s["login"] = ["username": "root", "prompt": "never:"] }
+                if moment == .holding {
+                    s["ipxe"] = ["commands": ["dhcp net0", "chain http://192.168.4.2:8000/menu.ipxe"], "menu_entry": "Linux dev"]
+                    s["timeouts"] = ["kernel": 600]; s["login"] = ["username": "root", "prompt": "never:"]
+                }
             }
             bobRun = try await bob.request("POST", "/api/v1/runs", json: body).json["id"] as? String
         case .lease:

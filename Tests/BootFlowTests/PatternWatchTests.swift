@@ -42,7 +42,10 @@ import Testing
         watch.start(capture: capture, clock: clock, from: 0, startedAt: clock.now()) {}
         defer { watch.stop() }
         capture.append(Array("(XEN) AMD-Vi: IOMMU 0 Enabled.\r\n(XEN) AMD-Vi: Error: invalid IO pagetable entry dfn = b0000\r\n".utf8))
-        try await until("the watch saw all four matches") { watch.seen == 4 }
+        // `seen` counts a match as it is taken, before it is recorded: wait for the records.
+        try await until("the watch recorded all four matches") {
+            watch.seen == 4 && watch.failHit != nil && watch.results(capture: capture).map(\.count) == [2, 1]
+        }
         #expect(watch.failHit?.pattern == "\"AMD-Vi: Error\"")
         #expect(watch.failHit?.hit.line == "(XEN) AMD-Vi: Error: invalid IO pagetable entry dfn = b0000")
         #expect(watch.results(capture: capture).map(\.count) == [2, 1])
