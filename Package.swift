@@ -22,6 +22,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         .target(name: "AgentClock"),
+        .target(name: "Text"),
         .target(name: "CPOSIXShims"),
         .target(name: "POSIXIO", dependencies: ["CPOSIXShims"]),
         .target(name: "Configuration", dependencies: ["JSONDocument", "YAML"]),
@@ -29,7 +30,7 @@ let package = Package(
         .target(name: "Serial", dependencies: ["POSIXIO", "Configuration", "AgentClock"]),
         .target(name: "Power", dependencies: ["GPIO", "Configuration", "AgentClock"]),
         .target(name: "SimulatedDUT", dependencies: ["GPIO", "POSIXIO", "Configuration"]),
-        .target(name: "QEMUDUT", dependencies: ["Power", "Serial", "POSIXIO", "Configuration", "AgentClock", "JSONDocument"]),
+        .target(name: "QEMUDUT", dependencies: ["Text", "Power", "Serial", "POSIXIO", "Configuration", "AgentClock", "JSONDocument"]),
 
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
         .target(name: "YAML", dependencies: ["CYAML"]),
@@ -37,16 +38,16 @@ let package = Package(
         // Boot automation: terminal model, pattern matching, firmware UIs, the boot strategy, runs.
         .target(name: "Terminal"),
         .target(name: "Matching", dependencies: ["Terminal"]),
-        .target(name: "FirmwareUI", dependencies: ["Terminal"]),
-        .target(name: "BootFlow", dependencies: ["Terminal", "Matching", "FirmwareUI", "JSONDocument", "Power", "Serial", "AgentClock"]),
+        .target(name: "FirmwareUI", dependencies: ["Text", "Terminal"]),
+        .target(name: "BootFlow", dependencies: ["Text", "Terminal", "Matching", "FirmwareUI", "JSONDocument", "Power", "Serial", "AgentClock"]),
         .target(name: "Runs", dependencies: ["BootFlow", "Leases", "Auth", "JSONDocument", "AgentClock", "POSIXIO"]),
 
         .target(name: "HTTPServer", dependencies: ["CMicroHTTPD", "POSIXIO"]),
-        .target(name: "Auth", dependencies: ["CNettle", "Configuration", "JSONDocument"]),
+        .target(name: "Auth", dependencies: ["Text", "CNettle", "Configuration", "JSONDocument"]),
         .target(name: "Artifacts", dependencies: ["Auth", "Configuration", "HTTPServer", "JSONDocument", "POSIXIO", "AgentClock"]),
-        .target(name: "Flashing", dependencies: ["CZlib", "Auth", "Configuration", "GPIO", "Power", "POSIXIO", "AgentClock"]),
+        .target(name: "Flashing", dependencies: ["CZlib", .product(name: "Logging", package: "swift-log"), "Auth", "Configuration", "GPIO", "Power", "POSIXIO", "AgentClock"]),
         .target(name: "Leases", dependencies: ["Auth", "AgentClock", "JSONDocument", "POSIXIO"]),
-        .target(name: "AgentAPI", dependencies: ["Artifacts", "Flashing", "HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
+        .target(name: "AgentAPI", dependencies: ["Text", "Artifacts", .product(name: "Logging", package: "swift-log"), "Flashing", "HTTPServer", "JSONDocument", "Runs", "BootFlow", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "AgentClock", "POSIXIO"]),
         .target(name: "AgentRuntime", dependencies: ["Artifacts", "Flashing", .product(name: "Logging", package: "swift-log"), "CPOSIXShims", "AgentAPI", "Runs", "BootFlow", "QEMUDUT", "HTTPServer", "Auth", "Leases", "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO"]),
 
         .executableTarget(name: "rte-agent", dependencies: [
@@ -64,7 +65,8 @@ let package = Package(
         ]),
 
         // Children of tests (clean signal mask, deadlines) and where the built executables are.
-        .target(name: "TestSupport", dependencies: ["POSIXIO"], path: "Tests/TestSupport"),
+        .target(name: "CTestShims", path: "Tests/CTestShims"),
+        .target(name: "TestSupport", dependencies: ["POSIXIO", "AgentClock", "CTestShims", .product(name: "Logging", package: "swift-log")], path: "Tests/TestSupport"),
         .testTarget(name: "HardwareTests", dependencies: [
             "TestSupport",
             "Configuration", "GPIO", "Serial", "Power", "SimulatedDUT", "AgentClock", "POSIXIO", "AgentRuntime", "JSONDocument", "Flashing", "YAML",
@@ -75,7 +77,7 @@ let package = Package(
             "Serial", "SimulatedDUT",
         ], resources: [.copy("Fixtures")]),
         .testTarget(name: "APITests", dependencies: [
-            "TestSupport",
+            "TestSupport", .product(name: "Logging", package: "swift-log"),
             "AgentRuntime", "AgentAPI", "AgentClock", "Auth", "Configuration", "GPIO", "HTTPServer", "POSIXIO", "Terminal", "FirmwareUI",
         ]),
     ],

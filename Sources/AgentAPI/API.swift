@@ -6,6 +6,7 @@ import Flashing
 import GPIO
 import HTTPServer
 import Leases
+import Logging
 import Power
 import Runs
 import Serial
@@ -28,15 +29,16 @@ public struct APIContext: Sendable {
     public var flasher: Flasher?
     public var artifacts: ArtifactService?
     /// The agent's log (the journal under systemd): refusals worth an operator's attention.
-    public var log: @Sendable (String) -> Void
+    public var logger: Logger
     public var failedLogins: FailedLogins
 
     public init(config: AgentConfig, clock: any AgentClock, startedAt: Timestamp, authenticator: Authenticator, leases: LeaseBook,
                 power: any DUTPower, gpio: GPIOController?, serial: SerialPort, capture: SerialCapture, metrics: Metrics,
-                runs: RunEngine? = nil, flasher: Flasher? = nil, artifacts: ArtifactService? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
+                runs: RunEngine? = nil, flasher: Flasher? = nil, artifacts: ArtifactService? = nil,
+                logger: Logger = Logger(label: "rte-agent", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.config = config; self.clock = clock; self.startedAt = startedAt; self.authenticator = authenticator
         self.leases = leases; self.power = power; self.gpio = gpio; self.serial = serial; self.capture = capture
-        self.metrics = metrics; self.runs = runs; self.flasher = flasher; self.artifacts = artifacts; self.log = log
+        self.metrics = metrics; self.runs = runs; self.flasher = flasher; self.artifacts = artifacts; self.logger = logger
         failedLogins = FailedLogins(clock: clock)
     }
 }
@@ -99,7 +101,7 @@ struct Guard: Sendable {
             // A missing token is a client that has not signed in yet, not a guess.
             if record, error == .invalidToken {
                 ctx.metrics.count("auth_failures_total", labels: ["reason": "invalid_token"])
-                ctx.log(ctx.failedLogins.record(r.remoteAddress, userAgent: r.header("user-agent"), reason: "invalid token"))
+                ctx.logger.warning("\(ctx.failedLogins.record(r.remoteAddress, userAgent: r.header("user-agent"), reason: "invalid token"))")
             }
             throw problem
         }
@@ -181,7 +183,7 @@ public enum AgentRoutes {
 
         router.add(.GET, "/api/v1/health", g.open { _ in json(200, ["status": "ok", "version": agentVersion]) })
         let document = OpenAPIDocument.load(ctx.config.http.openAPIDocument)
-        if case .failure(let problem) = document { ctx.log("API document not served: \(problem.detail)") }
+        if case .failure(let problem) = document { ctx.logger.error("API document not served: \(problem.detail)") }
         router.add(.GET, "/api/v1/openapi.json", g.open { _ in
             switch document {
             case .success(let bytes): HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(bytes))

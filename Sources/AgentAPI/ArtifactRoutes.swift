@@ -3,6 +3,7 @@ import Artifacts
 import HTTPServer
 import Glibc
 import Leases
+import Text
 
 /// Boot files for the DUT: uploaded by the lease holder (streamed to disk as they arrive), listed
 /// and removed here; fetched by the DUT from its own listener (`DUTFileRoutes`).
@@ -43,7 +44,7 @@ enum ArtifactRoutes {
             }
             do {
                 let a = try await store.commit(sink, user: id.user)
-                ctx.log("artifact \(a.name) uploaded by \(id.user): \(a.bytes) bytes, sha256 \(a.sha256)")
+                ctx.logger.info("artifact \(a.name) uploaded by \(id.user): \(a.bytes) bytes, sha256 \(a.sha256)")
                 return json(201, view(a, ctx, lease: lease.id))
             } catch let error as ArtifactError { throw problem(error) }
         }
@@ -71,7 +72,7 @@ enum ArtifactRoutes {
         router.add(.DELETE, "/api/v1/artifacts/{name}", g.holder { r, id, _ in
             let name = r.pathParameters["name"]!
             do { try await store.delete(name) } catch let e as ArtifactError { throw Problem.notFound(e.description) }
-            ctx.log("artifact \(name) deleted by \(id.user)")
+            ctx.logger.info("artifact \(name) deleted by \(id.user)")
             return HTTPResponse(status: 204)
         })
     }
@@ -81,7 +82,7 @@ enum ArtifactRoutes {
 /// only while the lease the prefix belongs to holds the board; single `Range`s for iPXE and
 /// kernels that fetch in parts.
 public enum DUTFileRoutes {
-    public static func router(service: ArtifactService, leases: LeaseBook, log: @escaping @Sendable (String) -> Void) -> Router {
+    public static func router(service: ArtifactService, leases: LeaseBook) -> Router {
         var router = Router()
         router.notFound = { _ in HTTPResponse.text(404, "not found\n") }
         router.methodNotAllowed = { _, _ in HTTPResponse.text(405, "read-only\n") }
@@ -120,7 +121,7 @@ public enum DUTFileRoutes {
         guard spec.count == 2 else { return .whole }
         /// Digits only: Int64("+1") and Int64("-1") parse, a byte position may not be written so.
         func position(_ s: String) -> Int64? { s.isEmpty || !s.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } ? nil : Int64(s) }
-        let first = spec[0].trimmedOf(" "), last = spec[1].trimmedOf(" ")
+        let first = spec[0].trimming(" "), last = spec[1].trimming(" ")
         if first.isEmpty {
             guard let n = position(last) else { return .whole }
             if n == 0 || size == 0 { return .unsatisfiable }

@@ -34,7 +34,7 @@ enum CompatFlashRoutes {
             }
             do {
                 let info = try await flasher.storeImage(file, user: "compat \(r.remoteAddress)")
-                ctx.log("compat: flash file uploaded from \(r.remoteAddress): \(info.bytes) bytes, md5 \(info.uploadMd5)")
+                ctx.logger.info("compat: flash file uploaded from \(r.remoteAddress): \(info.bytes) bytes, md5 \(info.uploadMd5)")
                 return json(200, FileDetails(fileMd5: info.uploadMd5, fileSize: info.bytes))
             } catch let e as FlashError {
                 throw fail(404, cantUpload, e.description, "compat-error")
@@ -79,7 +79,7 @@ enum CompatFlashRoutes {
             }
             do {
                 let job = try await flasher.start(.write, user: "compat \(r.remoteAddress)")
-                ctx.log("compat: flash started from \(r.remoteAddress) (job \(job.id))")
+                ctx.logger.info("compat: flash started from \(r.remoteAddress) (job \(job.id))")
             } catch { return try await state(flasher) }
             return json(200, Status(status: "starting", percent: 1))
         })

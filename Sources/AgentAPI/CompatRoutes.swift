@@ -138,7 +138,7 @@ enum CompatRoutes {
                     do {
                         try await gpio.setDirection(s.role, d, active: active)
                     } catch let error as GPIOError where error.kind == .inputOnly {
-                        ctx.log("compat: PATCH /api/v1/gpio/\(c.compatNumber ?? -1) from \(r.remoteAddress) refused: \(error)")
+                        ctx.logger.warning("compat: PATCH /api/v1/gpio/\(c.compatNumber ?? -1) from \(r.remoteAddress) refused: \(error)")
                         throw failure(403, badParameters, "\(error)")
                     }
                 }

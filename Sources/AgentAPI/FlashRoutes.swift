@@ -17,7 +17,7 @@ enum FlashRoutes {
             let f = try flasher()
             if r.body.isEmpty { throw Problem.unprocessable("the body is the image (raw, or gzip); it was empty") }
             let info = try await f.storeImage(r.body, user: id.user)
-            ctx.log("flash image uploaded by \(id.user): \(info.bytes) bytes, sha256 \(info.sha256)")
+            ctx.logger.info("flash image uploaded by \(id.user): \(info.bytes) bytes, sha256 \(info.sha256)")
             return json(201, info)
         })
         router.add(.GET, "/api/v1/flash/image", g.user { _, _ in
@@ -51,7 +51,7 @@ enum FlashRoutes {
                 throw Problem(409, "device-busy", "Device busy", "run \(active) is using the DUT; flash after it ends")
             }
             let job = try await f.start(operation, verify: try body.bool("verify") ?? true, layout: layout, regions: regions, user: id.user)
-            ctx.log("flash \(operation.rawValue) started by \(id.user) (job \(job.id))")
+            ctx.logger.info("flash \(operation.rawValue) started by \(id.user) (job \(job.id))")
             return json(202, job, headers: [("Location", "/api/v1/flash/jobs/\(job.id)")])
         })
         router.add(.GET, "/api/v1/flash/jobs", g.user { _, _ in

@@ -1,4 +1,5 @@
 import POSIXIO
+import Text
 
 /// Just enough of multipart/form-data (RFC 7578) to take one named file field out of a body
 /// already in memory (bounded by the route's body limit): RteCtrl's clients upload firmware as
@@ -8,7 +9,7 @@ enum Multipart {
     static func boundary(_ contentType: String?) -> String? {
         guard let contentType, contentType.lowercased().hasPrefix("multipart/form-data") else { return nil }
         for param in contentType.split(separator: ";").dropFirst() {
-            let kv = param.split(separator: "=", maxSplits: 1).map { $0.trimmedOf(" \t") }
+            let kv = param.split(separator: "=", maxSplits: 1).map { $0.trimming(" \t") }
             if kv.count == 2, kv[0].lowercased() == "boundary" {
                 var b = kv[1]
                 if b.hasPrefix("\"") && b.hasSuffix("\"") && b.count >= 2 { b = String(b.dropFirst().dropLast()) }
@@ -53,12 +54,3 @@ enum Multipart {
     }
 }
 
-extension StringProtocol {
-    func trimmedOf(_ set: String) -> String {
-        let strip = Set(set.unicodeScalars)
-        var s = Substring(String(self)).unicodeScalars
-        while let f = s.first, strip.contains(f) { s.removeFirst() }
-        while let l = s.last, strip.contains(l) { s.removeLast() }
-        return String(s)
-    }
-}

@@ -7,6 +7,7 @@ import Flashing
 import GPIO
 import HTTPServer
 import Leases
+import Logging
 import Power
 import Runs
 import BootFlow
@@ -48,7 +49,7 @@ public final class Agent: Sendable {
 
     /// The run engine over this hardware: runs drive power and the console the same way a client would.
     static func makeRunEngine(hardware: Hardware, leases: LeaseBook, clock: any AgentClock, metrics: Metrics, flasher: Flasher?,
-                              artifacts: ArtifactService, log: @escaping @Sendable (String) -> Void) throws -> RunEngine {
+                              artifacts: ArtifactService, logger: Logger) throws -> RunEngine {
         let serial = hardware.serial
         let power = hardware.power
         var devices = BootDevices(power: power, capture: hardware.capture, clock: clock) { bytes in try serial.write(bytes) }
@@ -85,17 +86,17 @@ public final class Agent: Sendable {
                 Task { await artifacts.store.unpin(run: event.run) }
             case "run_stuck":
                 metrics.count("runs_stuck_total")
-                log("run \(event.run): \(event.message ?? "stuck")")
+                logger.error("run \(event.run): \(event.message ?? "stuck")")
             default: break
             }
         }) {
             // A cancelled or broken run leaves the DUT off, the state the next user expects.
-            do { _ = try await power.perform(.hardOff) } catch { log("safe state after a run failed: \(error)") }
+            do { _ = try await power.perform(.hardOff) } catch { logger.error("safe state after a run failed: \(error)") }
         }
     }
 
     public static func start(config: AgentConfig, clock: any AgentClock = SystemClock(),
-                             log: @escaping @Sendable (String) -> Void = { printToStandardError("rte-agent: " + $0) }) async throws -> Agent {
+                             logger: Logger = Logger(label: "rte-agent") { JournalLogHandler(label: $0) }) async throws -> Agent {
         let hardware = try await Hardware.start(config: config, clock: clock)
         let config = hardware.config
         let metrics = Metrics()
@@ -111,12 +112,12 @@ public final class Agent: Sendable {
             throw error
         }
         let artifacts = ArtifactService(store: store, baseURL: config.artifacts.url)
-        let flasher = hardware.gpio.map { Flasher(config: config.flash, gpio: $0, power: power, clock: clock, stateDirectory: config.stateDirectory, log: log) }
-        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, flasher: flasher, artifacts: artifacts, log: log)
+        let flasher = hardware.gpio.map { Flasher(config: config.flash, gpio: $0, power: power, clock: clock, stateDirectory: config.stateDirectory, logger: logger) }
+        let runs = try makeRunEngine(hardware: hardware, leases: leases, clock: clock, metrics: metrics, flasher: flasher, artifacts: artifacts, logger: logger)
         // Runs before the next holder is granted the device (LeaseBook.end): runs under the lease stop
         // first, then the expiry action puts the DUT in a known state.
         await leases.start { [runs, flasher] lease, reason in
-            log("lease \(lease.id) of \(lease.holder) \(reason.rawValue)")
+            logger.log(level: reason == .released ? .info : .notice, "lease \(lease.id) of \(lease.holder) \(reason.rawValue)")
             metrics.count("leases_ended_total", labels: ["reason": reason.rawValue])
             await runs.leaseEnded(lease, reason)
             // A flash under the ended lease finishes before anyone else gets the board.
@@ -126,17 +127,17 @@ public final class Agent: Sendable {
             let action: PowerAction = expiryAction == .hardOff ? .hardOff : .off
             do {
                 _ = try await power.perform(action)
-                log("expiry action: DUT powered off (\(action.rawValue))")
+                logger.notice("expiry action: DUT powered off (\(action.rawValue))")
             } catch let e as PowerError where e.kind == .refused {
-                log("expiry action \(action.rawValue): \(e.detail)")
+                logger.warning("expiry action \(action.rawValue): \(e.detail)")
             } catch {
-                log("expiry action \(action.rawValue) failed: \(error)")
+                logger.error("expiry action \(action.rawValue) failed: \(error)")
             }
         }
         await runs.releaseInterruptedLeases()
         let ctx = APIContext(config: config, clock: clock, startedAt: clock.now(), authenticator: Authenticator(config: config.auth),
                              leases: leases, power: power, gpio: hardware.gpio, serial: hardware.serial,
-                             capture: hardware.capture, metrics: metrics, runs: runs, flasher: flasher, artifacts: artifacts, log: log)
+                             capture: hardware.capture, metrics: metrics, runs: runs, flasher: flasher, artifacts: artifacts, logger: logger)
         metrics.addCollector { [hardware] in
             let s = hardware.serial.status
             let state = await power.state()
@@ -181,7 +182,7 @@ public final class Agent: Sendable {
                 _ = await hardware.shutdown()
                 throw HTTPServerError(description: "console port \(config.http.consoleHost):\(port): \(error)")
             }
-            log("console on telnet://\(config.http.consoleHost):\(consolePort!.port) (typing needs a lease bound to the client's address)")
+            logger.info("console on telnet://\(config.http.consoleHost):\(consolePort!.port) (typing needs a lease bound to the client's address)")
         }
         var rawConsolePort: ConsolePort?
         if let port = config.http.consoleRawPort {
@@ -190,18 +191,18 @@ public final class Agent: Sendable {
                 _ = await hardware.shutdown()
                 throw HTTPServerError(description: "raw console port \(config.http.consoleHost):\(port): \(error)")
             }
-            log("console on raw tcp://\(config.http.consoleHost):\(rawConsolePort!.port) (typing needs a lease bound to the client's address)")
+            logger.info("console on raw tcp://\(config.http.consoleHost):\(rawConsolePort!.port) (typing needs a lease bound to the client's address)")
         }
         if !config.auth.enabled {
-            log("WARNING: authentication is OFF (\(config.sourceFile)); listening on loopback \(config.http.host) only")
+            logger.warning("WARNING: authentication is OFF (\(config.sourceFile)); listening on loopback \(config.http.host) only")
         }
         if config.dut.backend == .gpio {
-            log("GPIO through libgpiod \(LibgpiodBackend.libraryVersion) (API \(LibgpiodBackend.apiMajor).x)")
+            logger.info("GPIO through libgpiod \(LibgpiodBackend.libraryVersion) (API \(LibgpiodBackend.apiMajor).x)")
         }
-        log("\(config.dut.name): API on http://\(config.http.host):\(server.port), serial \(config.serial.device)")
+        logger.info("\(config.dut.name): API on http://\(config.http.host):\(server.port), serial \(config.serial.device)")
         var dutFiles: HTTPServer?
         if let host = config.artifacts.listenHost {
-            let files = DUTFileRoutes.router(service: artifacts, leases: leases, log: log)
+            let files = DUTFileRoutes.router(service: artifacts, leases: leases)
             do {
                 dutFiles = try HTTPServer(options: HTTPServerOptions(host: host, port: config.artifacts.listenPort, maxBodyBytes: 1024,
                                                                      connectionTimeoutSeconds: 60, maxConnections: 64, maxConnectionsPerAddress: 16),
@@ -212,7 +213,7 @@ public final class Agent: Sendable {
                 _ = await hardware.shutdown()
                 throw HTTPServerError(description: "artifacts listener \(host):\(config.artifacts.listenPort): \(error)")
             }
-            log("artifacts for the DUT on http://\(host):\(dutFiles!.port) (the DUT uses \(config.artifacts.url ?? "?"))")
+            logger.info("artifacts for the DUT on http://\(host):\(dutFiles!.port) (the DUT uses \(config.artifacts.url ?? "?"))")
         }
         return Agent(hardware: hardware, leases: leases, http: server, metrics: metrics, router: router, runs: runs, consolePort: consolePort,
                      rawConsolePort: rawConsolePort, dutFiles: dutFiles)

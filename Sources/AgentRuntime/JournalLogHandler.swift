@@ -39,12 +39,3 @@ public struct JournalLogHandler: LogHandler {
         printToStandardError(prefixPriority ? "<\(JournalLogHandler.priority(level))>\(text)" : text)
     }
 }
-
-/// The agent's log lines say what they are; pick the level from the words (the agent's own
-/// messages, so this stays exact).
-public func logLevel(of message: String) -> Logger.Level {
-    if message.hasPrefix("WARNING") { return .warning }
-    if message.contains("failed") || message.contains("cannot") { return .error }
-    if message.contains(" broken") || message.contains(" expired") { return .notice }
-    return .info
-}

@@ -1,5 +1,6 @@
 import Configuration
 import JSONDocument
+import Text
 
 public struct Identity: Sendable, Equatable {
     public var user: String
@@ -39,9 +40,9 @@ public struct Authenticator: Sendable {
         let token: String
         var claimedUser: String?
         if header.lowercased().hasPrefix("bearer ") {
-            token = header.dropFirst("bearer ".count).trimmingCharacters(in: " ")
+            token = header.dropFirst("bearer ".count).trimming(" ")
         } else if header.lowercased().hasPrefix("basic ") {
-            guard let raw = Base64.decode(header.dropFirst("basic ".count).trimmingCharacters(in: " ")),
+            guard let raw = Base64.decode(header.dropFirst("basic ".count).trimming(" ")),
                   let colon = raw.firstIndex(of: UInt8(ascii: ":")) else { throw .invalidToken }
             claimedUser = String(decoding: raw[..<colon], as: UTF8.self)
             token = String(decoding: raw[(colon + 1)...], as: UTF8.self)
@@ -67,8 +68,3 @@ func hexToBytes(_ hex: String) -> [UInt8] {
     return out
 }
 
-extension Substring {
-    func trimmingCharacters(in set: Character) -> String {
-        String(self.drop { $0 == set }.reversed().drop { $0 == set }.reversed())
-    }
-}

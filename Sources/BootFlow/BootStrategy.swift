@@ -4,6 +4,7 @@ import Matching
 import Power
 import Serial
 import Terminal
+import Text
 
 /// What a boot test drives: power, the console capture and a way to type.
 public struct BootDevices: Sendable {
@@ -417,7 +418,7 @@ public struct BootStrategy: Sendable {
                         continue
                     }
                     throw StageFailure(expected: "\"\(command)\" to succeed",
-                                       message: "iPXE: \(line.trimmingCharacters(in: " \r"))" + (attempt > 0 ? " (after \(attempt + 1) attempts)" : ""))
+                                       message: "iPXE: \(line.trimming(" \r"))" + (attempt > 0 ? " (after \(attempt + 1) attempts)" : ""))
                 }
                 return ("\(command): ok" + (attempt > 0 ? " after \(attempt + 1) attempts" : ""), nil)
             }
@@ -426,16 +427,6 @@ public struct BootStrategy: Sendable {
 }
 
 
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        // By scalar: "\r\n" is one Character, a lone "\r" another.
-        let strip = Set(set.unicodeScalars)
-        var s = Substring(self).unicodeScalars
-        while let f = s.first, strip.contains(f) { s.removeFirst() }
-        while let l = s.last, strip.contains(l) { s.removeLast() }
-        return String(s)
-    }
-}
 
 /// Lets the pattern watch end the iteration's waits from its own task (the session itself is
 /// used by one task; only `abort` crosses over, and it is thread-safe).

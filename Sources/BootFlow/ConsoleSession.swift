@@ -50,10 +50,6 @@ final class ConsoleFeed: Sendable {
     let capture: SerialCapture
     let write: @Sendable ([UInt8]) throws -> Void
     private let tap: Mutex<UInt64?> = Mutex(nil)
-    /// Alarm tasks started so far (tests check a wait that ends early starts none).
-    let alarmsStarted = Atomic<Int>(0)
-    /// Whether a task is parked in a wait now (tests produce output only then).
-    var hasParkedWait: Bool { state.withLock { !$0.waiters.isEmpty || $0.reaction?.waiter != nil } }
 
     init(capture: SerialCapture, from offset: UInt64, clock: any AgentClock, rows: Int = 25, columns: Int = 80,
          write: @escaping @Sendable ([UInt8]) throws -> Void) {
@@ -226,7 +222,6 @@ final class ConsoleFeed: Sendable {
     }
 
     private func startAlarm(_ generation: UInt64, until first: Timestamp) {
-        alarmsStarted.add(1, ordering: .relaxed)
         let clock = self.clock
         Task { [weak self] in
             var due = first
@@ -299,7 +294,7 @@ public final class ConsoleSession {
     /// arrived): a prompt that comes before its wait is armed pays for the re-arming.
     public private(set) var answeredLate = 0
     /// Called each time `expect(_:thenSend:timeout:)` has armed its answer and its task is parked
-    /// (for benchmarks and tests that produce the prompt only then, as firmware does long after
+    /// (for benchmarks that produce the prompt only then, as firmware does long after
     /// the arming: a prompt while the task is still busy arming would be a race real boots do
     /// not run).
     public var onArmed: (@Sendable () -> Void)?
@@ -476,13 +471,6 @@ public final class ConsoleSession {
             skipUnread()
             throw Task.isCancelled ? ConsoleWaitError.cancelled : ConsoleWaitError.timedOut
         }
-    }
-
-    /// Tells, from any task, whether a prompt is armed for `expect(_:thenSend:timeout:)`
-    /// (for monitors and tests that must produce the prompt only once it is).
-    public func armedProbe() -> @Sendable () -> Bool {
-        let feed = self.feed
-        return { feed.state.withLock { $0.reaction != nil } }
     }
 
     /// Scans the unread text; on a match consumes it up to the match's end, else consumes it all.

@@ -1,6 +1,7 @@
 import Matching
 import Serial
 import Terminal
+import Text
 
 /// One thing the boot log proves about what booted ("xen_version" = "4.17.7").
 public struct Fact: Codable, Sendable, Equatable {
@@ -87,9 +88,7 @@ public struct FactReader {
     }
 
     private mutating func set(_ name: String, _ value: Substring) {
-        let v = value.trimmingPrefix(while: { $0 == " " || $0 == "\t" })
-        var trimmed = Substring(v)
-        while let last = trimmed.last, last == " " || last == "\t" { trimmed = trimmed.dropLast() }
+        let trimmed = value.trimmingBlanks
         guard !trimmed.isEmpty else { return }
         values[name] = String(trimmed.prefix(FactReader.maxValue))
     }

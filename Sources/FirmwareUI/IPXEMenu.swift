@@ -1,4 +1,5 @@
 import Terminal
+import Text
 
 /// Where iPXE draws its menu (`src/hci/tui/menu_ui.c`): the title on row 1, "..." markers on
 /// row 2 and on row `rows − 2` when items are hidden above or below, items from row 3 to
@@ -156,11 +157,3 @@ public struct IPXEMenu: Sendable, Equatable {
     }
 }
 
-extension String {
-    var trimmingBlanks: String {
-        var s = Substring(self)
-        while s.first == " " || s.first == "\t" { s.removeFirst() }
-        while s.last == " " || s.last == "\t" { s.removeLast() }
-        return String(s)
-    }
-}

@@ -1,3 +1,4 @@
+import Text
 /// Keys as a serial console sends them (VT100/xterm encodings, what SeaBIOS' serial console
 /// and iPXE decode).
 public enum Key: String, Sendable, CaseIterable, Codable {

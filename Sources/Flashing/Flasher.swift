@@ -2,6 +2,7 @@ import AgentClock
 import Auth
 import Configuration
 import GPIO
+import Logging
 import Glibc
 import POSIXIO
 import Power
@@ -101,12 +102,12 @@ public actor Flasher {
     }
 
     /// The agent's log (the journal): every step of every flash, with its time and outcome.
-    let logLine: @Sendable (String) -> Void
+    let logger: Logger
 
     public init(config: FlashConfig, gpio: GPIOController, power: any DUTPower, clock: any AgentClock, stateDirectory: String,
-                log: @escaping @Sendable (String) -> Void = { _ in }) {
+                logger: Logger = Logger(label: "rte-agent", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.config = config
-        logLine = log
+        self.logger = logger
         self.clock = clock
         directory = stateDirectory + "/flash"
         let programmer = config.programmer.replacingAll("{state_dir}", with: stateDirectory)
@@ -266,9 +267,10 @@ public actor Flasher {
     }
 
     private func execute(_ request: FlashRequest, job id: String) async {
-        let log = self.log, logLine = self.logLine
+        let log = self.log, logger = self.logger
         let (report, steps, failure) = await sequence.run(request, onStep: { s in
-            logLine("flash \(id): \(s.name) \(s.passed ? "ok" : "FAILED") in \(Int(s.durationMs.rounded())) ms: \(s.detail)")
+            logger.log(level: s.passed ? .info : .error,
+                       "flash \(id): \(s.name) \(s.passed ? "ok" : "FAILED") in \(Int(s.durationMs.rounded())) ms: \(s.detail)")
             log.publish(FlashEvent(type: "step", job: id, step: s))
         }, onProgress: { p in
             log.publish(FlashEvent(type: "progress", job: id, phase: p.phase, percent: p.percent))

@@ -49,7 +49,7 @@ public final class Subprocess: Sendable {
     /// Starts `arguments[0]` (searched in PATH) with the rest as its arguments.
     public init(_ arguments: [String], environment: [String: String]? = nil, directory: String? = nil,
                 input: Stream = .null, output: Stream = .inherit, error: Stream = .inherit,
-                newProcessGroup: Bool = false, pollForExit: Bool = false) throws(Errno) {
+                newProcessGroup: Bool = false) throws(Errno) {
         precondition(!arguments.isEmpty, "Subprocess needs a program")
         var closeAfterSpawn: [FileDescriptor] = []
         defer { for fd in closeAfterSpawn { fd.close() } }
@@ -101,9 +101,8 @@ public final class Subprocess: Sendable {
             for fd in ours { fd.close() }
             throw Errno(r)
         }
-        // `pollForExit` takes the path of a kernel without pidfds (the tests check it).
-        let pidfd = pollForExit ? -1 : rte_pidfd_open(child)
-        if pidfd < 0 && !pollForExit && errno != ENOSYS {
+        let pidfd = rte_pidfd_open(child)
+        if pidfd < 0 && errno != ENOSYS {
             let e = Errno.current
             kill(child, SIGKILL)
             var raw: Int32 = 0

@@ -5,6 +5,7 @@ import JSONDocument
 import POSIXIO
 import Power
 import Serial
+import Text
 
 /// A QEMU x86 machine as the device under test: power is the QEMU process and its QMP socket,
 /// the console is QEMU's serial pseudo-terminal, opened by the agent's own termios code through
@@ -67,7 +68,7 @@ public actor QEMUMachine: DUTPower {
     /// A QEMU left running by an agent that was killed would hold the DUT's "power": end it.
     private func killStale() {
         guard let text = readFile(pidPath).map({ String(decoding: $0, as: UTF8.self) }),
-              let pid = Int32(text.trimmedWhitespace), pid > 0 else { return }
+              let pid = Int32(text.trimmingWhitespace), pid > 0 else { return }
         let comm = readFile("/proc/\(pid)/comm").map { String(decoding: $0, as: UTF8.self) } ?? ""
         if comm.hasPrefix("qemu") { kill(pid, SIGKILL) }
         unlink(pidPath)
@@ -109,7 +110,7 @@ public actor QEMUMachine: DUTPower {
         }
         guard let pty = found.0 else {
             process = nil
-            throw PowerError(kind: .hardware, detail: "QEMU did not start: \(found.1.trimmedWhitespace)")
+            throw PowerError(kind: .hardware, detail: "QEMU did not start: \(found.1.trimmingWhitespace)")
         }
         let opens = serial.openCount
         do { try replaceSymlink(serialLink, pointingTo: pty) } catch {
@@ -221,12 +222,3 @@ enum QMP {
     }
 }
 
-extension StringProtocol {
-    /// Without blanks and line breaks around (the standard library has no trimming).
-    var trimmedWhitespace: String {
-        var s = Substring(self)
-        while let f = s.first, f.isWhitespace { s.removeFirst() }
-        while let l = s.last, l.isWhitespace { s.removeLast() }
-        return String(s)
-    }
-}

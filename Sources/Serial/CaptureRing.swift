@@ -5,7 +5,7 @@
 struct CaptureRing {
     let capacity: Int
     let segmentSize: Int
-    private var segments: [[UInt8]] = []
+    private(set) var segments: [[UInt8]] = []
     /// Bytes allocated so far (grows to `capacity`).
     private(set) var allocated = 0
 
@@ -53,12 +53,5 @@ struct CaptureRing {
             pos += n
             if pos == capacity { pos = 0 }
         }
-    }
-
-    /// Where the byte at `position` is stored (tests check that held bytes never move).
-    func address(of position: Int) -> UInt? {
-        guard position >= 0, position < allocated else { return nil }
-        let segment = position / segmentSize
-        return segments[segment].withUnsafeBytes { UInt(bitPattern: $0.baseAddress!.advanced(by: position - segment * segmentSize)) }
     }
 }

@@ -70,14 +70,6 @@ public final class SerialCapture: Sendable {
     public var endOffset: UInt64 { state.withLock { $0.end } }
     /// Bytes the ring holds in memory now (grows to `capacity`).
     public var allocatedBytes: Int { state.withLock { $0.ring.allocated } }
-    /// Where the byte at `offset` is stored in memory, while the ring holds it (tests check that
-    /// held bytes are never moved).
-    func storageAddress(of offset: UInt64) -> UInt? {
-        state.withLock { s in
-            guard offset >= s.start, offset < s.end else { return nil }
-            return s.ring.address(of: Int((offset - base) % UInt64(capacity)))
-        }
-    }
     public var startOffset: UInt64 { state.withLock { $0.start } }
     public var logDirectory: String? { log?.directory }
 

@@ -106,7 +106,7 @@ struct Serve {
         let logger = Logger(label: "rte-agent")
         let agent: Agent
         do {
-            agent = try await Agent.start(config: config, log: { logger.log(level: logLevel(of: $0), "\($0)") })
+            agent = try await Agent.start(config: config, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             throw Exit(status: 1)
@@ -157,7 +157,7 @@ struct RunSpecCommand {
             throw Exit(status: 64, message: "rte-agent: \(spec): \(error)")
         }
         let agent: Agent
-        do { agent = try await Agent.start(config: config, log: { printToStandardError("rte-agent: " + $0) }) } catch {
+        do { agent = try await Agent.start(config: config) } catch {
             throw Exit(status: 1, message: "rte-agent: cannot start: \(error)")
         }
         let record: RunRecord

@@ -5,6 +5,7 @@ import Auth
 @testable import Configuration
 import Foundation
 import GPIO
+import Logging
 import TestSupport
 import Testing
 
@@ -34,9 +35,14 @@ func apiConfig(stateDir: String, auth: Bool = true, timing: String = "fast") thr
 }
 
 /// Starts the real agent on loopback; `body` gets clients for each user.
+/// `log` gets each line the agent logs; `levels` each line with its level.
 func withAgent(_ config: AgentConfig, clock: any AgentClock = SystemClock(), log: @escaping @Sendable (String) -> Void = { _ in },
+               levels: (@Sendable (Logger.Level, String) -> Void)? = nil,
                _ body: (Agent, [String: HTTP]) async throws -> Void) async throws {
-    let agent = try await Agent.start(config: config, clock: clock, log: log)
+    let agent = try await Agent.start(config: config, clock: clock, logger: recordingLogger { level, line in
+        log(line)
+        levels?(level, line)
+    })
     var clients: [String: HTTP] = [:]
     for (u, t) in tokens { clients[u] = HTTP(port: agent.port, token: t) }
     clients["nobody"] = HTTP(port: agent.port, token: nil)

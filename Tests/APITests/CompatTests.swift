@@ -1,4 +1,5 @@
 import AgentClock
+import TestSupport
 import AgentRuntime
 @testable import Configuration
 import Foundation

@@ -1,4 +1,5 @@
 import AgentClock
+import TestSupport
 @testable import BootFlow
 import Matching
 import Serial
@@ -10,6 +11,20 @@ final class KeyLog: Sendable {
     let keys = Mutex<[[UInt8]]>([])
     var all: [[UInt8]] { keys.withLock { $0 } }
     func record(_ k: [UInt8]) { keys.withLock { $0.append(k) } }
+}
+
+/// What the tests watch inside a session: read from its state, so nothing in Sources exists for them.
+extension ConsoleFeed {
+    /// Whether a task is parked in a wait now (the tests' DUT produces output only then).
+    var hasParkedWait: Bool { state.withLock { !$0.waiters.isEmpty || $0.reaction?.waiter != nil } }
+}
+
+extension ConsoleSession {
+    /// Whether a prompt is armed for `expect(_:thenSend:timeout:)`, from any task.
+    func armedProbe() -> @Sendable () -> Bool {
+        let feed = self.feed
+        return { feed.state.withLock { $0.reaction != nil } }
+    }
 }
 
 @Suite struct ConsoleSessionTests {
@@ -139,7 +154,8 @@ final class KeyLog: Sendable {
         }
         await dut.value
         #expect(log.all.count == 100)
-        #expect(feed.alarmsStarted.load(ordering: .relaxed) == 1, "one alarm for 200 waits that ended early")
+        await clock.waitForSleepers(1)
+        #expect(clock.sleepsStarted == 1, "one alarm for 200 waits that ended early")
         // A wait with an earlier deadline than the pending alarm's still ends at its own.
         let advance = Task.detached {
             while !feed.hasParkedWait { await Task.yield() }
@@ -149,7 +165,7 @@ final class KeyLog: Sendable {
             _ = try await session.expect([.literal("never")], timeout: .seconds(2))
         }
         await advance.value
-        #expect(feed.alarmsStarted.load(ordering: .relaxed) == 2)
+        #expect(clock.sleepsStarted == 2)
         // And so does one with a later deadline (the alarm sleeps again for it), armed for a prompt.
         let late = Task.detached {
             while !feed.hasParkedWait { await Task.yield() }

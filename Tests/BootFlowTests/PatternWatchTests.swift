@@ -1,4 +1,5 @@
 import AgentClock
+import TestSupport
 @testable import BootFlow
 import Matching
 import Serial

@@ -1,4 +1,5 @@
 import AgentClock
+import TestSupport
 @testable import Configuration
 import GPIO
 import Testing

@@ -1,9 +1,24 @@
 import AgentClock
+import TestSupport
 @testable import Configuration
 import Foundation
 import POSIXIO
 @testable import Serial
 import Testing
+
+extension SerialCapture {
+    /// Where the byte at `offset` of a capture without a log (its offsets start at 0) is stored,
+    /// while the ring holds it: read from the ring's segments, so that no Sources symbol exists
+    /// only for the test that checks held bytes never move.
+    func storageAddress(of offset: UInt64) -> UInt? {
+        state.withLock { s in
+            guard offset >= s.start, offset < s.end else { return nil }
+            let position = Int(offset % UInt64(capacity)), segment = position / s.ring.segmentSize
+            guard segment < s.ring.segments.count else { return nil }
+            return s.ring.segments[segment].withUnsafeBytes { UInt(bitPattern: $0.baseAddress! + (position - segment * s.ring.segmentSize)) }
+        }
+    }
+}
 
 func serialConfig(device: String, ring: Int = 16 << 20) -> SerialConfig {
     SerialConfig(device: device, baud: 115200, dataBits: 8, parity: .none, stopBits: 1, flowControl: .none, exclusive: true,

@@ -1,5 +1,6 @@
 import Foundation
 import POSIXIO
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -48,16 +49,19 @@ import Glibc
     }
 
     /// Without pidfds (Linux < 5.3, valgrind): the end is polled for, without reaping, and every
-    /// wait still works — status, timeout, stop, SIGKILL escalation.
+    /// wait still works — status, timeout, stop, SIGKILL escalation. The children are started on
+    /// a thread whose kernel says pidfd_open does not exist (a seccomp filter, `withoutPidfdOpen`).
     @Test func withoutAPidfdTheEndIsPolledForAndEveryWaitStillWorks() throws {
-        let child = try Subprocess(["sh", "-c", "read line; exit 3"], input: .pipe, pollForExit: true)
+        let child = try withoutPidfdOpen { try Subprocess(["sh", "-c", "read line; exit 3"], input: .pipe) }
         #expect(child.pollsForExit)
         #expect(!child.waitForExit(timeoutMilliseconds: 50), "still running")
         #expect(child.poll() == nil)
         try child.standardInput!.writeAll(Array("go\n".utf8))
         #expect(child.waitForExit(timeoutMilliseconds: 10_000))
         #expect(child.wait() == .exited(3))
-        let stubborn = try Subprocess(["sh", "-c", "trap '' TERM; echo ready; exec tail -f /dev/null"], output: .pipe, pollForExit: true)
+        let stubborn = try withoutPidfdOpen {
+            try Subprocess(["sh", "-c", "trap '' TERM; echo ready; exec tail -f /dev/null"], output: .pipe)
+        }
         #expect(LineReader(stubborn.standardOutput!).readLine() == "ready")
         #expect(stubborn.stop(grace: 0.2) == .signalled(SIGKILL))
         #expect(try !Subprocess(["true"]).pollsForExit, "this kernel has pidfds")

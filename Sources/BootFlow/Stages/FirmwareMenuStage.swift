@@ -1,6 +1,7 @@
 import AgentClock
 import FirmwareUI
 import Matching
+import Text
 
 /// Opens the firmware's boot menu (SeaBIOS: "Press F10 key now for boot menu") and presses the
 /// key of the entry with exactly the wanted label.
@@ -34,7 +35,7 @@ struct FirmwareMenuStage {
                 if error == .cancelled { throw error }
                 break
             }
-            if let e = FirmwareBootMenu.entry(inLine: m.text.trimmingCharacters(in: "\r\n")) { entries.append(e) }
+            if let e = FirmwareBootMenu.entry(inLine: m.text.trimming("\r\n")) { entries.append(e) }
             wait = listQuiet
             if entries.count > 64 { break }
         }

@@ -1,6 +1,7 @@
 import FirmwareUI
 import Matching
 import Terminal
+import Text
 
 /// Chooses an iPXE menu entry by its exact label, and proves what it chose.
 ///
@@ -201,7 +202,7 @@ struct IPXEMenuStage {
         // What iPXE did next, in its own words (usually the kernel URL it fetches).
         do {
             let line = try await console.expect([.regex("[^ \\r\\n][^\\n]*\\n")], timeout: afterChoiceTimeout)
-            detail += "; then: \(line.text.trimmingCharacters(in: " \r\n").debugDescription)"
+            detail += "; then: \(line.text.trimming(" \r\n").debugDescription)"
         } catch {
             if error == .cancelled { throw ConsoleWaitError.cancelled }
             detail += "; nothing printed within \(format(afterChoiceTimeout.seconds)) s"

@@ -2,6 +2,7 @@ import AgentClock
 import Matching
 import Serial
 import Synchronization
+import Text
 
 /// `fail_on:` and `watch:` over a whole iteration: a session of its own reads everything the DUT
 /// prints from the iteration's start; a fail_on match ends the boot's current wait at once.
@@ -168,7 +169,7 @@ final class PatternWatch: Sendable {
         while start > 0, bytes[start - 1] != 0x0a { start -= 1 }
         var end = matchEnd
         while end < bytes.count, bytes[end] != 0x0a, bytes[end] != 0x0d { end += 1 }
-        let line = String(decoding: bytes[start..<end], as: UTF8.self).trimmingCharacters(in: "\r\n ")
+        let line = String(decoding: bytes[start..<end], as: UTF8.self).trimming("\r\n ")
         return (line, end < bytes.count || end - matchEnd >= lineTail)
     }
 

@@ -1,6 +1,7 @@
 import AgentClock
 import Matching
 import Terminal
+import Text
 
 /// Xen's debug keys from a run: Xen and dom0 share the serial line, and Ctrl-A three times
 /// switches its input between them. The keys go to Xen, its answer is read until it has been
@@ -57,7 +58,7 @@ struct XenConsoleStage {
             raw = bytes
         }
         var plain = Terminal()
-        let text = String(decoding: plain.feed(raw).bytes, as: UTF8.self).trimmingCharacters(in: "\r\n")
+        let text = String(decoding: plain.feed(raw).bytes, as: UTF8.self).trimming("\r\n")
         var problem: String?
         if lines == 0 { problem = "Xen printed nothing for the debug key(s) \(keys.debugDescription)" }
         if timedOut && problem == nil {
